@@ -1,0 +1,92 @@
+//! Domain objects → wire types.
+
+use gpuaas_api_types as wire;
+use gpuaas_domain as domain;
+
+pub fn sku(s: domain::Sku) -> wire::Sku {
+    wire::Sku {
+        id: s.id,
+        gpu_model: s.gpu_model,
+        display_name: s.display_name,
+        memory_gib: s.memory_gib,
+        form_factor: s.form_factor,
+        allowed_gpu_counts: s.allowed_gpu_counts,
+        price_per_gpu_hour_minor: s.price_per_gpu_hour_minor,
+        currency: s.currency,
+    }
+}
+
+pub fn node(n: domain::Node) -> wire::Node {
+    wire::Node {
+        id: n.id.0,
+        name: n.name,
+        state: n.state.as_str().to_string(),
+        gpu_model: n.gpu_model,
+        gpu_count: n.gpus.len(),
+        free_gpus: n.free_gpus,
+        discovery: n.discovery,
+        agent_version: n.agent_version,
+        registered_at: n.registered_at,
+        gpus: n
+            .gpus
+            .into_iter()
+            .map(|g| wire::Gpu {
+                index: g.index,
+                uuid: g.uuid,
+                model: g.model,
+                memory_mib: g.memory_mib,
+                health: match g.health {
+                    domain::GpuHealth::Healthy => "healthy".into(),
+                    domain::GpuHealth::Unhealthy => "unhealthy".into(),
+                },
+                allocated: g.allocated,
+            })
+            .collect(),
+    }
+}
+
+pub fn instance(i: domain::Instance) -> wire::Instance {
+    wire::Instance {
+        id: i.id.0,
+        project_id: i.project_id.0,
+        name: i.name,
+        sku: i.sku_id,
+        gpu_count: i.gpu_count,
+        command: i.command,
+        capacity_timeout_seconds: i.capacity_timeout_s,
+        state: i.state.as_str().to_string(),
+        failure_reason: i.failure_reason.map(|r| r.as_str().to_string()),
+        status_message: i.status_message,
+        node_id: i.node_id.map(|n| n.0),
+        gpu_indices: i.gpu_indices,
+        workflow_id: i.workflow_id,
+        current_step: i.current_step,
+        created_at: i.created_at,
+        updated_at: i.updated_at,
+        running_at: i.running_at,
+        ended_at: i.ended_at,
+    }
+}
+
+pub fn registration(r: wire::RegisterNodeRequest) -> domain::NodeRegistration {
+    domain::NodeRegistration {
+        name: r.name,
+        agent_version: r.agent_version,
+        discovery: r.discovery,
+        gpus: r
+            .gpus
+            .into_iter()
+            .map(|g| domain::GpuSpec {
+                index: g.index,
+                uuid: g.uuid,
+                model: g.model,
+                memory_mib: g.memory_mib,
+                health: if g.healthy {
+                    domain::GpuHealth::Healthy
+                } else {
+                    domain::GpuHealth::Unhealthy
+                },
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,95 @@
+//! Extractors: JSON bodies whose rejections are problem+json, and bearer-token authentication.
+
+use crate::AppState;
+use crate::problem::ApiError;
+use axum::extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection};
+use axum::http::{StatusCode, header, request::Parts};
+use gpuaas_shared::ids::ProjectId;
+use sha2::{Digest, Sha256};
+
+/// `Json<T>`, but a malformed or mistyped body is a problem+json 400/422, never a plain-text error.
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(JsonRejection::JsonSyntaxError(e)) => {
+                Err(ApiError::bad_request("malformed_json", e.body_text()))
+            }
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                e.body_text(),
+            )),
+            Err(JsonRejection::MissingJsonContentType(e)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                e.body_text(),
+            )),
+            Err(e) => Err(ApiError::bad_request("malformed_body", e.body_text())),
+        }
+    }
+}
+
+/// The authenticated caller. Until IAM lands there is one dev token, acting in the default project.
+pub struct Caller {
+    pub project: ProjectId,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if token_matches(parts, &state.config.api_token) {
+            Ok(Self {
+                project: gpuaas_iam::DEFAULT_PROJECT,
+            })
+        } else {
+            Err(unauthorized())
+        }
+    }
+}
+
+/// A node agent presenting the fleet's join token.
+pub struct JoiningNode;
+
+impl FromRequestParts<AppState> for JoiningNode {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if token_matches(parts, &state.config.join_token) {
+            Ok(Self)
+        } else {
+            Err(unauthorized())
+        }
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or invalid bearer token",
+    )
+}
+
+/// Compares hashes, so the comparison time does not depend on how much of the token matched.
+fn token_matches(parts: &Parts, expected: &str) -> bool {
+    let presented = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    !expected.is_empty()
+        && Sha256::digest(presented.as_bytes()) == Sha256::digest(expected.as_bytes())
+}

@@ -1,0 +1,177 @@
+//! The REST API: thin axum handlers over the gpuaas domain and the Temporal client.
+
+pub mod convert;
+pub mod extract;
+pub mod problem;
+pub mod routes;
+pub mod workflows;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use gpuaas_shared::db::Pool as PgPool;
+use gpuaas_workflows::NodeTimeouts;
+use problem::{ApiError, REQUEST_ID};
+use std::sync::Arc;
+use temporalio_client::Client;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiConfig {
+    #[arg(long, env = "GPUAAS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    #[arg(
+        long,
+        env = "GPUAAS_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/gpuaas"
+    )]
+    pub database_url: String,
+    #[arg(
+        long,
+        env = "GPUAAS_TEMPORAL_ADDRESS",
+        default_value = "127.0.0.1:7233"
+    )]
+    pub temporal_address: String,
+    #[arg(long, env = "GPUAAS_TEMPORAL_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Task queue of the control-plane worker.
+    #[arg(long, env = "GPUAAS_TASK_QUEUE", default_value = gpuaas_activities::CONTROL_TASK_QUEUE)]
+    pub task_queue: String,
+    /// Bearer token for API callers (one dev token until IAM lands).
+    #[arg(long, env = "GPUAAS_API_TOKEN")]
+    pub api_token: String,
+    /// Bearer token node agents register with.
+    #[arg(long, env = "GPUAAS_JOIN_TOKEN")]
+    pub join_token: String,
+    /// Seconds a node task may wait for its agent before the node counts as unreachable.
+    #[arg(
+        long,
+        env = "GPUAAS_NODE_SCHEDULE_TO_START_SECONDS",
+        default_value_t = 30
+    )]
+    pub node_schedule_to_start_seconds: u64,
+    /// Seconds a node may take to start and settle a workload.
+    #[arg(
+        long,
+        env = "GPUAAS_NODE_START_TO_CLOSE_SECONDS",
+        default_value_t = 120
+    )]
+    pub node_start_to_close_seconds: u64,
+}
+
+impl ApiConfig {
+    pub fn node_timeouts(&self) -> NodeTimeouts {
+        NodeTimeouts {
+            schedule_to_start_s: self.node_schedule_to_start_seconds,
+            start_to_close_s: self.node_start_to_close_seconds,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub temporal: Client,
+    pub config: Arc<ApiConfig>,
+}
+
+/// Every route, as `(METHOD, path)`; `doc/api/openapi.yaml` must list exactly these.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/v1/skus"),
+    ("GET", "/v1/nodes"),
+    ("POST", "/v1/nodes/register"),
+    ("GET", "/v1/nodes/{id}"),
+    ("GET", "/v1/instances"),
+    ("POST", "/v1/instances"),
+    ("GET", "/v1/instances/{id}"),
+    ("DELETE", "/v1/instances/{id}"),
+];
+
+pub fn router(state: AppState) -> Router {
+    use routes::*;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/v1/skus", get(skus::list))
+        .route("/v1/nodes", get(nodes::list))
+        .route("/v1/nodes/register", post(nodes::register))
+        .route("/v1/nodes/{id}", get(nodes::get))
+        .route(
+            "/v1/instances",
+            get(instances::list).post(instances::create),
+        )
+        .route(
+            "/v1/instances/{id}",
+            get(instances::get).delete(instances::delete),
+        )
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Gives every request an id (or keeps the caller's `x-request-id`), visible to error bodies,
+/// logs and the response header.
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut response = REQUEST_ID
+        .scope(
+            id.clone(),
+            tracing::Instrument::instrument(next.run(req), span),
+        )
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Connects to Postgres (running migrations) and Temporal, then serves until `shutdown`.
+pub async fn serve(
+    config: ApiConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(!config.api_token.is_empty(), "GPUAAS_API_TOKEN must be set");
+    anyhow::ensure!(
+        !config.join_token.is_empty(),
+        "GPUAAS_JOIN_TOKEN must be set"
+    );
+    let pool = gpuaas_shared::db::connect_and_migrate(&config.database_url, 20).await?;
+    let temporal = gpuaas_activities::temporal::connect(
+        &config.temporal_address,
+        &config.namespace,
+        "gpuaas-api",
+        std::time::Duration::from_secs(60),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, "API listening");
+    let state = AppState {
+        pool,
+        temporal,
+        config: Arc::new(config),
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,528 @@
+//! Instances: a request for N GPUs of one SKU running a command, and its lifecycle.
+//!
+//! State changes are compare-and-set on `state`, so an activity run twice, or two workflows
+//! racing (provision vs. terminate), can never move an instance backwards.
+
+use crate::sku;
+use chrono::{DateTime, Utc};
+use gpuaas_shared::ids::{InstanceId, NodeId, ProjectId};
+use gpuaas_shared::{DomainError, DomainResult};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    Pending,
+    Provisioning,
+    Running,
+    Terminating,
+    Terminated,
+    Failed,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Provisioning => "provisioning",
+            Self::Running => "running",
+            Self::Terminating => "terminating",
+            Self::Terminated => "terminated",
+            Self::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "provisioning" => Self::Provisioning,
+            "running" => Self::Running,
+            "terminating" => Self::Terminating,
+            "terminated" => Self::Terminated,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Terminated | Self::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    InsufficientCapacity,
+    NodeUnreachable,
+    StartFailed,
+    Timeout,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InsufficientCapacity => "insufficient_capacity",
+            Self::NodeUnreachable => "node_unreachable",
+            Self::StartFailed => "start_failed",
+            Self::Timeout => "timeout",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "insufficient_capacity" => Self::InsufficientCapacity,
+            "node_unreachable" => Self::NodeUnreachable,
+            "start_failed" => Self::StartFailed,
+            "timeout" => Self::Timeout,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub project_id: ProjectId,
+    pub name: String,
+    pub sku_id: String,
+    pub gpu_count: i32,
+    pub command: String,
+    pub capacity_timeout_s: i32,
+    pub state: InstanceState,
+    pub failure_reason: Option<FailureReason>,
+    pub status_message: Option<String>,
+    pub node_id: Option<NodeId>,
+    pub gpu_indices: Vec<i32>,
+    pub workflow_id: String,
+    pub current_step: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub running_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct InstanceRow {
+    id: InstanceId,
+    project_id: ProjectId,
+    name: String,
+    sku_id: String,
+    gpu_count: i32,
+    command: String,
+    capacity_timeout_s: i32,
+    state: String,
+    failure_reason: Option<String>,
+    status_message: Option<String>,
+    node_id: Option<NodeId>,
+    gpu_indices: Vec<i32>,
+    workflow_id: String,
+    current_step: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    running_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+}
+
+impl From<InstanceRow> for Instance {
+    fn from(r: InstanceRow) -> Self {
+        Self {
+            id: r.id,
+            project_id: r.project_id,
+            name: r.name,
+            sku_id: r.sku_id,
+            gpu_count: r.gpu_count,
+            command: r.command,
+            capacity_timeout_s: r.capacity_timeout_s,
+            state: InstanceState::parse(&r.state).unwrap_or(InstanceState::Failed),
+            failure_reason: r.failure_reason.as_deref().and_then(FailureReason::parse),
+            status_message: r.status_message,
+            node_id: r.node_id,
+            gpu_indices: r.gpu_indices,
+            workflow_id: r.workflow_id,
+            current_step: r.current_step,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            running_at: r.running_at,
+            ended_at: r.ended_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, project_id, name, sku_id, gpu_count, command, capacity_timeout_s, state, \
+    failure_reason, status_message, node_id, gpu_indices, workflow_id, current_step, created_at, \
+    updated_at, running_at, ended_at";
+
+/// Workflow id of an instance's provisioning: deterministic, so a duplicate start finds it.
+pub fn provision_workflow_id(id: InstanceId) -> String {
+    format!("instance-provision-{id}")
+}
+
+/// Workflow id of an instance's termination.
+pub fn terminate_workflow_id(id: InstanceId) -> String {
+    format!("instance-terminate-{id}")
+}
+
+/// The longest a request may wait for capacity.
+pub const MAX_CAPACITY_TIMEOUT_S: i32 = 24 * 3600;
+pub const DEFAULT_COMMAND: &str = "sleep infinity";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewInstance {
+    pub project_id: ProjectId,
+    pub name: Option<String>,
+    pub sku: String,
+    pub gpu_count: i32,
+    pub command: Option<String>,
+    pub capacity_timeout_s: Option<i32>,
+}
+
+impl NewInstance {
+    /// Fingerprint of the request, to tell a retry (same body) from a reused key (other body).
+    fn fingerprint(&self) -> String {
+        let canonical = serde_json::to_vec(self).expect("NewInstance serialises");
+        hex::encode(Sha256::digest(canonical))
+    }
+
+    fn validate(&self) -> DomainResult<()> {
+        if let Some(name) = &self.name {
+            let ok = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !name.starts_with('-');
+            if !ok {
+                return Err(DomainError::invalid(
+                    "invalid_name",
+                    "name must be 1-63 characters of lowercase letters, digits and '-', not starting with '-'",
+                ));
+            }
+        }
+        if let Some(cmd) = &self.command {
+            if cmd.trim().is_empty() || cmd.len() > 4096 {
+                return Err(DomainError::invalid(
+                    "invalid_command",
+                    "command must be 1-4096 characters",
+                ));
+            }
+        }
+        if let Some(t) = self.capacity_timeout_s {
+            if !(0..=MAX_CAPACITY_TIMEOUT_S).contains(&t) {
+                return Err(DomainError::invalid(
+                    "invalid_capacity_timeout",
+                    format!(
+                        "capacity_timeout must be between 0 and {MAX_CAPACITY_TIMEOUT_S} seconds"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Result of [`create`]: the instance, and whether this call created it (false for a retry that
+/// matched an earlier request with the same idempotency key).
+pub struct Created {
+    pub instance: Instance,
+    pub created: bool,
+}
+
+/// Validates and records a new `pending` instance. With an idempotency key, the same key and body
+/// return the earlier instance; the same key with another body is a conflict. Nothing is written
+/// when validation fails.
+pub async fn create(
+    pool: &PgPool,
+    req: &NewInstance,
+    idempotency_key: Option<&str>,
+) -> DomainResult<Created> {
+    req.validate()?;
+    let sku = sku::get(pool, &req.sku).await?;
+    sku.check_gpu_count(req.gpu_count)?;
+    if let Some(key) = idempotency_key {
+        if key.is_empty() || key.len() > 255 {
+            return Err(DomainError::invalid(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1-255 characters",
+            ));
+        }
+    }
+    let id = InstanceId::new();
+    let name = req
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", sku.id, &id.0.simple().to_string()[24..]));
+    let fingerprint = req.fingerprint();
+    let inserted: Option<InstanceRow> = sqlx::query_as(&format!(
+        "INSERT INTO gpuaas.instances (id, project_id, name, sku_id, gpu_count, command, capacity_timeout_s,
+             state, workflow_id, current_step, idempotency_key, request_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, 'queued', $9, $10)
+         ON CONFLICT (project_id, idempotency_key) DO NOTHING
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(req.project_id)
+    .bind(&name)
+    .bind(&sku.id)
+    .bind(req.gpu_count)
+    .bind(req.command.as_deref().unwrap_or(DEFAULT_COMMAND))
+    .bind(req.capacity_timeout_s.unwrap_or(0))
+    .bind(provision_workflow_id(id))
+    .bind(idempotency_key)
+    .bind(&fingerprint)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok(Created {
+            instance: row.into(),
+            created: true,
+        });
+    }
+    // The key was used before: same body is a retry, another body a conflict.
+    let (earlier, hash): (InstanceRow, Option<String>) = {
+        let row: InstanceRow = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM gpuaas.instances WHERE project_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(req.project_id)
+        .bind(idempotency_key)
+        .fetch_one(pool)
+        .await?;
+        let (hash,): (Option<String>,) =
+            sqlx::query_as("SELECT request_hash FROM gpuaas.instances WHERE id = $1")
+                .bind(row.id)
+                .fetch_one(pool)
+                .await?;
+        (row, hash)
+    };
+    if hash.as_deref() != Some(fingerprint.as_str()) {
+        return Err(DomainError::conflict(
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used with a different request body",
+        ));
+    }
+    Ok(Created {
+        instance: earlier.into(),
+        created: false,
+    })
+}
+
+pub async fn get(pool: &PgPool, project: ProjectId, id: InstanceId) -> DomainResult<Instance> {
+    sqlx::query_as::<_, InstanceRow>(&format!(
+        "SELECT {COLUMNS} FROM gpuaas.instances WHERE id = $1 AND project_id = $2"
+    ))
+    .bind(id)
+    .bind(project)
+    .fetch_optional(pool)
+    .await?
+    .map(Into::into)
+    .ok_or_else(|| DomainError::not_found("instance_not_found", format!("instance {id} not found")))
+}
+
+/// Reads an instance regardless of project: for workflows, which act for the system.
+pub async fn get_any(pool: &PgPool, id: InstanceId) -> DomainResult<Instance> {
+    sqlx::query_as::<_, InstanceRow>(&format!(
+        "SELECT {COLUMNS} FROM gpuaas.instances WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .map(Into::into)
+    .ok_or_else(|| DomainError::not_found("instance_not_found", format!("instance {id} not found")))
+}
+
+/// One page of a project's instances, newest first. `after` is the last id of the previous page
+/// (ids are UUIDv7, so id order is creation order).
+pub async fn list(
+    pool: &PgPool,
+    project: ProjectId,
+    limit: i64,
+    after: Option<InstanceId>,
+) -> DomainResult<Vec<Instance>> {
+    let rows: Vec<InstanceRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM gpuaas.instances
+         WHERE project_id = $1 AND ($2::uuid IS NULL OR id < $2)
+         ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(project)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// What a compare-and-set state change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Transition {
+    /// The state changed now.
+    Applied,
+    /// The instance was already in the target state (an activity retried).
+    AlreadyThere,
+    /// The instance is in another state that forbids the change; it was left alone.
+    Refused(InstanceState),
+}
+
+/// Moves `id` to `to` if it is in one of `from`. Columns in `set` are extra assignments.
+async fn transition(
+    pool: &PgPool,
+    id: InstanceId,
+    from: &[InstanceState],
+    to: InstanceState,
+    set: &str,
+    reason: Option<FailureReason>,
+    message: Option<&str>,
+) -> DomainResult<Transition> {
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let applied: Option<(InstanceId,)> = sqlx::query_as(&format!(
+        "UPDATE gpuaas.instances SET state = $3, updated_at = now() {set}
+         WHERE id = $1 AND state = ANY($2) RETURNING id"
+    ))
+    .bind(id)
+    .bind(&from)
+    .bind(to.as_str())
+    .bind(reason.map(FailureReason::as_str))
+    .bind(message)
+    .fetch_optional(pool)
+    .await?;
+    if applied.is_some() {
+        return Ok(Transition::Applied);
+    }
+    let current = get_any(pool, id).await?.state;
+    Ok(if current == to {
+        Transition::AlreadyThere
+    } else {
+        Transition::Refused(current)
+    })
+}
+
+/// Records the workflow's current step and a human explanation (why it waits), for the API.
+pub async fn set_step(
+    pool: &PgPool,
+    id: InstanceId,
+    step: &str,
+    message: Option<&str>,
+) -> DomainResult<()> {
+    sqlx::query(
+        "UPDATE gpuaas.instances SET current_step = $2, status_message = $3, updated_at = now()
+         WHERE id = $1 AND state IN ('pending', 'provisioning', 'terminating')",
+    )
+    .bind(id)
+    .bind(step)
+    .bind(message)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn mark_running(pool: &PgPool, id: InstanceId) -> DomainResult<Transition> {
+    use InstanceState::*;
+    let set = ", running_at = now(), current_step = 'running', status_message = NULL";
+    transition(pool, id, &[Provisioning], Running, set, None, None).await
+}
+
+pub async fn mark_failed(
+    pool: &PgPool,
+    id: InstanceId,
+    reason: FailureReason,
+    message: &str,
+) -> DomainResult<Transition> {
+    use InstanceState::*;
+    let set =
+        ", failure_reason = $4, status_message = $5, ended_at = now(), current_step = 'failed'";
+    transition(
+        pool,
+        id,
+        &[Pending, Provisioning],
+        Failed,
+        set,
+        Some(reason),
+        Some(message),
+    )
+    .await
+}
+
+/// Starts termination. Returns the state the instance was in, which tells the caller what to
+/// undo: a `running` one needs TerminateInstance, a `pending`/`provisioning` one needs its
+/// provisioning cancelled, a terminal one needs nothing.
+pub async fn begin_termination(
+    pool: &PgPool,
+    project: ProjectId,
+    id: InstanceId,
+) -> DomainResult<(InstanceState, Instance)> {
+    let previous: Option<(String,)> = sqlx::query_as(
+        "WITH old AS (SELECT state FROM gpuaas.instances WHERE id = $1 AND project_id = $2 FOR UPDATE)
+         UPDATE gpuaas.instances i SET state = 'terminating', current_step = 'terminating', updated_at = now()
+         FROM old WHERE i.id = $1 AND old.state IN ('pending', 'provisioning', 'running')
+         RETURNING old.state",
+    )
+    .bind(id)
+    .bind(project)
+    .fetch_optional(pool)
+    .await?;
+    let instance = get(pool, project, id).await?;
+    let previous = previous
+        .and_then(|(s,)| InstanceState::parse(&s))
+        .unwrap_or(instance.state);
+    Ok((previous, instance))
+}
+
+/// Ends termination; `message` says anything the user should know (e.g. GPUs still fenced).
+pub async fn mark_terminated(
+    pool: &PgPool,
+    id: InstanceId,
+    message: Option<&str>,
+) -> DomainResult<Transition> {
+    use InstanceState::*;
+    let set = ", ended_at = now(), current_step = 'terminated', status_message = $5";
+    transition(pool, id, &[Terminating], Terminated, set, None, message).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_differs_by_body_and_is_stable() {
+        let a = NewInstance {
+            project_id: ProjectId::new(),
+            name: None,
+            sku: "h100-80gb-sxm".into(),
+            gpu_count: 1,
+            command: None,
+            capacity_timeout_s: None,
+        };
+        let mut b = a.clone();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        b.gpu_count = 2;
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn validation_rejects_bad_names_and_timeouts() {
+        let ok = NewInstance {
+            project_id: ProjectId::new(),
+            name: Some("train-1".into()),
+            sku: "x".into(),
+            gpu_count: 1,
+            command: Some("python train.py".into()),
+            capacity_timeout_s: Some(60),
+        };
+        assert!(ok.validate().is_ok());
+        let bad_name = NewInstance {
+            name: Some("Bad Name".into()),
+            ..ok.clone()
+        };
+        assert_eq!(bad_name.validate().unwrap_err().code(), "invalid_name");
+        let bad_timeout = NewInstance {
+            capacity_timeout_s: Some(-1),
+            ..ok.clone()
+        };
+        assert_eq!(
+            bad_timeout.validate().unwrap_err().code(),
+            "invalid_capacity_timeout"
+        );
+        let bad_cmd = NewInstance {
+            command: Some("  ".into()),
+            ..ok
+        };
+        assert_eq!(bad_cmd.validate().unwrap_err().code(), "invalid_command");
+    }
+}

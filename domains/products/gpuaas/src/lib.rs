@@ -1,0 +1,16 @@
+//! Product domain `gpuaas`: SKUs, nodes and their GPUs, GPU placement and allocation, instances.
+//!
+//! Plain async Rust over sqlx; owns the `gpuaas` schema. Knows nothing of Temporal or HTTP:
+//! the API and the activities call these functions and map [`DomainError`]s themselves.
+//!
+//! [`DomainError`]: gpuaas_shared::DomainError
+
+pub mod instance;
+pub mod node;
+pub mod placement;
+pub mod sku;
+
+pub use instance::{FailureReason, Instance, InstanceState, NewInstance, Transition};
+pub use node::{GpuHealth, GpuSpec, Node, NodeGpu, NodeRegistration, NodeState};
+pub use placement::{Allocation, Placement};
+pub use sku::Sku;

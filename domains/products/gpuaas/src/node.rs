@@ -1,0 +1,289 @@
+//! GPU hosts and their GPUs. An agent registers with its name and discovered GPUs and gets a
+//! stable node id back; registering again (after an agent restart) returns the same id.
+
+use gpuaas_shared::ids::{GpuId, NodeId};
+use gpuaas_shared::{DomainError, DomainResult};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use std::collections::HashSet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    Registering,
+    Ready,
+    Cordoned,
+    Draining,
+    Down,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registering => "registering",
+            Self::Ready => "ready",
+            Self::Cordoned => "cordoned",
+            Self::Draining => "draining",
+            Self::Down => "down",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        match s {
+            "registering" => Self::Registering,
+            "ready" => Self::Ready,
+            "cordoned" => Self::Cordoned,
+            "draining" => Self::Draining,
+            _ => Self::Down,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuHealth {
+    Healthy,
+    Unhealthy,
+}
+
+/// A GPU as an agent discovered it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GpuSpec {
+    pub index: i32,
+    pub uuid: String,
+    pub model: String,
+    pub memory_mib: i64,
+    pub health: GpuHealth,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeRegistration {
+    pub name: String,
+    pub agent_version: String,
+    pub discovery: String,
+    pub gpus: Vec<GpuSpec>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeGpu {
+    pub id: GpuId,
+    pub index: i32,
+    pub uuid: String,
+    pub model: String,
+    pub memory_mib: i64,
+    pub health: GpuHealth,
+    pub allocated: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub id: NodeId,
+    pub name: String,
+    pub state: NodeState,
+    pub gpu_model: Option<String>,
+    pub free_gpus: i32,
+    pub agent_version: Option<String>,
+    pub discovery: Option<String>,
+    pub registered_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub gpus: Vec<NodeGpu>,
+}
+
+impl NodeRegistration {
+    fn validate(&self) -> DomainResult<()> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 63
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if !name_ok {
+            return Err(DomainError::invalid(
+                "invalid_node_name",
+                "node name must be 1-63 characters of letters, digits, '-' or '.'",
+            ));
+        }
+        let mut indices = HashSet::new();
+        for gpu in &self.gpus {
+            if !indices.insert(gpu.index) || gpu.index < 0 {
+                return Err(DomainError::invalid(
+                    "invalid_gpus",
+                    format!("duplicate or negative GPU index {}", gpu.index),
+                ));
+            }
+        }
+        if let Some(first) = self.gpus.first() {
+            if self.gpus.iter().any(|g| g.model != first.model) {
+                return Err(DomainError::invalid(
+                    "invalid_gpus",
+                    "a node's GPUs must all be the same model",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Registers (or re-registers) a node and its GPUs; returns its id. Idempotent by node name.
+pub async fn register(pool: &PgPool, reg: &NodeRegistration) -> DomainResult<NodeId> {
+    reg.validate()?;
+    let mut tx = pool.begin().await?;
+    let gpu_model = reg.gpus.first().map(|g| g.model.clone());
+    let (id,): (NodeId,) = sqlx::query_as(
+        "INSERT INTO gpuaas.nodes (id, name, state, gpu_model, agent_version, discovery)
+         VALUES ($1, $2, 'registering', $3, $4, $5)
+         ON CONFLICT (name) DO UPDATE
+            SET gpu_model = EXCLUDED.gpu_model, agent_version = EXCLUDED.agent_version,
+                discovery = EXCLUDED.discovery, updated_at = now()
+         RETURNING id",
+    )
+    .bind(NodeId::new())
+    .bind(&reg.name)
+    .bind(&gpu_model)
+    .bind(&reg.agent_version)
+    .bind(&reg.discovery)
+    .fetch_one(&mut *tx)
+    .await?;
+    // Serialise against placement on this node while its GPUs and counter are rewritten.
+    sqlx::query("SELECT 1 FROM gpuaas.nodes WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    for gpu in &reg.gpus {
+        let moved: Option<(NodeId,)> = sqlx::query_as(
+            "INSERT INTO gpuaas.gpus (id, node_id, idx, uuid, model, memory_mib, health)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (uuid) DO UPDATE
+                SET idx = EXCLUDED.idx, model = EXCLUDED.model, memory_mib = EXCLUDED.memory_mib,
+                    health = EXCLUDED.health
+                WHERE gpuaas.gpus.node_id = EXCLUDED.node_id
+             RETURNING node_id",
+        )
+        .bind(GpuId::new())
+        .bind(id)
+        .bind(gpu.index)
+        .bind(&gpu.uuid)
+        .bind(&gpu.model)
+        .bind(gpu.memory_mib)
+        .bind(health_str(gpu.health))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if moved.is_none() {
+            return Err(DomainError::conflict(
+                "gpu_registered_elsewhere",
+                format!("GPU {} is already registered on another node", gpu.uuid),
+            ));
+        }
+    }
+    // Registration completes in one transaction: `registering` is never observed half-done.
+    sqlx::query(
+        "UPDATE gpuaas.nodes n SET
+            state = CASE WHEN n.state IN ('registering', 'down') THEN 'ready' ELSE n.state END,
+            free_gpus = (SELECT count(*) FROM gpuaas.gpus g WHERE g.node_id = n.id AND g.health = 'healthy'
+                           AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a
+                                           WHERE a.gpu_id = g.id AND a.released_at IS NULL)),
+            updated_at = now()
+         WHERE n.id = $1",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+fn health_str(h: GpuHealth) -> &'static str {
+    match h {
+        GpuHealth::Healthy => "healthy",
+        GpuHealth::Unhealthy => "unhealthy",
+    }
+}
+
+type NodeRow = (
+    NodeId,
+    String,
+    String,
+    Option<String>,
+    i32,
+    Option<String>,
+    Option<String>,
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+);
+
+const NODE_COLUMNS: &str =
+    "id, name, state, gpu_model, free_gpus, agent_version, discovery, registered_at, updated_at";
+
+pub async fn list(pool: &PgPool) -> DomainResult<Vec<Node>> {
+    let rows: Vec<NodeRow> = sqlx::query_as(&format!(
+        "SELECT {NODE_COLUMNS} FROM gpuaas.nodes ORDER BY name"
+    ))
+    .fetch_all(pool)
+    .await?;
+    let mut nodes = Vec::with_capacity(rows.len());
+    for row in rows {
+        let gpus = gpus_of(pool, row.0).await?;
+        nodes.push(node_from(row, gpus));
+    }
+    Ok(nodes)
+}
+
+pub async fn get(pool: &PgPool, id: NodeId) -> DomainResult<Node> {
+    let row: NodeRow = sqlx::query_as(&format!(
+        "SELECT {NODE_COLUMNS} FROM gpuaas.nodes WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| DomainError::not_found("node_not_found", format!("node {id} not found")))?;
+    let gpus = gpus_of(pool, id).await?;
+    Ok(node_from(row, gpus))
+}
+
+async fn gpus_of(pool: &PgPool, node: NodeId) -> DomainResult<Vec<NodeGpu>> {
+    let rows: Vec<(GpuId, i32, String, String, i64, String, bool)> = sqlx::query_as(
+        "SELECT g.id, g.idx, g.uuid, g.model, g.memory_mib, g.health,
+                EXISTS (SELECT 1 FROM gpuaas.allocations a WHERE a.gpu_id = g.id AND a.released_at IS NULL)
+         FROM gpuaas.gpus g WHERE g.node_id = $1 ORDER BY g.idx",
+    )
+    .bind(node)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, index, uuid, model, memory_mib, health, allocated)| NodeGpu {
+                id,
+                index,
+                uuid,
+                model,
+                memory_mib,
+                health: if health == "healthy" {
+                    GpuHealth::Healthy
+                } else {
+                    GpuHealth::Unhealthy
+                },
+                allocated,
+            },
+        )
+        .collect())
+}
+
+fn node_from(r: NodeRow, gpus: Vec<NodeGpu>) -> Node {
+    Node {
+        id: r.0,
+        name: r.1,
+        state: NodeState::parse(&r.2),
+        gpu_model: r.3,
+        free_gpus: r.4,
+        agent_version: r.5,
+        discovery: r.6,
+        registered_at: r.7,
+        updated_at: r.8,
+        gpus,
+    }
+}
+
+/// Task queue of a node's agent: the only way the control plane reaches a host.
+pub fn task_queue(node: NodeId) -> String {
+    format!("node-{node}")
+}

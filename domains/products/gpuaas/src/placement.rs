@@ -1,0 +1,219 @@
+//! GPU placement and allocation.
+//!
+//! Best-fit: the fullest ready node of the SKU's GPU model that still has room, so large requests
+//! still find a whole host. Concurrent allocators lock the candidate node row with
+//! `FOR UPDATE SKIP LOCKED` and move on to the next candidate instead of queueing behind each
+//! other. The guarantee against double-booking is the unique index
+//! `allocations_one_live_per_gpu`, not this choreography: a racing insert fails instead of
+//! leasing a GPU twice.
+
+use gpuaas_shared::ids::{InstanceId, NodeId};
+use gpuaas_shared::{DomainError, DomainResult};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Postgres, Transaction};
+
+/// The GPUs an instance holds on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub instance_id: InstanceId,
+    pub node_id: NodeId,
+    pub node_name: String,
+    pub gpu_indices: Vec<i32>,
+    pub gpu_uuids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Placement {
+    Placed(Allocation),
+    /// No node fits now; the text says why, per kind of node.
+    NoCapacity {
+        explanation: String,
+    },
+}
+
+/// Allocates GPUs for a `pending`/`provisioning` instance. Idempotent: an instance that already
+/// holds a live allocation gets that allocation back.
+pub async fn allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Placement> {
+    for _ in 0..8 {
+        match try_allocate(pool, instance).await {
+            // A racing allocator inserted the same GPU first: only possible if the placement
+            // index was stale. The unique index refused it; try again with fresh data.
+            Err(DomainError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                continue;
+            }
+            other => return other,
+        }
+    }
+    Err(DomainError::conflict(
+        "allocation_contention",
+        "could not allocate after repeated conflicts",
+    ))
+}
+
+async fn try_allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Placement> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, String, i32)> = sqlx::query_as(
+        "SELECT i.state, s.gpu_model, i.gpu_count
+         FROM gpuaas.instances i JOIN gpuaas.skus s ON s.id = i.sku_id
+         WHERE i.id = $1 FOR UPDATE OF i",
+    )
+    .bind(instance)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((state, gpu_model, gpu_count)) = row else {
+        return Err(DomainError::not_found(
+            "instance_not_found",
+            format!("instance {instance} not found"),
+        ));
+    };
+    if state != "pending" && state != "provisioning" {
+        return Err(DomainError::conflict(
+            "instance_not_provisionable",
+            format!("instance {instance} is {state}; it no longer wants GPUs"),
+        ));
+    }
+    if let Some(existing) = live_allocation(&mut tx, instance).await? {
+        tx.commit().await?;
+        return Ok(Placement::Placed(existing));
+    }
+    let picked: Vec<(NodeId, String, i32, String)> = sqlx::query_as(
+        "WITH node AS (
+             SELECT id, name FROM gpuaas.nodes
+             WHERE state = 'ready' AND gpu_model = $1 AND free_gpus >= $2
+             ORDER BY free_gpus, id
+             LIMIT 1 FOR UPDATE SKIP LOCKED
+         ), picked AS (
+             SELECT g.id, g.idx, g.uuid, node.id AS node_id, node.name
+             FROM gpuaas.gpus g JOIN node ON g.node_id = node.id
+             WHERE g.health = 'healthy'
+               AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a WHERE a.gpu_id = g.id AND a.released_at IS NULL)
+             ORDER BY g.idx LIMIT $2
+         ), inserted AS (
+             INSERT INTO gpuaas.allocations (instance_id, gpu_id, node_id, gpu_index)
+             SELECT $3, id, node_id, idx FROM picked
+             RETURNING gpu_id
+         )
+         SELECT p.node_id, p.name, p.idx, p.uuid FROM picked p JOIN inserted i ON i.gpu_id = p.id ORDER BY p.idx",
+    )
+    .bind(&gpu_model)
+    .bind(gpu_count)
+    .bind(instance)
+    .fetch_all(&mut *tx)
+    .await?;
+    if picked.len() != gpu_count as usize {
+        // No candidate (or a stale counter left too few GPUs): nothing is kept.
+        tx.rollback().await?;
+        let explanation = explain_no_capacity(pool, &gpu_model, gpu_count).await?;
+        return Ok(Placement::NoCapacity { explanation });
+    }
+    let node_id = picked[0].0;
+    let allocation = Allocation {
+        instance_id: instance,
+        node_id,
+        node_name: picked[0].1.clone(),
+        gpu_indices: picked.iter().map(|p| p.2).collect(),
+        gpu_uuids: picked.iter().map(|p| p.3.clone()).collect(),
+    };
+    sqlx::query("UPDATE gpuaas.nodes SET free_gpus = free_gpus - $2 WHERE id = $1")
+        .bind(node_id)
+        .bind(gpu_count)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE gpuaas.instances SET state = 'provisioning', node_id = $2, gpu_indices = $3,
+             current_step = 'starting_workload', status_message = NULL, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(instance)
+    .bind(node_id)
+    .bind(&allocation.gpu_indices)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Placement::Placed(allocation))
+}
+
+async fn live_allocation(
+    tx: &mut Transaction<'_, Postgres>,
+    instance: InstanceId,
+) -> DomainResult<Option<Allocation>> {
+    let rows: Vec<(NodeId, String, i32, String)> = sqlx::query_as(
+        "SELECT a.node_id, n.name, a.gpu_index, g.uuid
+         FROM gpuaas.allocations a
+         JOIN gpuaas.nodes n ON n.id = a.node_id
+         JOIN gpuaas.gpus g ON g.id = a.gpu_id
+         WHERE a.instance_id = $1 AND a.released_at IS NULL ORDER BY a.gpu_index",
+    )
+    .bind(instance)
+    .fetch_all(&mut **tx)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    Ok(Some(Allocation {
+        instance_id: instance,
+        node_id: first.0,
+        node_name: first.1.clone(),
+        gpu_indices: rows.iter().map(|r| r.2).collect(),
+        gpu_uuids: rows.iter().map(|r| r.3.clone()).collect(),
+    }))
+}
+
+/// Releases every live allocation of an instance. Idempotent: returns how many GPUs it freed now
+/// (0 when a previous run already released them).
+pub async fn release(pool: &PgPool, instance: InstanceId) -> DomainResult<i64> {
+    let freed: Vec<(i64,)> = sqlx::query_as(
+        "WITH released AS (
+             UPDATE gpuaas.allocations SET released_at = now()
+             WHERE instance_id = $1 AND released_at IS NULL
+             RETURNING node_id, gpu_id
+         ), per_node AS (
+             SELECT r.node_id, count(*) AS gpus,
+                    count(*) FILTER (WHERE g.health = 'healthy') AS healthy
+             FROM released r JOIN gpuaas.gpus g ON g.id = r.gpu_id GROUP BY r.node_id
+         ), bumped AS (
+             UPDATE gpuaas.nodes n SET free_gpus = n.free_gpus + p.healthy
+             FROM per_node p WHERE n.id = p.node_id RETURNING n.id
+         )
+         SELECT gpus FROM per_node",
+    )
+    .bind(instance)
+    .fetch_all(pool)
+    .await?;
+    Ok(freed.iter().map(|(n,)| n).sum())
+}
+
+/// Why nothing fits, summarised per kind of node (a fleet can have thousands).
+async fn explain_no_capacity(
+    pool: &PgPool,
+    gpu_model: &str,
+    gpu_count: i32,
+) -> DomainResult<String> {
+    let rows: Vec<(String, bool, i64, Option<i32>)> = sqlx::query_as(
+        "SELECT state, gpu_model IS NOT DISTINCT FROM $1, count(*), max(free_gpus)
+         FROM gpuaas.nodes GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .bind(gpu_model)
+    .fetch_all(pool)
+    .await?;
+    let mut parts = Vec::new();
+    for (state, model_matches, nodes, max_free) in rows {
+        let part = match (model_matches, state.as_str()) {
+            (false, _) => format!("{nodes} node(s) have another GPU model"),
+            (true, "ready") => format!(
+                "{nodes} ready {gpu_model} node(s) are full (at most {} free)",
+                max_free.unwrap_or(0)
+            ),
+            (true, other) => format!("{nodes} {gpu_model} node(s) are {other}"),
+        };
+        parts.push(part);
+    }
+    let summary = if parts.is_empty() {
+        "there are no nodes".to_string()
+    } else {
+        parts.join("; ")
+    };
+    Ok(format!(
+        "no node has {gpu_count} free {gpu_model} GPU(s): {summary}"
+    ))
+}

@@ -1,0 +1,62 @@
+//! Database pool and the single, ordered migration stream (file names are prefixed by domain).
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, migrate::Migrator};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Every domain's migrations, in one stream: sqlx refuses several sources against one database.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// Connects to `url` and runs all pending migrations.
+pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?.application_name("gpuaas");
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+#[cfg(feature = "testing")]
+pub mod testing {
+    //! A fresh, migrated database per test, so tests run in parallel without sharing rows.
+    use super::*;
+    use sqlx::Connection;
+
+    /// The server tests use; `scripts/test` exports it after making sure Postgres answers.
+    pub fn server_url() -> String {
+        std::env::var("GPUAAS_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+    }
+
+    /// Creates database `gpuaas_test_<random>` and returns a migrated pool and its URL.
+    pub async fn fresh_database() -> (PgPool, String) {
+        let server = server_url();
+        let name = format!("gpuaas_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .expect("tests need Postgres: run them through scripts/test");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let url = match server.rfind('/') {
+            Some(slash) => format!("{}/{name}", &server[..slash]),
+            None => panic!("GPUAAS_TEST_DATABASE_URL must name a database"),
+        };
+        let pool = connect_and_migrate(&url, 20)
+            .await
+            .expect("migrate test database");
+        (pool, url)
+    }
+}
+
+pub use sqlx::PgPool as Pool;
+
+/// Readiness probe: the database answers a trivial query.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+}

@@ -1,0 +1,156 @@
+//! `gpuaas-node-agent`: runs on every GPU host. It discovers the GPUs, registers the node with
+//! the API (join token), then serves the node activities on the Temporal task queue
+//! `node-<node_id>`. It never touches the database.
+
+pub mod activities;
+pub mod gpu;
+pub mod runtime;
+
+use activities::NodeAgentActivities;
+use gpuaas_api_types::{GpuReport, RegisterNodeRequest, RegisterNodeResponse};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentConfig {
+    /// Node name; unique in the fleet. Defaults to the host name.
+    #[arg(long, env = "GPUAAS_NODE_NAME")]
+    pub name: Option<String>,
+    /// Control-plane API URL.
+    #[arg(long, env = "GPUAAS_API_URL", default_value = "http://127.0.0.1:8080")]
+    pub api_url: String,
+    /// Join token the API was started with.
+    #[arg(long, env = "GPUAAS_JOIN_TOKEN")]
+    pub join_token: String,
+    #[arg(
+        long,
+        env = "GPUAAS_TEMPORAL_ADDRESS",
+        default_value = "127.0.0.1:7233"
+    )]
+    pub temporal_address: String,
+    #[arg(long, env = "GPUAAS_TEMPORAL_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Simulated GPUs such as `8xH100-80GB`, used only when neither NVML nor nvidia-smi finds any.
+    #[arg(long, env = "GPUAAS_SIMULATE_GPUS")]
+    pub simulate_gpus: Option<String>,
+    /// Where workloads get their working directories and logs.
+    #[arg(
+        long,
+        env = "GPUAAS_AGENT_STATE_DIR",
+        default_value = "/var/lib/gpuaas-agent"
+    )]
+    pub state_dir: PathBuf,
+    /// How long a workload must stay up to count as running.
+    #[arg(long, env = "GPUAAS_SETTLE_MS", default_value_t = 1000)]
+    pub settle_ms: u64,
+    /// Grace period between SIGTERM and SIGKILL when stopping a workload.
+    #[arg(long, env = "GPUAAS_STOP_GRACE_MS", default_value_t = 5000)]
+    pub stop_grace_ms: u64,
+}
+
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+impl AgentConfig {
+    pub fn node_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "node".into())
+        })
+    }
+}
+
+/// Registers the node (retrying while the API starts) and returns its id and task queue.
+pub async fn register(config: &AgentConfig) -> anyhow::Result<RegisterNodeResponse> {
+    let name = config.node_name();
+    let (discovery, gpus) =
+        gpu::discover(&gpu::default_sources(config.simulate_gpus.clone(), &name))?;
+    tracing::info!(%name, discovery, gpus = gpus.len(), model = ?gpus.first().map(|g| &g.model), "GPUs discovered");
+    let request = RegisterNodeRequest {
+        name,
+        agent_version: AGENT_VERSION.to_string(),
+        discovery: discovery.to_string(),
+        gpus: gpus
+            .into_iter()
+            .map(|g| GpuReport {
+                index: g.index,
+                uuid: g.uuid,
+                model: g.model,
+                memory_mib: g.memory_mib,
+                healthy: g.healthy,
+            })
+            .collect(),
+    };
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/nodes/register", config.api_url.trim_end_matches('/'));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let attempt = http
+            .post(&url)
+            .bearer_auth(&config.join_token)
+            .json(&request)
+            .send()
+            .await;
+        match attempt {
+            Ok(resp) if resp.status().is_success() => return Ok(resp.json().await?),
+            Ok(resp) if resp.status().is_client_error() => {
+                anyhow::bail!(
+                    "registration refused ({}): {}",
+                    resp.status(),
+                    resp.text().await.unwrap_or_default()
+                )
+            }
+            other if tokio::time::Instant::now() < deadline => {
+                tracing::info!(error = ?other.err(), "API not reachable yet; retrying registration");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => anyhow::bail!(
+                "could not register with {url}: {:?}",
+                other.map(|r| r.status())
+            ),
+        }
+    }
+}
+
+/// Registers, re-adopts workloads left by a previous run, and serves node activities until
+/// `shutdown` resolves. Not `Send` (SDK property): run it on the main task or its own thread.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let registration = register(&config).await?;
+    let runtime_dir = config.state_dir.join(registration.node_id.to_string());
+    let processes = Arc::new(runtime::ProcessRuntime::new(
+        runtime_dir,
+        Duration::from_millis(config.settle_ms),
+        Duration::from_millis(config.stop_grace_ms),
+    )?);
+    processes.adopt();
+    let client = gpuaas_activities::temporal::connect(
+        &config.temporal_address,
+        &config.namespace,
+        &format!("gpuaas-node-agent@{}", registration.node_id),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let sdk_runtime = Runtime::from_current_tokio(Default::default())?;
+    let options = WorkerOptions::new(registration.task_queue.clone())
+        .register_activities(NodeAgentActivities::new(processes))
+        .graceful_shutdown_period(Duration::from_secs(2))
+        .build();
+    let mut worker = Worker::new(&sdk_runtime, client, options)?;
+    let stop = worker.shutdown_handle();
+    tracing::info!(node_id = %registration.node_id, task_queue = %registration.task_queue, "node agent polling");
+    let run = worker.run();
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => result?,
+        () = shutdown => {
+            stop();
+            run.await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The control-plane worker: polls the control task queue and runs the workflows and the DB
+//! activities. Node activities run on each node's agent, never here.
+
+use gpuaas_activities::control_plane::ControlPlaneActivities;
+use gpuaas_workflows::{ProvisionInstance, TerminateInstance};
+use std::time::Duration;
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerConfig {
+    /// Postgres URL.
+    #[arg(
+        long,
+        env = "GPUAAS_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/gpuaas"
+    )]
+    pub database_url: String,
+    /// Temporal frontend address.
+    #[arg(
+        long,
+        env = "GPUAAS_TEMPORAL_ADDRESS",
+        default_value = "127.0.0.1:7233"
+    )]
+    pub temporal_address: String,
+    #[arg(long, env = "GPUAAS_TEMPORAL_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Task queue for workflows and control-plane activities.
+    #[arg(long, env = "GPUAAS_TASK_QUEUE", default_value = gpuaas_activities::CONTROL_TASK_QUEUE)]
+    pub task_queue: String,
+    /// Cached workflows; 0 forces a full replay on every workflow task (used by the replay gate).
+    #[arg(long, env = "GPUAAS_MAX_CACHED_WORKFLOWS", default_value_t = 1000)]
+    pub max_cached_workflows: usize,
+}
+
+/// Runs the worker until `shutdown` resolves. The returned future is not `Send` (an SDK
+/// property): run it on the main task or a dedicated thread.
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let pool = gpuaas_shared::db::connect_and_migrate(&config.database_url, 10).await?;
+    let client = gpuaas_activities::temporal::connect(
+        &config.temporal_address,
+        &config.namespace,
+        &format!("gpuaas-worker@{}", std::process::id()),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let options = WorkerOptions::new(config.task_queue.clone())
+        .register_workflow::<ProvisionInstance>()?
+        .register_workflow::<TerminateInstance>()?
+        .register_activities(ControlPlaneActivities::new(pool))
+        .max_cached_workflows(config.max_cached_workflows)
+        .graceful_shutdown_period(Duration::from_secs(5))
+        .build();
+    let mut worker = Worker::new(&runtime, client, options)?;
+    let stop = worker.shutdown_handle();
+    tracing::info!(task_queue = %config.task_queue, "control-plane worker polling");
+    let run = worker.run();
+    tokio::pin!(run);
+    tokio::select! {
+        result = &mut run => result?,
+        () = shutdown => {
+            tracing::info!("shutting down: finishing in-flight tasks");
+            stop();
+            run.await?;
+        }
+    }
+    Ok(())
+}
