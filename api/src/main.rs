@@ -17,7 +17,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    gpuaas_api::serve(cli.config, async {
+    let listener = tokio::net::TcpListener::bind(&cli.config.listen).await?;
+    let state = gpuaas_api::AppState::connect(cli.config).await?;
+    gpuaas_api::serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await

@@ -8,9 +8,11 @@ use std::time::Duration;
 /// Every domain's migrations, in one stream: sqlx refuses several sources against one database.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
-/// Connects to `url` and runs all pending migrations.
+/// Connects to `url` (creating the database if it does not exist yet) and runs all pending
+/// migrations.
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?.application_name("gpuaas");
+    create_database_if_missing(&options).await?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -55,6 +57,31 @@ pub mod testing {
 }
 
 pub use sqlx::PgPool as Pool;
+
+async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    match sqlx::PgConnection::connect_with(options).await {
+        Ok(conn) => conn.close().await,
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+            let name = options.get_database().unwrap_or("gpuaas").to_string();
+            let mut admin =
+                sqlx::PgConnection::connect_with(&options.clone().database("postgres")).await?;
+            let created = sqlx::query(&format!("CREATE DATABASE \"{}\"", name.replace('"', "")))
+                .execute(&mut admin)
+                .await;
+            match created {
+                // Another process created it first.
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("42P04" | "23505")) =>
+                {
+                    Ok(())
+                }
+                other => other.map(|_| ()),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// Readiness probe: the database answers a trivial query.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {

