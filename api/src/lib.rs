@@ -145,31 +145,37 @@ async fn request_id(req: Request, next: Next) -> Response {
     response
 }
 
-/// Connects to Postgres (running migrations) and Temporal, then serves until `shutdown`.
+impl AppState {
+    /// Connects to Postgres (running migrations) and Temporal.
+    pub async fn connect(config: ApiConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(!config.api_token.is_empty(), "GPUAAS_API_TOKEN must be set");
+        anyhow::ensure!(
+            !config.join_token.is_empty(),
+            "GPUAAS_JOIN_TOKEN must be set"
+        );
+        let pool = gpuaas_shared::db::connect_and_migrate(&config.database_url, 20).await?;
+        let temporal = gpuaas_activities::temporal::connect(
+            &config.temporal_address,
+            &config.namespace,
+            "gpuaas-api",
+            std::time::Duration::from_secs(60),
+        )
+        .await?;
+        Ok(Self {
+            pool,
+            temporal,
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(
-    config: ApiConfig,
+    listener: tokio::net::TcpListener,
+    state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(!config.api_token.is_empty(), "GPUAAS_API_TOKEN must be set");
-    anyhow::ensure!(
-        !config.join_token.is_empty(),
-        "GPUAAS_JOIN_TOKEN must be set"
-    );
-    let pool = gpuaas_shared::db::connect_and_migrate(&config.database_url, 20).await?;
-    let temporal = gpuaas_activities::temporal::connect(
-        &config.temporal_address,
-        &config.namespace,
-        "gpuaas-api",
-        std::time::Duration::from_secs(60),
-    )
-    .await?;
-    let listener = tokio::net::TcpListener::bind(&config.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "API listening");
-    let state = AppState {
-        pool,
-        temporal,
-        config: Arc::new(config),
-    };
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -129,9 +129,13 @@ impl ProcessRuntime {
                     exit_code,
                     log_tail,
                 } => {
+                    let code = exit_code
+                        .map_or("none (killed by a signal)".to_string(), |c| c.to_string());
                     return Err(RuntimeError::StartFailed(
                         id,
-                        format!("exit code {exit_code:?}; output: {log_tail}"),
+                        format!(
+                            "the workload exited (exit code {code}); last output: {log_tail:?}"
+                        ),
                     ));
                 }
                 WorkloadStatus::Unknown => {

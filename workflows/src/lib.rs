@@ -101,7 +101,8 @@ pub(crate) fn describe_exit(status: &WorkloadStatus) -> String {
             exit_code,
             log_tail,
         } => {
-            format!("exited with code {exit_code:?}; last output: {log_tail}")
+            let code = exit_code.map_or("none (killed by a signal)".to_string(), |c| c.to_string());
+            format!("the workload exited (exit code {code}); last output: {log_tail:?}")
         }
         WorkloadStatus::Unknown => "unknown to the agent".to_string(),
     }
