@@ -1,0 +1,478 @@
+//! A whole platform per test: a fresh Postgres database, the real API (in-process, real HTTP),
+//! the control-plane worker (in-process thread or a real `gpuaas-worker` process), and node
+//! agents (in-process threads running real workload processes), against the shared Temporal
+//! test server. Each test gets its own task queue, so tests run in parallel.
+
+use gpuaas_api_types::{GpuReport, Instance, RegisterNodeRequest, RegisterNodeResponse};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+pub const TOKEN: &str = "test-api-token";
+pub const JOIN_TOKEN: &str = "test-join-token";
+
+pub fn temporal_address() -> String {
+    std::env::var("GPUAAS_TEST_TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7243".into())
+}
+
+/// Runs a non-`Send` future (a Temporal worker) on its own thread and runtime until stopped.
+pub struct ThreadTask {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ThreadTask {
+    fn spawn<F, Fut>(name: &str, body: F) -> Self
+    where
+        F: FnOnce(tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let label = name.to_string();
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                if let Err(e) = rt.block_on(body(stopped)) {
+                    eprintln!("{label} exited with error: {e:#}");
+                }
+            })
+            .unwrap();
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ThreadTask {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+pub struct Platform {
+    pub pool: PgPool,
+    pub db_url: String,
+    pub api_url: String,
+    pub task_queue: String,
+    pub http: reqwest::Client,
+    pub state_dir: PathBuf,
+    pub agents: HashMap<String, ThreadTask>,
+    pub worker: Option<ThreadTask>,
+    pub worker_process: Option<std::process::Child>,
+    node_schedule_to_start_s: u64,
+    api_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub struct Options {
+    pub node_schedule_to_start_s: u64,
+    /// Start the control-plane worker in-process (false: the test starts it, e.g. as a process).
+    pub in_process_worker: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            node_schedule_to_start_s: 5,
+            in_process_worker: true,
+        }
+    }
+}
+
+impl Platform {
+    pub async fn start(options: Options) -> Self {
+        let (pool, db_url) = gpuaas_shared::db::testing::fresh_database().await;
+        let task_queue = format!("gpuaas-control-test-{}", Uuid::new_v4().simple());
+        let state_dir =
+            std::env::temp_dir().join(format!("gpuaas-test-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&state_dir).unwrap();
+
+        let config = gpuaas_api::ApiConfig {
+            listen: "127.0.0.1:0".into(),
+            database_url: db_url.clone(),
+            temporal_address: temporal_address(),
+            namespace: "default".into(),
+            task_queue: task_queue.clone(),
+            api_token: TOKEN.into(),
+            join_token: JOIN_TOKEN.into(),
+            node_schedule_to_start_seconds: options.node_schedule_to_start_s,
+            node_start_to_close_seconds: 60,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_url = format!("http://{}", listener.local_addr().unwrap());
+        let state = gpuaas_api::AppState::connect(config)
+            .await
+            .expect("API connects");
+        let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(gpuaas_api::serve(listener, state, async move {
+            let _ = api_stopped.await;
+        }));
+        let mut platform = Self {
+            pool,
+            db_url,
+            api_url,
+            task_queue,
+            http: reqwest::Client::new(),
+            state_dir,
+            agents: HashMap::new(),
+            worker: None,
+            worker_process: None,
+            node_schedule_to_start_s: options.node_schedule_to_start_s,
+            api_stop: Some(api_stop),
+        };
+        if options.in_process_worker {
+            platform.start_worker_thread();
+        }
+        platform
+    }
+
+    pub fn worker_config(&self) -> gpuaas_workers::WorkerConfig {
+        gpuaas_workers::WorkerConfig {
+            database_url: self.db_url.clone(),
+            temporal_address: temporal_address(),
+            namespace: "default".into(),
+            task_queue: self.task_queue.clone(),
+            max_cached_workflows: 1000,
+        }
+    }
+
+    pub fn start_worker_thread(&mut self) {
+        let config = self.worker_config();
+        self.worker = Some(ThreadTask::spawn("worker", move |stop| async move {
+            gpuaas_workers::run(config, async move {
+                let _ = stop.await;
+            })
+            .await
+        }));
+    }
+
+    /// Starts the real `gpuaas-worker` binary, so a test can SIGKILL it.
+    pub fn start_worker_process(&mut self) {
+        let c = self.worker_config();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gpuaas-worker"))
+            .env("GPUAAS_DATABASE_URL", &c.database_url)
+            .env("GPUAAS_TEMPORAL_ADDRESS", &c.temporal_address)
+            .env("GPUAAS_TASK_QUEUE", &c.task_queue)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start gpuaas-worker");
+        self.worker_process = Some(child);
+    }
+
+    /// SIGKILLs the worker process: no graceful shutdown, in-flight tasks are lost.
+    pub fn kill_worker_process(&mut self) {
+        if let Some(mut child) = self.worker_process.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts an in-process agent with simulated GPUs (e.g. `8xH100-80GB`) and waits until its
+    /// node is registered and ready.
+    pub async fn start_agent(&mut self, name: &str, gpus: &str, settle_ms: u64) {
+        let config = gpuaas_node_agent::AgentConfig {
+            name: Some(name.to_string()),
+            api_url: self.api_url.clone(),
+            join_token: JOIN_TOKEN.into(),
+            temporal_address: temporal_address(),
+            namespace: "default".into(),
+            simulate_gpus: Some(gpus.to_string()),
+            state_dir: self.state_dir.join("agents").join(name),
+            settle_ms,
+            stop_grace_ms: 2000,
+        };
+        let task = ThreadTask::spawn(&format!("agent-{name}"), move |stop| async move {
+            gpuaas_node_agent::run(config, async move {
+                let _ = stop.await;
+            })
+            .await
+        });
+        self.agents.insert(name.to_string(), task);
+        self.eventually(Duration::from_secs(30), "node registers", || async {
+            let nodes = self.get_json("/v1/nodes").await;
+            nodes["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["name"] == name && n["state"] == "ready")
+        })
+        .await;
+    }
+
+    pub fn stop_agent(&mut self, name: &str) {
+        if let Some(agent) = self.agents.remove(name) {
+            agent.stop();
+        }
+    }
+
+    /// Registers a node through the API with no agent behind it: a host that died right after
+    /// joining. Its task queue is never polled.
+    pub async fn register_ghost_node(&self, name: &str, gpus: i32, model: &str) -> Uuid {
+        let req = RegisterNodeRequest {
+            name: name.into(),
+            agent_version: "ghost".into(),
+            discovery: "simulated".into(),
+            gpus: (0..gpus)
+                .map(|i| GpuReport {
+                    index: i,
+                    uuid: format!("GPU-ghost-{name}-{i}"),
+                    model: model.into(),
+                    memory_mib: 81920,
+                    healthy: true,
+                })
+                .collect(),
+        };
+        let resp = self
+            .http
+            .post(format!("{}/v1/nodes/register", self.api_url))
+            .bearer_auth(JOIN_TOKEN)
+            .json(&req)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "register ghost: {}",
+            resp.status()
+        );
+        resp.json::<RegisterNodeResponse>().await.unwrap().node_id
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.api_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+
+    /// POST /v1/instances; returns the status and the body.
+    pub async fn create(&self, body: Value, idempotency_key: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/instances", self.api_url))
+            .bearer_auth(TOKEN)
+            .json(&body);
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        let resp = req.send().await.unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// Creates an instance and returns its id (asserting 202).
+    pub async fn create_ok(&self, body: Value) -> Uuid {
+        let (status, body) = self.create(body, None).await;
+        assert_eq!(status, 202, "create: {body}");
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn delete(&self, id: Uuid) -> u16 {
+        let resp = self
+            .http
+            .delete(format!("{}/v1/instances/{id}", self.api_url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        resp.status().as_u16()
+    }
+
+    pub async fn instance(&self, id: Uuid) -> Instance {
+        serde_json::from_value(self.get_json(&format!("/v1/instances/{id}")).await).unwrap()
+    }
+
+    /// Waits until the instance is in one of `states`; panics with its last state otherwise.
+    pub async fn wait_state(&self, id: Uuid, states: &[&str], timeout: Duration) -> Instance {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let instance = self.instance(id).await;
+            if states.contains(&instance.state.as_str()) {
+                return instance;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance {id} still {} (step {}, {:?}) after {timeout:?}; wanted {states:?}",
+                instance.state,
+                instance.current_step,
+                instance.status_message
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn eventually<F, Fut>(&self, timeout: Duration, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        while !check().await {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// GPUs held by two live allocations at once: must always be 0.
+    pub async fn double_booked_gpus(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT gpu_id FROM gpuaas.allocations WHERE released_at IS NULL
+                                   GROUP BY gpu_id HAVING count(*) > 1) d",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    pub async fn live_allocations(&self, instance: Uuid) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM gpuaas.allocations WHERE instance_id = $1 AND released_at IS NULL")
+            .bind(instance)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn total_live_allocations(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM gpuaas.allocations WHERE released_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Nodes whose placement counter disagrees with their actual free healthy GPUs.
+    pub async fn inconsistent_free_counters(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM gpuaas.nodes n WHERE n.free_gpus <> (
+                 SELECT count(*) FROM gpuaas.gpus g WHERE g.node_id = n.id AND g.health = 'healthy'
+                   AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a WHERE a.gpu_id = g.id AND a.released_at IS NULL))",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// The pid the agent recorded for an instance's workload, if it started one.
+    pub fn workload_pid(&self, instance: Uuid) -> Option<i32> {
+        let agents = std::fs::read_dir(self.state_dir.join("agents")).ok()?;
+        for agent in agents.flatten() {
+            for node in std::fs::read_dir(agent.path()).ok()?.flatten() {
+                let pid_file = node
+                    .path()
+                    .join("instances")
+                    .join(instance.to_string())
+                    .join("pid");
+                if let Ok(pid) = std::fs::read_to_string(pid_file) {
+                    return pid.trim().parse().ok();
+                }
+            }
+        }
+        None
+    }
+
+    /// Workload processes still alive under this test's agents (zombies count as dead).
+    pub fn live_workloads(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        let Ok(agents) = std::fs::read_dir(self.state_dir.join("agents")) else {
+            return pids;
+        };
+        for agent in agents.flatten() {
+            let Ok(nodes) = std::fs::read_dir(agent.path()) else {
+                continue;
+            };
+            for node in nodes.flatten() {
+                let Ok(instances) = std::fs::read_dir(node.path().join("instances")) else {
+                    continue;
+                };
+                for instance in instances.flatten() {
+                    let pid = std::fs::read_to_string(instance.path().join("pid"))
+                        .ok()
+                        .and_then(|p| p.trim().parse().ok());
+                    if let Some(pid) = pid.filter(|p| process_alive(*p)) {
+                        pids.push(pid);
+                    }
+                }
+            }
+        }
+        pids
+    }
+
+    pub fn node_schedule_to_start(&self) -> Duration {
+        Duration::from_secs(self.node_schedule_to_start_s)
+    }
+}
+
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next())
+                != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        // Leave nothing behind: workloads, threads, the worker process, the database.
+        for pid in self.live_workloads() {
+            // SAFETY: signalling a process group this test's agent created.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+        self.agents.clear();
+        self.worker.take();
+        self.kill_worker_process();
+        if let Some(stop) = self.api_stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+        let db_url = self.db_url.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                let name = db_url.rsplit('/').next().unwrap().to_string();
+                if let Ok(mut admin) =
+                    sqlx::PgConnection::connect(&gpuaas_shared::db::testing::server_url()).await
+                {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,266 @@
+//! ProvisionInstance / TerminateInstance end to end, including their failure paths.
+
+use crate::harness::{Options, Platform, process_alive};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_run_terminate_releases_gpus_and_stops_the_process() {
+    let mut p = Platform::start(Options::default()).await;
+    p.start_agent("h100-a", "8xH100-80GB", 300).await;
+
+    let id = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 2, "command": "echo gpus=$CUDA_VISIBLE_DEVICES; sleep 600"}))
+        .await;
+    let running = p.wait_state(id, &["running", "failed"], LONG).await;
+    assert_eq!(running.state, "running", "{running:?}");
+    assert_eq!(running.gpu_indices.len(), 2);
+    assert_eq!(running.current_step, "running");
+    assert_eq!(p.live_allocations(id).await, 2);
+    let pid = p.workload_pid(id).expect("agent recorded a pid");
+    assert!(process_alive(pid), "workload process runs");
+    // The workload saw exactly its GPUs.
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let visible = format!(
+        "CUDA_VISIBLE_DEVICES={}",
+        running
+            .gpu_indices
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(
+        env.split(|b| *b == 0).any(|kv| kv == visible.as_bytes()),
+        "workload env has {visible}"
+    );
+
+    assert_eq!(p.delete(id).await, 202);
+    let done = p.wait_state(id, &["terminated"], LONG).await;
+    assert!(done.ended_at.is_some());
+    assert_eq!(p.live_allocations(id).await, 0, "allocation released");
+    assert!(!process_alive(pid), "workload process gone");
+    assert_eq!(p.inconsistent_free_counters().await, 0);
+    // Deleting again is harmless.
+    assert_eq!(p.delete(id).await, 202);
+    assert_eq!(p.instance(id).await.state, "terminated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_beyond_capacity_never_double_book() {
+    let mut p = Platform::start(Options::default()).await;
+    p.start_agent("h100-big", "8xH100-80GB", 200).await;
+    p.start_agent("h100-small", "4xH100-80GB", 200).await;
+
+    let creates = (0..30).map(|i| {
+        let p = &p;
+        async move {
+            p.create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1, "name": format!("c-{i}")}))
+                .await
+        }
+    });
+    let ids = futures::future::join_all(creates).await;
+    let mut running = Vec::new();
+    let mut failed = 0;
+    for id in &ids {
+        let instance = p
+            .wait_state(*id, &["running", "failed"], Duration::from_secs(120))
+            .await;
+        match instance.state.as_str() {
+            "running" => running.push(instance),
+            _ => {
+                assert_eq!(
+                    instance.failure_reason.as_deref(),
+                    Some("insufficient_capacity"),
+                    "{instance:?}"
+                );
+                assert_eq!(
+                    p.live_allocations(*id).await,
+                    0,
+                    "a failed instance holds nothing"
+                );
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(running.len(), 12, "exactly the fleet's 12 GPUs are used");
+    assert_eq!(failed, 18);
+    assert_eq!(
+        p.double_booked_gpus().await,
+        0,
+        "no GPU is in two live allocations"
+    );
+    assert_eq!(p.total_live_allocations().await, 12);
+    let mut held: Vec<(uuid::Uuid, i32)> = running
+        .iter()
+        .map(|i| (i.node_id.unwrap(), i.gpu_indices[0]))
+        .collect();
+    held.sort();
+    held.dedup();
+    assert_eq!(held.len(), 12, "the API shows 12 distinct GPUs");
+    assert_eq!(p.inconsistent_free_counters().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waits_for_capacity_and_runs_once_it_frees() {
+    let mut p = Platform::start(Options::default()).await;
+    p.start_agent("h100", "4xH100-80GB", 200).await;
+    let first = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 4}))
+        .await;
+    assert_eq!(
+        p.wait_state(first, &["running", "failed"], LONG)
+            .await
+            .state,
+        "running"
+    );
+
+    let waiting = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 4, "capacity_timeout_seconds": 120}))
+        .await;
+    p.eventually(
+        LONG,
+        "the second request explains that it waits",
+        || async {
+            let i = p.instance(waiting).await;
+            i.current_step == "waiting_for_capacity"
+                && i.status_message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("no node has 4 free H100-80GB"))
+        },
+    )
+    .await;
+    // `pending` until placed; `provisioning` once it holds GPUs on a node.
+    assert_eq!(p.instance(waiting).await.state, "pending");
+    assert_eq!(p.live_allocations(waiting).await, 0);
+
+    // A third waiter is deleted while it waits: it ends terminated, holding nothing.
+    let withdrawn = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 4, "capacity_timeout_seconds": 120}))
+        .await;
+    p.eventually(LONG, "the third waits too", || async {
+        p.instance(withdrawn).await.current_step == "waiting_for_capacity"
+    })
+    .await;
+    assert_eq!(p.delete(withdrawn).await, 202);
+    p.wait_state(withdrawn, &["terminated"], LONG).await;
+
+    assert_eq!(p.delete(first).await, 202);
+    let freed_at = Instant::now();
+    let second = p.wait_state(waiting, &["running", "failed"], LONG).await;
+    assert_eq!(second.state, "running", "{second:?}");
+    assert!(
+        freed_at.elapsed() < Duration::from_secs(30),
+        "picked up freed capacity within the poll interval"
+    );
+    assert_eq!(p.live_allocations(withdrawn).await, 0);
+    assert_eq!(p.double_booked_gpus().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_capacity_timeout_a_request_fails_at_once() {
+    let mut p = Platform::start(Options::default()).await;
+    p.start_agent("a100", "4xA100-40GB", 200).await;
+    let id = p
+        .create_ok(json!({"sku": "a100-40gb", "gpu_count": 8}))
+        .await;
+    let failed = p.wait_state(id, &["failed", "running"], LONG).await;
+    assert_eq!(
+        failed.failure_reason.as_deref(),
+        Some("insufficient_capacity")
+    );
+    let why = failed.status_message.unwrap();
+    assert!(
+        why.contains("no node has 8 free A100-40GB") && why.contains("at most 4 free"),
+        "{why}"
+    );
+    assert_eq!(p.total_live_allocations().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_fails_within_schedule_to_start_and_leaks_nothing() {
+    let p = Platform::start(Options {
+        node_schedule_to_start_s: 3,
+        ..Options::default()
+    })
+    .await;
+    let ghost = p.register_ghost_node("ghost", 8, "H100-80GB").await;
+    let started = Instant::now();
+    let id = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
+        .await;
+    let failed = p.wait_state(id, &["failed", "running"], LONG).await;
+    let took = started.elapsed();
+    assert_eq!(
+        failed.failure_reason.as_deref(),
+        Some("node_unreachable"),
+        "{failed:?}"
+    );
+    assert_eq!(failed.node_id, Some(ghost));
+    assert!(failed.status_message.unwrap().contains("ghost"));
+    // Schedule-to-start (3 s) plus the undo's own schedule-to-start (3 s) plus overhead.
+    assert!(
+        took < p.node_schedule_to_start() * 2 + Duration::from_secs(8),
+        "failed fast: {took:?}"
+    );
+    assert_eq!(p.live_allocations(id).await, 0, "allocation released");
+    assert_eq!(p.inconsistent_free_counters().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_that_exits_at_start_fails_start_failed_and_is_unwound() {
+    let mut p = Platform::start(Options::default()).await;
+    p.start_agent("l40s", "4xL40S-48GB", 500).await;
+    let id = p.create_ok(json!({"sku": "l40s-48gb", "gpu_count": 2, "command": "echo boom-from-workload; exit 7"})).await;
+    let failed = p.wait_state(id, &["failed", "running"], LONG).await;
+    assert_eq!(
+        failed.failure_reason.as_deref(),
+        Some("start_failed"),
+        "{failed:?}"
+    );
+    let why = failed.status_message.unwrap();
+    assert!(
+        why.contains("exit code 7") && why.contains("boom-from-workload"),
+        "{why}"
+    );
+    assert_eq!(p.live_allocations(id).await, 0);
+    assert!(p.live_workloads().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_provisioning_completes_after_restart() {
+    let mut p = Platform::start(Options {
+        in_process_worker: false,
+        ..Options::default()
+    })
+    .await;
+    // A long settle keeps the workflow inside "awaiting_running" while the worker dies.
+    p.start_agent("h100", "8xH100-80GB", 4000).await;
+    p.start_worker_process();
+    let id = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
+        .await;
+    p.eventually(LONG, "provisioning reaches the node", || async {
+        p.instance(id).await.current_step == "starting_workload"
+    })
+    .await;
+    p.kill_worker_process();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        p.instance(id).await.state,
+        "provisioning",
+        "nothing completes without a worker"
+    );
+    p.start_worker_process();
+    let done = p.wait_state(id, &["running", "failed"], LONG).await;
+    assert_eq!(done.state, "running", "{done:?}");
+    assert_eq!(p.live_allocations(id).await, 1);
+    assert_eq!(p.double_booked_gpus().await, 0);
+    assert_eq!(
+        p.live_workloads().len(),
+        1,
+        "exactly one process for the instance"
+    );
+}
