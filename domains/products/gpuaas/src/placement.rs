@@ -76,30 +76,19 @@ async fn try_allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Place
         tx.commit().await?;
         return Ok(Placement::Placed(existing));
     }
-    let picked: Vec<(NodeId, String, i32, String)> = sqlx::query_as(
-        "WITH node AS (
-             SELECT id, name FROM gpuaas.nodes
-             WHERE state = 'ready' AND gpu_model = $1 AND free_gpus >= $2
-             ORDER BY free_gpus, id
-             LIMIT 1 FOR UPDATE SKIP LOCKED
-         ), picked AS (
-             SELECT g.id, g.idx, g.uuid, node.id AS node_id, node.name
-             FROM gpuaas.gpus g JOIN node ON g.node_id = node.id
-             WHERE g.health = 'healthy'
-               AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a WHERE a.gpu_id = g.id AND a.released_at IS NULL)
-             ORDER BY g.idx LIMIT $2
-         ), inserted AS (
-             INSERT INTO gpuaas.allocations (instance_id, gpu_id, node_id, gpu_index)
-             SELECT $3, id, node_id, idx FROM picked
-             RETURNING gpu_id
-         )
-         SELECT p.node_id, p.name, p.idx, p.uuid FROM picked p JOIN inserted i ON i.gpu_id = p.id ORDER BY p.idx",
+    let mut picked = pick_and_insert(
+        &mut tx,
+        &gpu_model,
+        gpu_count,
+        instance,
+        LockWait::SkipLocked,
     )
-    .bind(&gpu_model)
-    .bind(gpu_count)
-    .bind(instance)
-    .fetch_all(&mut *tx)
     .await?;
+    if picked.is_empty() {
+        // Every candidate may just be locked by concurrent allocators: wait for the best one
+        // rather than report "no capacity" while capacity exists.
+        picked = pick_and_insert(&mut tx, &gpu_model, gpu_count, instance, LockWait::Wait).await?;
+    }
     if picked.len() != gpu_count as usize {
         // No candidate (or a stale counter left too few GPUs): nothing is kept.
         tx.rollback().await?;
@@ -131,6 +120,53 @@ async fn try_allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Place
     .await?;
     tx.commit().await?;
     Ok(Placement::Placed(allocation))
+}
+
+#[derive(Clone, Copy)]
+enum LockWait {
+    /// Skip nodes another allocator holds: concurrent allocators spread over the fleet.
+    SkipLocked,
+    /// Queue for the best node; its row is re-checked once the lock is granted.
+    Wait,
+}
+
+/// Locks the best-fit node, picks its lowest free healthy GPUs and inserts their allocations,
+/// in one statement. Returns the picked GPUs (empty when no node qualifies).
+async fn pick_and_insert(
+    tx: &mut Transaction<'_, Postgres>,
+    gpu_model: &str,
+    gpu_count: i32,
+    instance: InstanceId,
+    wait: LockWait,
+) -> DomainResult<Vec<(NodeId, String, i32, String)>> {
+    let lock = match wait {
+        LockWait::SkipLocked => "FOR UPDATE SKIP LOCKED",
+        LockWait::Wait => "FOR UPDATE",
+    };
+    Ok(sqlx::query_as(&format!(
+        "WITH node AS (
+             SELECT id, name FROM gpuaas.nodes
+             WHERE state = 'ready' AND gpu_model = $1 AND free_gpus >= $2
+             ORDER BY free_gpus, id
+             LIMIT 1 {lock}
+         ), picked AS (
+             SELECT g.id, g.idx, g.uuid, node.id AS node_id, node.name
+             FROM gpuaas.gpus g JOIN node ON g.node_id = node.id
+             WHERE g.health = 'healthy'
+               AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a WHERE a.gpu_id = g.id AND a.released_at IS NULL)
+             ORDER BY g.idx LIMIT $2
+         ), inserted AS (
+             INSERT INTO gpuaas.allocations (instance_id, gpu_id, node_id, gpu_index)
+             SELECT $3, id, node_id, idx FROM picked
+             RETURNING gpu_id
+         )
+         SELECT p.node_id, p.name, p.idx, p.uuid FROM picked p JOIN inserted i ON i.gpu_id = p.id ORDER BY p.idx"
+    ))
+    .bind(gpu_model)
+    .bind(gpu_count)
+    .bind(instance)
+    .fetch_all(&mut **tx)
+    .await?)
 }
 
 async fn live_allocation(

@@ -1,0 +1,237 @@
+//! Every control-plane activity, run twice (as Temporal may), is harmless. Real Postgres; the
+//! activities run through the SDK's ActivityEnvironment, exactly as a worker would call them.
+
+use gpuaas_activities::control_plane::{
+    ControlPlaneActivities, FailInstance, FailureReason, Placement, StepUpdate, TerminatedNote,
+    Transition,
+};
+use gpuaas_domain::{GpuHealth, GpuSpec, NewInstance, NodeRegistration, instance, node};
+use sqlx::PgPool;
+use temporalio_sdk::activities::ActivityError;
+use temporalio_sdk::testing::{ActivityEnvironment, ActivityEnvironmentError};
+use uuid::Uuid;
+
+async fn setup(gpus: i32) -> (PgPool, ActivityEnvironment) {
+    let (pool, _) = gpuaas_shared::db::testing::fresh_database().await;
+    let reg = NodeRegistration {
+        name: "n".into(),
+        agent_version: "test".into(),
+        discovery: "simulated".into(),
+        gpus: (0..gpus)
+            .map(|i| GpuSpec {
+                index: i,
+                uuid: format!("GPU-{i}"),
+                model: "H100-80GB".into(),
+                memory_mib: 1,
+                health: GpuHealth::Healthy,
+            })
+            .collect(),
+    };
+    node::register(&pool, &reg).await.unwrap();
+    let env = ActivityEnvironment::builder()
+        .register_activities(ControlPlaneActivities::new(pool.clone()))
+        .build();
+    (pool, env)
+}
+
+async fn new_instance(pool: &PgPool, gpus: i32) -> Uuid {
+    let req = NewInstance {
+        project_id: gpuaas_iam::DEFAULT_PROJECT,
+        name: None,
+        sku: "h100-80gb-sxm".into(),
+        gpu_count: gpus,
+        command: None,
+        capacity_timeout_s: None,
+    };
+    instance::create(pool, &req, None)
+        .await
+        .unwrap()
+        .instance
+        .id
+        .0
+}
+
+async fn live(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM gpuaas.allocations WHERE released_at IS NULL")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn free(pool: &PgPool) -> i32 {
+    sqlx::query_scalar("SELECT free_gpus FROM gpuaas.nodes")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_happy_path_activities_run_twice_are_harmless() {
+    let (pool, env) = setup(8).await;
+    let id = new_instance(&pool, 2).await;
+
+    let first = env.run(ControlPlaneActivities::allocate, id).await.unwrap();
+    let second = env.run(ControlPlaneActivities::allocate, id).await.unwrap();
+    assert_eq!(first, second);
+    assert!(matches!(first, Placement::Placed(_)));
+    assert_eq!((live(&pool).await, free(&pool).await), (2, 6));
+
+    let step = StepUpdate {
+        instance_id: id,
+        step: "awaiting_running".into(),
+        message: None,
+    };
+    env.run(ControlPlaneActivities::set_step, step.clone())
+        .await
+        .unwrap();
+    env.run(ControlPlaneActivities::set_step, step)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        env.run(ControlPlaneActivities::mark_running, id)
+            .await
+            .unwrap(),
+        Transition::Applied
+    );
+    assert_eq!(
+        env.run(ControlPlaneActivities::mark_running, id)
+            .await
+            .unwrap(),
+        Transition::AlreadyThere
+    );
+
+    instance::begin_termination(
+        &pool,
+        gpuaas_iam::DEFAULT_PROJECT,
+        gpuaas_shared::ids::InstanceId(id),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        env.run(ControlPlaneActivities::release, id).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        env.run(ControlPlaneActivities::release, id).await.unwrap(),
+        0
+    );
+    assert_eq!((live(&pool).await, free(&pool).await), (0, 8));
+
+    let note = TerminatedNote {
+        instance_id: id,
+        message: None,
+    };
+    assert_eq!(
+        env.run(ControlPlaneActivities::mark_terminated, note.clone())
+            .await
+            .unwrap(),
+        Transition::Applied
+    );
+    assert_eq!(
+        env.run(ControlPlaneActivities::mark_terminated, note)
+            .await
+            .unwrap(),
+        Transition::AlreadyThere
+    );
+    // A late failure report cannot move a terminated instance backwards.
+    let late = FailInstance {
+        instance_id: id,
+        reason: FailureReason::Timeout,
+        message: "late".into(),
+    };
+    assert!(matches!(
+        env.run(ControlPlaneActivities::mark_failed, late)
+            .await
+            .unwrap(),
+        Transition::Refused(_)
+    ));
+}
+
+#[tokio::test]
+async fn the_failure_path_activities_run_twice_are_harmless() {
+    let (pool, env) = setup(2).await;
+    let holder = new_instance(&pool, 2).await;
+    env.run(ControlPlaneActivities::allocate, holder)
+        .await
+        .unwrap();
+    let starved = new_instance(&pool, 2).await;
+    for _ in 0..2 {
+        let placement = env
+            .run(ControlPlaneActivities::allocate, starved)
+            .await
+            .unwrap();
+        assert!(
+            matches!(placement, Placement::NoCapacity { .. }),
+            "{placement:?}"
+        );
+    }
+    assert_eq!(live(&pool).await, 2, "a failed placement holds nothing");
+    // The undo of a never-made allocation is a no-op.
+    assert_eq!(
+        env.run(ControlPlaneActivities::release, starved)
+            .await
+            .unwrap(),
+        0
+    );
+    let fail = FailInstance {
+        instance_id: starved,
+        reason: FailureReason::InsufficientCapacity,
+        message: "full".into(),
+    };
+    assert_eq!(
+        env.run(ControlPlaneActivities::mark_failed, fail.clone())
+            .await
+            .unwrap(),
+        Transition::Applied
+    );
+    assert_eq!(
+        env.run(ControlPlaneActivities::mark_failed, fail)
+            .await
+            .unwrap(),
+        Transition::AlreadyThere
+    );
+    let failed = instance::get_any(&pool, gpuaas_shared::ids::InstanceId(starved))
+        .await
+        .unwrap();
+    assert_eq!(
+        failed.failure_reason,
+        Some(FailureReason::InsufficientCapacity)
+    );
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_allocates_hold_one_allocation() {
+    let (pool, env) = setup(8).await;
+    let id = new_instance(&pool, 4).await;
+    let (a, b) = tokio::join!(
+        env.run(ControlPlaneActivities::allocate, id),
+        env.run(ControlPlaneActivities::allocate, id)
+    );
+    assert_eq!(a.unwrap(), b.unwrap());
+    assert_eq!((live(&pool).await, free(&pool).await), (4, 4));
+}
+
+#[tokio::test]
+async fn allocating_for_a_deleted_instance_fails_without_retry() {
+    let (pool, env) = setup(8).await;
+    let id = new_instance(&pool, 1).await;
+    instance::begin_termination(
+        &pool,
+        gpuaas_iam::DEFAULT_PROJECT,
+        gpuaas_shared::ids::InstanceId(id),
+    )
+    .await
+    .unwrap();
+    match env.run(ControlPlaneActivities::allocate, id).await {
+        Err(ActivityEnvironmentError::Activity(ActivityError::Application(failure))) => {
+            assert_eq!(
+                failure.type_name(),
+                Some(gpuaas_activities::failure_types::NOT_WANTED)
+            );
+            assert!(failure.is_non_retryable());
+        }
+        other => panic!("expected a non-retryable InstanceNotWanted failure, got {other:?}"),
+    }
+    assert_eq!(live(&pool).await, 0);
+}

@@ -1,0 +1,195 @@
+//! Placement and allocation against a real Postgres.
+
+use gpuaas_domain::{
+    GpuHealth, GpuSpec, NewInstance, NodeRegistration, Placement, instance, node, placement,
+};
+use gpuaas_shared::ids::{InstanceId, NodeId};
+use sqlx::PgPool;
+
+async fn add_node(pool: &PgPool, name: &str, gpus: i32, model: &str) -> NodeId {
+    let reg = NodeRegistration {
+        name: name.into(),
+        agent_version: "test".into(),
+        discovery: "simulated".into(),
+        gpus: (0..gpus)
+            .map(|i| GpuSpec {
+                index: i,
+                uuid: format!("GPU-{name}-{i}"),
+                model: model.into(),
+                memory_mib: 81920,
+                health: GpuHealth::Healthy,
+            })
+            .collect(),
+    };
+    node::register(pool, &reg).await.unwrap()
+}
+
+async fn new_instance(pool: &PgPool, sku: &str, gpus: i32) -> InstanceId {
+    let req = NewInstance {
+        project_id: gpuaas_iam::DEFAULT_PROJECT,
+        name: None,
+        sku: sku.into(),
+        gpu_count: gpus,
+        command: None,
+        capacity_timeout_s: None,
+    };
+    instance::create(pool, &req, None)
+        .await
+        .unwrap()
+        .instance
+        .id
+}
+
+fn placed(p: Placement) -> gpuaas_domain::Allocation {
+    match p {
+        Placement::Placed(a) => a,
+        other => panic!("expected a placement, got {other:?}"),
+    }
+}
+
+async fn double_booked(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT gpu_id FROM gpuaas.allocations WHERE released_at IS NULL
+                               GROUP BY gpu_id HAVING count(*) > 1) d",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn best_fit_prefers_the_fullest_node_that_still_fits() {
+    let (pool, _) = gpuaas_shared::db::testing::fresh_database().await;
+    let roomy = add_node(&pool, "roomy", 8, "H100-80GB").await;
+    let tight = add_node(&pool, "tight", 4, "H100-80GB").await;
+    add_node(&pool, "other-model", 8, "A100-40GB").await;
+
+    let a = placed(
+        placement::allocate(&pool, new_instance(&pool, "h100-80gb-sxm", 2).await)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        a.node_id, tight,
+        "2 GPUs go to the 4-GPU node, keeping the 8-GPU node whole"
+    );
+    let b = placed(
+        placement::allocate(&pool, new_instance(&pool, "h100-80gb-sxm", 8).await)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        b.node_id, roomy,
+        "a whole-host request still finds a whole host"
+    );
+    assert_eq!(b.gpu_indices, (0..8).collect::<Vec<_>>());
+    let c = placed(
+        placement::allocate(&pool, new_instance(&pool, "h100-80gb-sxm", 2).await)
+            .await
+            .unwrap(),
+    );
+    assert_eq!((c.node_id, c.gpu_indices.clone()), (tight, vec![2, 3]));
+    match placement::allocate(&pool, new_instance(&pool, "h100-80gb-sxm", 1).await)
+        .await
+        .unwrap()
+    {
+        Placement::NoCapacity { explanation } => {
+            assert!(
+                explanation.contains("no node has 1 free H100-80GB"),
+                "{explanation}"
+            );
+            assert!(explanation.contains("another GPU model"), "{explanation}");
+        }
+        other => panic!("fleet is full, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_allocations_never_double_book() {
+    let (pool, _) = gpuaas_shared::db::testing::fresh_database().await;
+    for n in 0..3 {
+        add_node(&pool, &format!("n{n}"), 8, "H100-80GB").await;
+    }
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(new_instance(&pool, "h100-80gb-sxm", 1).await);
+    }
+    let tasks = ids.into_iter().map(|id| {
+        let pool = pool.clone();
+        tokio::spawn(async move { placement::allocate(&pool, id).await.unwrap() })
+    });
+    let results = futures_join(tasks).await;
+    let placed = results
+        .iter()
+        .filter(|p| matches!(p, Placement::Placed(_)))
+        .count();
+    assert_eq!(placed, 24, "exactly the fleet's 24 GPUs");
+    assert_eq!(results.len() - placed, 16);
+    assert_eq!(double_booked(&pool).await, 0);
+    let free: i64 = sqlx::query_scalar("SELECT sum(free_gpus) FROM gpuaas.nodes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(free, 0, "placement counters agree with the allocations");
+}
+
+async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks.collect::<Vec<_>>() {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_database_refuses_a_second_live_allocation_of_a_gpu() {
+    let (pool, _) = gpuaas_shared::db::testing::fresh_database().await;
+    add_node(&pool, "n", 1, "H100-80GB").await;
+    let first = new_instance(&pool, "h100-80gb-sxm", 1).await;
+    let second = new_instance(&pool, "h100-80gb-sxm", 1).await;
+    placed(placement::allocate(&pool, first).await.unwrap());
+    // Bypass placement entirely: the unique index alone must refuse the double booking.
+    let forced = sqlx::query(
+        "INSERT INTO gpuaas.allocations (instance_id, gpu_id, node_id, gpu_index)
+         SELECT $1, gpu_id, node_id, gpu_index FROM gpuaas.allocations WHERE instance_id = $2",
+    )
+    .bind(second)
+    .bind(first)
+    .execute(&pool)
+    .await;
+    let err = forced.expect_err("double booking must be refused");
+    assert!(
+        err.as_database_error().unwrap().is_unique_violation(),
+        "{err}"
+    );
+    // Once released, the GPU can be leased again.
+    assert_eq!(placement::release(&pool, first).await.unwrap(), 1);
+    placed(placement::allocate(&pool, second).await.unwrap());
+}
+
+#[tokio::test]
+async fn allocate_and_release_are_idempotent() {
+    let (pool, _) = gpuaas_shared::db::testing::fresh_database().await;
+    add_node(&pool, "n", 8, "H100-80GB").await;
+    let id = new_instance(&pool, "h100-80gb-sxm", 4).await;
+    let once = placed(placement::allocate(&pool, id).await.unwrap());
+    let twice = placed(placement::allocate(&pool, id).await.unwrap());
+    assert_eq!(once, twice, "a retried allocate returns the same GPUs");
+    let live: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM gpuaas.allocations WHERE released_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(live, 4);
+    assert_eq!(placement::release(&pool, id).await.unwrap(), 4);
+    assert_eq!(
+        placement::release(&pool, id).await.unwrap(),
+        0,
+        "a retried release frees nothing more"
+    );
+    let free: i32 = sqlx::query_scalar("SELECT free_gpus FROM gpuaas.nodes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(free, 8, "the counter was restored exactly once");
+}

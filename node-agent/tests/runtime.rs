@@ -1,0 +1,224 @@
+//! The node activities, run twice, are harmless; workloads are real processes.
+
+use gpuaas_activities::node::{WorkloadSpec, WorkloadStatus};
+use gpuaas_node_agent::activities::NodeAgentActivities;
+use gpuaas_node_agent::runtime::ProcessRuntime;
+use std::sync::Arc;
+use std::time::Duration;
+use temporalio_sdk::activities::ActivityError;
+use temporalio_sdk::testing::{ActivityEnvironment, ActivityEnvironmentError};
+use uuid::Uuid;
+
+fn runtime(dir: &std::path::Path) -> Arc<ProcessRuntime> {
+    Arc::new(
+        ProcessRuntime::new(dir, Duration::from_millis(200), Duration::from_millis(500)).unwrap(),
+    )
+}
+
+fn env(rt: Arc<ProcessRuntime>) -> ActivityEnvironment {
+    ActivityEnvironment::builder()
+        .register_activities(NodeAgentActivities::new(rt))
+        .build()
+}
+
+fn spec(command: &str) -> WorkloadSpec {
+    WorkloadSpec {
+        instance_id: Uuid::now_v7(),
+        command: command.into(),
+        gpu_indices: vec![1, 3],
+        gpu_uuids: vec!["GPU-a".into(), "GPU-b".into()],
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next())
+                != Some("Z")
+        })
+        .unwrap_or(false)
+}
+
+fn pid_of(status: &WorkloadStatus) -> i32 {
+    match status {
+        WorkloadStatus::Running { pid } => *pid,
+        other => panic!("expected running, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn start_await_and_stop_run_twice_are_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(runtime(dir.path()));
+    let spec = spec("sleep 600 & echo $! > child.pid; echo devices=$CUDA_VISIBLE_DEVICES; wait");
+    let id = spec.instance_id;
+
+    let pid = pid_of(
+        &env.run(NodeAgentActivities::start_workload, spec.clone())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        pid_of(
+            &env.run(NodeAgentActivities::start_workload, spec.clone())
+                .await
+                .unwrap()
+        ),
+        pid,
+        "one process, not two"
+    );
+    assert_eq!(
+        pid_of(
+            &env.run(NodeAgentActivities::await_workload_running, id)
+                .await
+                .unwrap()
+        ),
+        pid
+    );
+    assert_eq!(
+        pid_of(
+            &env.run(NodeAgentActivities::await_workload_running, id)
+                .await
+                .unwrap()
+        ),
+        pid
+    );
+
+    let work = dir.path().join("instances").join(id.to_string());
+    let log = std::fs::read_to_string(work.join("output.log")).unwrap();
+    assert!(
+        log.contains("devices=1,3"),
+        "only its GPUs are visible: {log}"
+    );
+    let child: i32 = std::fs::read_to_string(work.join("child.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(child));
+
+    let stopped = env
+        .run(NodeAgentActivities::stop_workload, id)
+        .await
+        .unwrap();
+    assert!(
+        matches!(stopped, WorkloadStatus::Exited { .. }),
+        "{stopped:?}"
+    );
+    assert!(!alive(pid), "group leader stopped");
+    // The whole process group goes, including children of the workload.
+    for _ in 0..50 {
+        if !alive(child) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(child), "the workload's children stopped too");
+    assert!(matches!(
+        env.run(NodeAgentActivities::stop_workload, id)
+            .await
+            .unwrap(),
+        WorkloadStatus::Exited { .. }
+    ));
+    // A late, retried start after the stop does not resurrect the workload.
+    let late = env
+        .run(NodeAgentActivities::start_workload, spec)
+        .await
+        .unwrap();
+    assert!(matches!(late, WorkloadStatus::Exited { .. }), "{late:?}");
+}
+
+#[tokio::test]
+async fn a_stop_that_overtakes_its_start_prevents_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(runtime(dir.path()));
+    let spec = spec("sleep 600");
+    assert_eq!(
+        env.run(NodeAgentActivities::stop_workload, spec.instance_id)
+            .await
+            .unwrap(),
+        WorkloadStatus::Unknown
+    );
+    let status = env
+        .run(NodeAgentActivities::start_workload, spec)
+        .await
+        .unwrap();
+    assert!(
+        !matches!(status, WorkloadStatus::Running { .. }),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_workload_that_exits_during_settle_fails_start_without_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(runtime(dir.path()));
+    let spec = spec("echo failing-now >&2; exit 42");
+    env.run(NodeAgentActivities::start_workload, spec.clone())
+        .await
+        .unwrap();
+    match env
+        .run(
+            NodeAgentActivities::await_workload_running,
+            spec.instance_id,
+        )
+        .await
+    {
+        Err(ActivityEnvironmentError::Activity(ActivityError::Application(failure))) => {
+            assert_eq!(
+                failure.type_name(),
+                Some(gpuaas_activities::failure_types::START_FAILED)
+            );
+            assert!(failure.is_non_retryable());
+            let message = failure.source_error().to_string();
+            assert!(
+                message.contains("exit code 42") && message.contains("failing-now"),
+                "{message}"
+            );
+        }
+        other => panic!("expected StartFailed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_agent_re_adopts_running_workloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec("sleep 600");
+    let pid = {
+        let first = runtime(dir.path());
+        pid_of(&first.start(&spec).await.unwrap())
+        // The first runtime is dropped here: the agent "restarts"; its workload keeps running.
+    };
+    let gone = spec_with_dead_process(dir.path()).await;
+    let second = runtime(dir.path());
+    let adopted = second.adopt();
+    assert!(
+        adopted.contains(&(spec.instance_id, WorkloadStatus::Running { pid })),
+        "{adopted:?}"
+    );
+    assert!(
+        adopted
+            .iter()
+            .any(|(id, s)| *id == gone && matches!(s, WorkloadStatus::Exited { .. })),
+        "vanished one reported"
+    );
+    // The new agent can still stop what the old one started.
+    second.stop(spec.instance_id).await.unwrap();
+    assert!(!alive(pid));
+}
+
+/// A workload whose process died while no agent watched it.
+async fn spec_with_dead_process(dir: &std::path::Path) -> Uuid {
+    let rt = runtime(dir);
+    let s = spec("sleep 600");
+    let pid = pid_of(&rt.start(&s).await.unwrap());
+    // SAFETY: killing the test's own workload process.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    while alive(pid) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.instance_id
+}
