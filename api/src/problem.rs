@@ -44,6 +44,7 @@ impl From<DomainError> for ApiError {
             DomainError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             DomainError::NotFound { .. } => StatusCode::NOT_FOUND,
             DomainError::Conflict { .. } => StatusCode::CONFLICT,
+            DomainError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             DomainError::Database(_) => return Self::internal(e),
         };
         Self::new(status, e.code(), e.to_string())

@@ -1,9 +1,9 @@
-use crate::extract::{ApiJson, Caller};
+use crate::extract::{ApiJson, ApiQuery, Caller, IdempotencyKey};
 use crate::problem::{ApiError, ApiResult};
 use crate::{AppState, convert, workflows};
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use gpuaas_api_types::{CreateInstanceRequest, Instance, Page};
 use gpuaas_domain::{InstanceState, NewInstance, instance};
@@ -13,12 +13,9 @@ use gpuaas_shared::ids::InstanceId;
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    IdempotencyKey(key): IdempotencyKey,
     ApiJson(req): ApiJson<CreateInstanceRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let key = headers
-        .get("idempotency-key")
-        .map(|v| v.to_str().unwrap_or("\u{0}").to_string());
     let new = NewInstance {
         project_id: caller.project,
         name: req.name,
@@ -47,7 +44,7 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(params): Query<ListParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Page<Instance>>> {
     let limit = params.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {

@@ -92,7 +92,7 @@ pub struct CreateInstanceRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Page<T> {
     pub items: Vec<T>,
-    /// Pass as `?cursor=` to get the next page; absent on the last page.
+    /// Pass as `?cursor=` to get the next page; `null` once a page comes back short.
     pub next_cursor: Option<String>,
 }
 

@@ -13,6 +13,9 @@ pub enum DomainError {
     /// The request conflicts with the current state (idempotency mismatch, wrong state).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Contention that outlasted the domain's own retries: worth retrying later.
+    #[error("{message}")]
+    Busy { code: &'static str, message: String },
     /// Infrastructure trouble (database unreachable, serialization failure): worth a retry.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -43,14 +46,15 @@ impl DomainError {
         match self {
             Self::Invalid { code, .. }
             | Self::NotFound { code, .. }
-            | Self::Conflict { code, .. } => code,
+            | Self::Conflict { code, .. }
+            | Self::Busy { code, .. } => code,
             Self::Database(_) => "internal",
         }
     }
 
     /// Whether doing the same thing again may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Database(_))
+        matches!(self, Self::Database(_) | Self::Busy { .. })
     }
 }
 

@@ -95,6 +95,35 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
     let status = resp.status().as_u16();
     assert_problem(status, &resp.json().await.unwrap(), 400, "malformed_json");
+    // A key that is not printable ASCII, and a query string that does not parse.
+    let resp = p
+        .http
+        .post(format!("{}/v1/instances", p.api_url))
+        .bearer_auth(TOKEN)
+        .header(
+            "idempotency-key",
+            reqwest::header::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        )
+        .json(&json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    assert_problem(
+        status,
+        &resp.json().await.unwrap(),
+        422,
+        "invalid_idempotency_key",
+    );
+    let resp = p
+        .http
+        .get(format!("{}/v1/instances?limit=abc", p.api_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    assert_problem(status, &resp.json().await.unwrap(), 400, "invalid_query");
     assert_eq!(instance_count(&p).await, 0, "no bad request wrote anything");
 
     // Unknown ids: 404, whether well-formed or not.

@@ -34,23 +34,37 @@ pub enum Placement {
 /// Allocates GPUs for a `pending`/`provisioning` instance. Idempotent: an instance that already
 /// holds a live allocation gets that allocation back.
 pub async fn allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Placement> {
-    for _ in 0..8 {
+    for attempt in 0..MAX_ATTEMPTS {
         match try_allocate(pool, instance).await {
-            // A racing allocator inserted the same GPU first: only possible if the placement
-            // index was stale. The unique index refused it; try again with fresh data.
-            Err(DomainError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
-                continue;
+            Ok(Attempt::Done(placement)) => return Ok(placement),
+            // Every fitting node is locked by another allocator for a moment: try again soon
+            // rather than report "no capacity" while capacity exists.
+            Ok(Attempt::CandidatesBusy) => {
+                tokio::time::sleep(std::time::Duration::from_millis(1 + (attempt % 4) as u64))
+                    .await;
             }
-            other => return other,
+            // The unique index refused a GPU another allocator took first, or Postgres broke a
+            // lock cycle: neither left anything behind, so try again with fresh data.
+            Err(DomainError::Database(sqlx::Error::Database(e)))
+                if e.is_unique_violation()
+                    || matches!(e.code().as_deref(), Some("40P01" | "40001")) => {}
+            Err(e) => return Err(e),
         }
     }
-    Err(DomainError::conflict(
-        "allocation_contention",
-        "could not allocate after repeated conflicts",
-    ))
+    Err(DomainError::Busy {
+        code: "allocation_contention",
+        message: format!("could not allocate for instance {instance}: placement stayed contended"),
+    })
 }
 
-async fn try_allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Placement> {
+const MAX_ATTEMPTS: u32 = 2000;
+
+enum Attempt {
+    Done(Placement),
+    CandidatesBusy,
+}
+
+async fn try_allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Attempt> {
     let mut tx = pool.begin().await?;
     let row: Option<(String, String, i32)> = sqlx::query_as(
         "SELECT i.state, s.gpu_model, i.gpu_count
@@ -74,26 +88,26 @@ async fn try_allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Place
     }
     if let Some(existing) = live_allocation(&mut tx, instance).await? {
         tx.commit().await?;
-        return Ok(Placement::Placed(existing));
+        return Ok(Attempt::Done(Placement::Placed(existing)));
     }
-    let mut picked = pick_and_insert(
-        &mut tx,
-        &gpu_model,
-        gpu_count,
-        instance,
-        LockWait::SkipLocked,
-    )
-    .await?;
-    if picked.is_empty() {
-        // Every candidate may just be locked by concurrent allocators: wait for the best one
-        // rather than report "no capacity" while capacity exists.
-        picked = pick_and_insert(&mut tx, &gpu_model, gpu_count, instance, LockWait::Wait).await?;
-    }
+    // Lock the best-fit node, skipping nodes other allocators hold, so concurrent allocators
+    // spread over the fleet instead of queueing behind one row.
+    let Some(node) = lock_best_node(&mut tx, &gpu_model, gpu_count).await? else {
+        let busy = any_fitting_node(&mut tx, &gpu_model, gpu_count).await?;
+        tx.rollback().await?;
+        if busy {
+            return Ok(Attempt::CandidatesBusy);
+        }
+        let explanation = explain_no_capacity(pool, &gpu_model, gpu_count).await?;
+        return Ok(Attempt::Done(Placement::NoCapacity { explanation }));
+    };
+    // A fresh statement, so its snapshot sees every allocation committed before the lock.
+    let picked = pick_and_insert(&mut tx, node, gpu_count, instance).await?;
     if picked.len() != gpu_count as usize {
-        // No candidate (or a stale counter left too few GPUs): nothing is kept.
+        tracing::warn!(%instance, %node, "placement counter was stale; nothing allocated");
         tx.rollback().await?;
         let explanation = explain_no_capacity(pool, &gpu_model, gpu_count).await?;
-        return Ok(Placement::NoCapacity { explanation });
+        return Ok(Attempt::Done(Placement::NoCapacity { explanation }));
     }
     let node_id = picked[0].0;
     let allocation = Allocation {
@@ -119,40 +133,54 @@ async fn try_allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Place
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Placement::Placed(allocation))
+    Ok(Attempt::Done(Placement::Placed(allocation)))
 }
 
-#[derive(Clone, Copy)]
-enum LockWait {
-    /// Skip nodes another allocator holds: concurrent allocators spread over the fleet.
-    SkipLocked,
-    /// Queue for the best node; its row is re-checked once the lock is granted.
-    Wait,
-}
-
-/// Locks the best-fit node, picks its lowest free healthy GPUs and inserts their allocations,
-/// in one statement. Returns the picked GPUs (empty when no node qualifies).
-async fn pick_and_insert(
+/// Locks the fullest ready node of the model that still has `gpu_count` free GPUs, skipping
+/// nodes locked by other allocators. The row is re-checked once locked.
+async fn lock_best_node(
     tx: &mut Transaction<'_, Postgres>,
     gpu_model: &str,
     gpu_count: i32,
+) -> DomainResult<Option<NodeId>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM gpuaas.nodes
+         WHERE state = 'ready' AND gpu_model = $1 AND free_gpus >= $2
+         ORDER BY free_gpus, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(gpu_model)
+    .bind(gpu_count)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Whether any node fits, locked or not.
+async fn any_fitting_node(
+    tx: &mut Transaction<'_, Postgres>,
+    gpu_model: &str,
+    gpu_count: i32,
+) -> DomainResult<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM gpuaas.nodes WHERE state = 'ready' AND gpu_model = $1 AND free_gpus >= $2)",
+    )
+    .bind(gpu_model)
+    .bind(gpu_count)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// Takes the lowest-numbered free healthy GPUs of a locked node and records their allocation.
+async fn pick_and_insert(
+    tx: &mut Transaction<'_, Postgres>,
+    node: NodeId,
+    gpu_count: i32,
     instance: InstanceId,
-    wait: LockWait,
 ) -> DomainResult<Vec<(NodeId, String, i32, String)>> {
-    let lock = match wait {
-        LockWait::SkipLocked => "FOR UPDATE SKIP LOCKED",
-        LockWait::Wait => "FOR UPDATE",
-    };
-    Ok(sqlx::query_as(&format!(
-        "WITH node AS (
-             SELECT id, name FROM gpuaas.nodes
-             WHERE state = 'ready' AND gpu_model = $1 AND free_gpus >= $2
-             ORDER BY free_gpus, id
-             LIMIT 1 {lock}
-         ), picked AS (
-             SELECT g.id, g.idx, g.uuid, node.id AS node_id, node.name
-             FROM gpuaas.gpus g JOIN node ON g.node_id = node.id
-             WHERE g.health = 'healthy'
+    Ok(sqlx::query_as(
+        "WITH picked AS (
+             SELECT g.id, g.idx, g.uuid, g.node_id, n.name
+             FROM gpuaas.gpus g JOIN gpuaas.nodes n ON n.id = g.node_id
+             WHERE g.node_id = $1 AND g.health = 'healthy'
                AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a WHERE a.gpu_id = g.id AND a.released_at IS NULL)
              ORDER BY g.idx LIMIT $2
          ), inserted AS (
@@ -160,9 +188,9 @@ async fn pick_and_insert(
              SELECT $3, id, node_id, idx FROM picked
              RETURNING gpu_id
          )
-         SELECT p.node_id, p.name, p.idx, p.uuid FROM picked p JOIN inserted i ON i.gpu_id = p.id ORDER BY p.idx"
-    ))
-    .bind(gpu_model)
+         SELECT p.node_id, p.name, p.idx, p.uuid FROM picked p JOIN inserted i ON i.gpu_id = p.id ORDER BY p.idx",
+    )
+    .bind(node)
     .bind(gpu_count)
     .bind(instance)
     .fetch_all(&mut **tx)
