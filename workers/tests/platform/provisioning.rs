@@ -264,3 +264,97 @@ async fn a_worker_killed_mid_provisioning_completes_after_restart() {
         "exactly one process for the instance"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_re_adopts_its_workloads_and_can_stop_them() {
+    let mut p = Platform::start(Options::default()).await;
+    p.start_agent("h100", "8xH100-80GB", 200).await;
+    let id = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 4}))
+        .await;
+    assert_eq!(
+        p.wait_state(id, &["running", "failed"], LONG).await.state,
+        "running"
+    );
+    let pid = p.workload_pid(id).unwrap();
+
+    p.stop_agent("h100");
+    assert!(process_alive(pid), "workloads outlive their agent");
+    p.start_agent("h100", "8xH100-80GB", 200).await;
+    let nodes = p.get_json("/v1/nodes").await;
+    assert_eq!(
+        nodes["items"].as_array().unwrap().len(),
+        1,
+        "the restarted agent kept its node identity"
+    );
+
+    assert_eq!(p.delete(id).await, 202);
+    p.wait_state(id, &["terminated"], LONG).await;
+    assert!(
+        !process_alive(pid),
+        "the new agent stopped the old agent's workload"
+    );
+    assert_eq!(p.live_allocations(id).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_provisioning_shows_its_step_and_node_in_temporal() {
+    let p = Platform::start(Options {
+        node_schedule_to_start_s: 30,
+        ..Options::default()
+    })
+    .await;
+    let ghost = p.register_ghost_node("ghost", 8, "H100-80GB").await;
+    let id = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
+        .await;
+    p.eventually(LONG, "the workflow waits on the ghost node", || async {
+        p.instance(id).await.current_step == "starting_workload"
+    })
+    .await;
+
+    let client = gpuaas_activities::temporal::connect(
+        &crate::harness::temporal_address(),
+        "default",
+        "test",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let workflow_id = p.instance(id).await.workflow_id;
+    let handle = client.get_workflow_handle::<gpuaas_workflows::ProvisionInstance>(workflow_id);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let attributes = loop {
+        let described = handle.describe(Default::default()).await.unwrap();
+        let info = described.raw_description.workflow_execution_info.unwrap();
+        let attributes: std::collections::HashMap<String, String> = info
+            .search_attributes
+            .map(|s| s.indexed_fields)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    String::from_utf8_lossy(&v.data)
+                        .trim_matches('"')
+                        .to_string(),
+                )
+            })
+            .collect();
+        if attributes.get("GpuaasStep").map(String::as_str) == Some("starting_workload") {
+            break attributes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "search attributes never showed the step: {attributes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(attributes["GpuaasInstanceId"], id.to_string());
+    assert_eq!(attributes["GpuaasNodeId"], ghost.to_string());
+    assert_eq!(attributes["GpuaasProjectId"], gpuaas_iam_default_project());
+}
+
+fn gpuaas_iam_default_project() -> String {
+    "00000000-0000-7000-8000-000000000002".to_string()
+}
