@@ -6,6 +6,7 @@
 //!   no business rules.
 
 pub mod node;
+pub mod service;
 pub mod temporal;
 
 #[cfg(feature = "control-plane")]

@@ -11,16 +11,14 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    gpuaas_activities::service::init_logging();
     let cli = Cli::parse();
     let listener = tokio::net::TcpListener::bind(&cli.config.listen).await?;
     let state = gpuaas_api::AppState::connect(cli.config).await?;
-    gpuaas_api::serve(listener, state, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+    gpuaas_api::serve(
+        listener,
+        state,
+        gpuaas_activities::service::shutdown_signal(),
+    )
     .await
 }

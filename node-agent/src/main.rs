@@ -13,18 +13,15 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    gpuaas_activities::service::init_logging();
     let cli = Cli::parse();
     // Two threads are plenty for an agent and keep its resident memory small.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(gpuaas_node_agent::run(cli.config, async {
-        let _ = tokio::signal::ctrl_c().await;
-    }))
+    runtime.block_on(gpuaas_node_agent::run(
+        cli.config,
+        gpuaas_activities::service::shutdown_signal(),
+    ))
 }

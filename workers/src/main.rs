@@ -14,14 +14,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    gpuaas_activities::service::init_logging();
     let cli = Cli::parse();
-    gpuaas_workers::run(cli.config, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
+    gpuaas_workers::run(cli.config, gpuaas_activities::service::shutdown_signal()).await
 }
