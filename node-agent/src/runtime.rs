@@ -3,13 +3,15 @@
 //!
 //! State lives on disk (`<root>/instances/<id>/`), not in memory, so a restarted agent re-adopts
 //! running workloads instead of forgetting them:
-//! - `pid`: written by the workload's own shell before it execs the command, so it exists even if
-//!   the agent dies right after spawning;
+//! - `identity`: the workload's pid and start time, written right after spawning;
+//! - `pid`: also written by the workload's own shell before it execs the command, so a workload
+//!   is found even if the agent died between spawning it and writing `identity`;
 //! - `output.log`: stdout and stderr;
 //! - `exit_code`: written when the agent reaps the process;
 //! - `stopped`: written before a stop, so a late, retried start never resurrects the instance.
 //!
-//! A pid is trusted only if `/proc/<pid>/environ` carries the instance id (pids get reused).
+//! A pid is trusted only if its start time matches `identity`, or (without one) if
+//! `/proc/<pid>/environ` carries the instance id: pids get reused.
 
 use gpuaas_activities::node::{WorkloadSpec, WorkloadStatus};
 use std::collections::HashSet;
@@ -62,7 +64,10 @@ impl ProcessRuntime {
     pub async fn start(&self, spec: &WorkloadSpec) -> Result<WorkloadStatus, RuntimeError> {
         let _guard = self.lock(spec.instance_id).await;
         let dir = self.dir(spec.instance_id);
-        if dir.join("pid").exists() || dir.join("stopped").exists() {
+        if ["identity", "pid", "stopped"]
+            .iter()
+            .any(|f| dir.join(f).exists())
+        {
             return Ok(self.status_of(spec.instance_id));
         }
         std::fs::create_dir_all(&dir)?;
@@ -89,6 +94,17 @@ impl ProcessRuntime {
             .process_group(0)
             .kill_on_drop(false);
         let mut child = command.spawn()?;
+        // The child is the workload's shell: record its identity before anything can race us.
+        // (If the agent dies right here, the shell's own `pid` file lets a restart find it.)
+        if let Some(stat) = child
+            .id()
+            .and_then(|pid| proc_stat(pid as i32).map(|s| (pid, s)))
+        {
+            std::fs::write(
+                dir.join("identity"),
+                format!("{} {}", stat.0, stat.1.started),
+            )?;
+        }
         let exit_file = dir.join("exit_code");
         tokio::spawn(async move {
             if let Ok(status) = child.wait().await {
@@ -99,13 +115,6 @@ impl ProcessRuntime {
                 let _ = std::fs::write(exit_file, code);
             }
         });
-        // Wait for the shell to record its pid (milliseconds) so status answers precisely.
-        for _ in 0..100 {
-            if dir.join("pid").exists() || dir.join("exit_code").exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
         tracing::info!(instance_id = %spec.instance_id, gpus = ?spec.gpu_indices, "workload started");
         Ok(self.status_of(spec.instance_id))
     }
@@ -116,7 +125,7 @@ impl ProcessRuntime {
             let status = self.status_of(id);
             match &status {
                 WorkloadStatus::Running { .. } => {
-                    let started = std::fs::metadata(self.dir(id).join("pid"))?.modified()?;
+                    let started = std::fs::metadata(self.dir(id).join("identity"))?.modified()?;
                     let up = SystemTime::now()
                         .duration_since(started)
                         .unwrap_or_default();
@@ -166,9 +175,18 @@ impl ProcessRuntime {
             while self.live_pid(id).is_some() && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            // Also catches children that outlived the group leader.
-            signal_group(pid, libc::SIGKILL);
-            while self.live_pid(id).is_some() {
+            // SIGKILL whatever is left of the group, children that outlived the leader included.
+            loop {
+                let members = self.group_members(pid, id);
+                if members.is_empty() {
+                    break;
+                }
+                for member in members {
+                    // SAFETY: kill(2) on a process verified to belong to this workload.
+                    unsafe {
+                        libc::kill(member, libc::SIGKILL);
+                    }
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             tracing::info!(instance_id = %id, pid, "workload stopped");
@@ -222,27 +240,43 @@ impl ProcessRuntime {
         found
     }
 
-    /// The workload's pid if that process is alive and really is this instance's.
+    /// The workload's pid if that process is alive and really is this instance's. Identity is
+    /// (pid, start time), recorded once; it survives `exec`, unlike a read of the environment
+    /// while the shell is replacing itself.
     fn live_pid(&self, id: Uuid) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(self.dir(id).join("pid"))
+        let dir = self.dir(id);
+        if let Some((pid, started)) = read_identity(&dir.join("identity")) {
+            let stat = proc_stat(pid)?;
+            return (stat.alive && stat.started == started).then_some(pid);
+        }
+        // No identity yet (the agent died before recording it): trust the environment once.
+        let pid: i32 = std::fs::read_to_string(dir.join("pid"))
             .ok()?
             .trim()
             .parse()
             .ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Field 3 (after the parenthesised name) is the state; a zombie is dead.
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next());
-        if state == Some("Z") {
+        let stat = proc_stat(pid)?;
+        if !stat.alive || !carries_instance(pid, id) {
             return None;
         }
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-        let marker = format!("GPUAAS_INSTANCE_ID={id}");
-        environ
-            .split(|b| *b == 0)
-            .any(|kv| kv == marker.as_bytes())
-            .then_some(pid)
+        let _ = std::fs::write(dir.join("identity"), format!("{pid} {}", stat.started));
+        Some(pid)
+    }
+
+    /// Every process of the workload's group that still carries the instance id, so a process
+    /// group id reused by someone else after the leader died is never signalled.
+    fn group_members(&self, pgid: i32, id: Uuid) -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                proc_stat(*pid).is_some_and(|s| s.alive && s.pgrp == pgid)
+                    && carries_instance(*pid, id)
+            })
+            .collect()
     }
 
     async fn lock(&self, id: Uuid) -> BusyGuard<'_> {
@@ -275,6 +309,38 @@ fn signal_group(pgid: i32, signal: i32) {
     unsafe {
         libc::kill(-pgid, signal);
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcStat {
+    alive: bool,
+    pgrp: i32,
+    /// Start time in clock ticks since boot: with the pid, a process's identity.
+    started: u64,
+}
+
+/// Reads `/proc/<pid>/stat`: state (a zombie is dead), process group and start time.
+fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name, starting at field 3 (state).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(ProcStat {
+        alive: *fields.first()? != "Z",
+        pgrp: fields.get(2)?.parse().ok()?,
+        started: fields.get(19)?.parse().ok()?,
+    })
+}
+
+fn carries_instance(pid: i32, id: Uuid) -> bool {
+    let marker = format!("GPUAAS_INSTANCE_ID={id}");
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+}
+
+fn read_identity(path: &Path) -> Option<(i32, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let (pid, started) = text.trim().split_once(' ')?;
+    Some((pid.parse().ok()?, started.parse().ok()?))
 }
 
 fn log_tail(path: &Path) -> String {

@@ -222,3 +222,47 @@ async fn spec_with_dead_process(dir: &std::path::Path) -> Uuid {
     }
     s.instance_id
 }
+
+#[tokio::test]
+async fn a_workload_is_running_straight_through_its_shell_exec() {
+    // No settle time: await_running checks while `sh` is still exec'ing the command, the moment
+    // at which reading /proc/<pid>/environ can come back empty.
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(
+        ProcessRuntime::new(dir.path(), Duration::ZERO, Duration::from_millis(500)).unwrap(),
+    );
+    let mut specs = Vec::new();
+    for _ in 0..30 {
+        let s = spec("sleep 600");
+        rt.start(&s).await.unwrap();
+        let status = rt.await_running(s.instance_id).await;
+        assert!(
+            matches!(status, Ok(WorkloadStatus::Running { .. })),
+            "{status:?}"
+        );
+        specs.push(s);
+    }
+    for s in specs {
+        rt.stop(s.instance_id).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_workload_started_just_before_the_agent_died_is_found_by_its_own_pid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec("sleep 600");
+    let pid = pid_of(&runtime(dir.path()).start(&s).await.unwrap());
+    // The agent died after spawning but before recording the identity.
+    let work = dir.path().join("instances").join(s.instance_id.to_string());
+    while !work.join("pid").exists() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    std::fs::remove_file(work.join("identity")).unwrap();
+    let restarted = runtime(dir.path());
+    assert_eq!(
+        restarted.status_of(s.instance_id),
+        WorkloadStatus::Running { pid }
+    );
+    restarted.stop(s.instance_id).await.unwrap();
+    assert!(!alive(pid));
+}
