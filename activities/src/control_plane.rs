@@ -152,4 +152,4 @@ impl ControlPlaneActivities {
 }
 
 // The domain types that cross the workflow boundary, so workflows need not name the domain crate.
-pub use gpuaas_domain::{Allocation, FailureReason, Placement, Transition};
+pub use gpuaas_domain::{Allocation, FailureReason, InstanceState, Placement, Transition};

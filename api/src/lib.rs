@@ -28,6 +28,9 @@ pub struct ApiConfig {
         default_value = "postgres://postgres@127.0.0.1:5432/gpuaas"
     )]
     pub database_url: String,
+    /// Size of the Postgres connection pool.
+    #[arg(long, env = "GPUAAS_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub db_max_connections: u32,
     #[arg(
         long,
         env = "GPUAAS_TEMPORAL_ADDRESS",
@@ -153,7 +156,9 @@ impl AppState {
             !config.join_token.is_empty(),
             "GPUAAS_JOIN_TOKEN must be set"
         );
-        let pool = gpuaas_shared::db::connect_and_migrate(&config.database_url, 20).await?;
+        let pool =
+            gpuaas_shared::db::connect_and_migrate(&config.database_url, config.db_max_connections)
+                .await?;
         let temporal = gpuaas_activities::temporal::connect(
             &config.temporal_address,
             &config.namespace,

@@ -16,7 +16,8 @@ use temporalio_client::{Client, WorkflowGetResultOptions, WorkflowStartOptions};
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use temporalio_sdk::{
-    ActivityOptions, Runtime, Worker, WorkerOptions, WorkflowContext, WorkflowResult,
+    ActivityOptions, LocalActivityOptions, Runtime, Worker, WorkerOptions, WorkflowContext,
+    WorkflowResult,
 };
 
 #[workflow]
@@ -26,20 +27,30 @@ pub struct BaselineProvision;
 #[workflow_methods]
 impl BaselineProvision {
     #[run]
-    pub async fn run(ctx: &mut WorkflowContext<Self>, node_queue: String) -> WorkflowResult<()> {
+    /// `local`: run the two control activities as local activities, the shape ProvisionInstance
+    /// has; otherwise all four are regular activities.
+    pub async fn run(ctx: &mut WorkflowContext<Self>, input: (String, bool)) -> WorkflowResult<()> {
+        let (node_queue, local) = input;
         let control = ActivityOptions::start_to_close_timeout(Duration::from_secs(30));
+        let control_local = LocalActivityOptions::builder()
+            .start_to_close_timeout(Duration::from_secs(30))
+            .build();
         let node = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
             .task_queue(node_queue)
             .schedule_to_start_timeout(Duration::from_secs(30))
             .build();
-        ctx.execute_activity(BaselineActivities::noop, (), control.clone())
-            .await?;
-        ctx.execute_activity(BaselineActivities::noop, (), node.clone())
-            .await?;
-        ctx.execute_activity(BaselineActivities::noop, (), node)
-            .await?;
-        ctx.execute_activity(BaselineActivities::noop, (), control)
-            .await?;
+        for on_node in [false, true, true, false] {
+            if on_node {
+                ctx.execute_activity(BaselineActivities::noop, (), node.clone())
+                    .await?;
+            } else if local {
+                ctx.execute_local_activity(BaselineActivities::noop, (), control_local.clone())
+                    .await?;
+            } else {
+                ctx.execute_activity(BaselineActivities::noop, (), control.clone())
+                    .await?;
+            }
+        }
         Ok(())
     }
 }
@@ -92,7 +103,13 @@ fn spawn_worker(options: WorkerOptions) -> std::thread::JoinHandle<()> {
     })
 }
 
-async fn baseline_round(client: &Client, n: usize, queue: &str, node_queue: &str) -> Stats {
+async fn baseline_round(
+    client: &Client,
+    n: usize,
+    queue: &str,
+    node_queue: &str,
+    local: bool,
+) -> Stats {
     let started = Instant::now();
     let runs = (0..n).map(|i| {
         let client = client.clone();
@@ -103,7 +120,7 @@ async fn baseline_round(client: &Client, n: usize, queue: &str, node_queue: &str
             let handle = client
                 .start_workflow(
                     BaselineProvision::run,
-                    node_queue,
+                    (node_queue, local),
                     WorkflowStartOptions::new(queue, id).build(),
                 )
                 .await
@@ -202,45 +219,56 @@ async fn main() {
     .unwrap();
     let client = Arc::new(client);
 
-    // Warm both paths up, then alternate rounds so drift hits both equally.
-    baseline_round(&client, 10, &queue, &node_queue).await;
+    // Warm every path up, then alternate rounds so drift hits all of them equally.
+    baseline_round(&client, 10, &queue, &node_queue, false).await;
+    baseline_round(&client, 10, &queue, &node_queue, true).await;
     platform_round(&p, &client, 10).await;
-    let (mut base, mut plat) = (Vec::new(), Vec::new());
+    let (mut regular, mut local, mut plat) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        let b = baseline_round(&client, n, &queue, &node_queue).await;
+        let r = baseline_round(&client, n, &queue, &node_queue, false).await;
+        let l = baseline_round(&client, n, &queue, &node_queue, true).await;
         let q = platform_round(&p, &client, n).await;
         println!(
-            "round {round}: baseline {:.1}/s (p50 {:?}, p99 {:?}) | platform {:.1}/s (p50 {:?}, p99 {:?}) | ratio {:.2}",
-            b.throughput,
-            b.p50,
-            b.p99,
-            q.throughput,
-            q.p50,
-            q.p99,
-            q.throughput / b.throughput
+            "round {round}: 4 regular {:.1}/s | 2 local + 2 regular {:.1}/s | platform {:.1}/s (p50 {:?}, p99 {:?})",
+            r.throughput, l.throughput, q.throughput, q.p50, q.p99
         );
-        base.push(b);
+        regular.push(r);
+        local.push(l);
         plat.push(q);
     }
     let mean = |v: &[Stats], f: fn(&Stats) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
-    let (bt, pt) = (mean(&base, |s| s.throughput), mean(&plat, |s| s.throughput));
     let ms = |v: &[Stats], f: fn(&Stats) -> Duration| {
         v.iter().map(|s| f(s).as_secs_f64() * 1000.0).sum::<f64>() / v.len() as f64
     };
+    let row = |name: &str, v: &[Stats]| {
+        println!(
+            "| {name} | {:.1} | {:.0} | {:.0} |",
+            mean(v, |s| s.throughput),
+            ms(v, |s| s.p50),
+            ms(v, |s| s.p99)
+        );
+    };
+    let pt = mean(&plat, |s| s.throughput);
     println!();
     println!("| {n} concurrent, mean of {rounds} rounds | workflows/s | p50 ms | p99 ms |");
     println!("|---|---|---|---|");
-    println!(
-        "| minimal workflow, 4 no-op activities | {bt:.1} | {:.0} | {:.0} |",
-        ms(&base, |s| s.p50),
-        ms(&base, |s| s.p99)
+    row("minimal workflow, 4 no-op activities", &regular);
+    row(
+        "minimal workflow, same shape: 2 local + 2 regular no-op activities",
+        &local,
+    );
+    row(
+        "ProvisionInstance through the API (real DB, real processes)",
+        &plat,
     );
     println!(
-        "| ProvisionInstance via the API | {pt:.1} | {:.0} | {:.0} |",
-        ms(&plat, |s| s.p50),
-        ms(&plat, |s| s.p99)
+        "| ratio to 4 no-op activities (aim >= 0.8) | {:.2} | | |",
+        pt / mean(&regular, |s| s.throughput)
     );
-    println!("| ratio (aim >= 0.8) | {:.2} | | |", pt / bt);
+    println!(
+        "| ratio to the same shape (the platform's own overhead) | {:.2} | | |",
+        pt / mean(&local, |s| s.throughput)
+    );
     drop(p);
     std::process::exit(0);
 }

@@ -15,6 +15,9 @@ pub struct WorkerConfig {
         default_value = "postgres://postgres@127.0.0.1:5432/gpuaas"
     )]
     pub database_url: String,
+    /// Size of the Postgres connection pool.
+    #[arg(long, env = "GPUAAS_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
     /// Temporal frontend address.
     #[arg(
         long,
@@ -38,7 +41,9 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let pool = gpuaas_shared::db::connect_and_migrate(&config.database_url, 10).await?;
+    let pool =
+        gpuaas_shared::db::connect_and_migrate(&config.database_url, config.db_max_connections)
+            .await?;
     let client = gpuaas_activities::temporal::connect(
         &config.temporal_address,
         &config.namespace,

@@ -10,7 +10,8 @@ pub use terminate::{TerminateInput, TerminateInstance, TerminateOutcome};
 
 use gpuaas_activities::node::WorkloadStatus;
 use std::time::Duration;
-use temporalio_common::error::{IncomingError, TimeoutType};
+use temporalio_common::protos::temporal::api::enums::v1::TimeoutType as ProtoTimeoutType;
+use temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo;
 use temporalio_sdk::ActivityExecutionError;
 
 /// How a failed activity is classified by the workflows.
@@ -26,23 +27,26 @@ pub(crate) enum StepFailure {
 }
 
 impl StepFailure {
+    /// Walks the failure chain (an activity failure wraps its cause; a local activity's may not)
+    /// to the first timeout or application failure.
     pub(crate) fn of(e: &ActivityExecutionError) -> Self {
-        if let Some(t) = e.as_timeout() {
-            return match t.timeout_type() {
-                TimeoutType::ScheduleToStart => Self::NodeUnreachable,
-                _ => Self::TimedOut,
-            };
-        }
-        match e.reason() {
-            Some(IncomingError::Application(app)) => {
-                Self::Application(app.type_name().unwrap_or_default().to_string())
+        let mut next = e.failure();
+        while let Some(failure) = next {
+            match &failure.failure_info {
+                Some(FailureInfo::TimeoutFailureInfo(t)) => {
+                    return if t.timeout_type == ProtoTimeoutType::ScheduleToStart as i32 {
+                        Self::NodeUnreachable
+                    } else {
+                        Self::TimedOut
+                    };
+                }
+                Some(FailureInfo::ApplicationFailureInfo(app)) => {
+                    return Self::Application(app.r#type.clone());
+                }
+                _ => next = failure.cause.as_deref(),
             }
-            Some(IncomingError::Timeout(t)) if t.timeout_type() == TimeoutType::ScheduleToStart => {
-                Self::NodeUnreachable
-            }
-            Some(IncomingError::Timeout(_)) => Self::TimedOut,
-            _ => Self::Other,
         }
+        Self::Other
     }
 }
 
@@ -82,9 +86,14 @@ impl NodeTimeouts {
     }
 }
 
-/// Options of control-plane (database) activities: retried until the database answers.
-pub(crate) fn control_options() -> temporalio_sdk::ActivityOptions {
-    temporalio_sdk::ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+/// Options of control-plane (database) activities. They run as *local* activities: short,
+/// idempotent calls executed by the worker that runs the workflow, recorded as markers, with no
+/// round trip through a task queue (see doc/architecture/0003). Retried until the database
+/// answers, for up to an hour.
+pub(crate) fn control_options() -> temporalio_sdk::LocalActivityOptions {
+    temporalio_sdk::LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(30))
+        .schedule_to_close_timeout(Duration::from_secs(3600))
         .retry_policy(
             temporalio_common::RetryPolicy::builder()
                 .initial_interval(Duration::from_millis(200))

@@ -2,7 +2,9 @@
 //! On failure the undo steps run in reverse; each is idempotent.
 
 use crate::{NodeTimeouts, StepFailure, control_options, describe_exit, search};
-use gpuaas_activities::control_plane::{Allocation, FailureReason, Placement, Transition};
+use gpuaas_activities::control_plane::{
+    Allocation, FailureReason, InstanceState, Placement, Transition,
+};
 use gpuaas_activities::control_plane::{ControlPlaneActivities, FailInstance, TerminatedNote};
 use gpuaas_activities::failure_types;
 use gpuaas_activities::node::{NodeActivities, WorkloadSpec, WorkloadStatus};
@@ -91,44 +93,54 @@ impl ProvisionInstance {
             format!("undoing {} step(s) in reverse", undo.len()),
         );
         compensate(ctx, &input, undo).await;
-        let id = input.instance_id;
-        match &outcome {
-            ProvisionOutcome::Failed { reason, message } => {
-                let fail = FailInstance {
-                    instance_id: id,
-                    reason: *reason,
-                    message: message.clone(),
-                };
-                ctx.execute_activity(ControlPlaneActivities::mark_failed, fail, control_options())
-                    .await?;
-                step(
-                    ctx,
-                    &input,
-                    "failed",
-                    format!("failed: {}: {message}", reason.as_str()),
-                );
-            }
-            _ => {
-                let note = TerminatedNote {
-                    instance_id: id,
-                    message: Some("deleted while provisioning".into()),
-                };
-                ctx.execute_activity(
-                    ControlPlaneActivities::mark_terminated,
-                    note,
-                    control_options(),
-                )
-                .await?;
-                step(
-                    ctx,
-                    &input,
-                    "terminated",
-                    "deleted while provisioning; everything undone",
-                );
-            }
-        }
-        Ok(outcome)
+        Ok(record_outcome(ctx, &input, outcome).await?)
     }
+}
+
+/// Records a failed or withdrawn provisioning on the instance. A failure that races a delete
+/// (the instance is `terminating` by now) ends as withdrawn: the user asked for it to go away.
+async fn record_outcome(
+    ctx: &WorkflowContext<ProvisionInstance>,
+    input: &ProvisionInput,
+    outcome: ProvisionOutcome,
+) -> Result<ProvisionOutcome, temporalio_sdk::ActivityExecutionError> {
+    let id = input.instance_id;
+    if let ProvisionOutcome::Failed { reason, message } = &outcome {
+        let fail = FailInstance {
+            instance_id: id,
+            reason: *reason,
+            message: message.clone(),
+        };
+        let marked = ctx
+            .execute_local_activity(ControlPlaneActivities::mark_failed, fail, control_options())
+            .await?;
+        if !matches!(marked, Transition::Refused(InstanceState::Terminating)) {
+            step(
+                ctx,
+                input,
+                "failed",
+                format!("failed: {}: {message}", reason.as_str()),
+            );
+            return Ok(outcome);
+        }
+    }
+    let note = TerminatedNote {
+        instance_id: id,
+        message: Some("deleted while provisioning".into()),
+    };
+    ctx.execute_local_activity(
+        ControlPlaneActivities::mark_terminated,
+        note,
+        control_options(),
+    )
+    .await?;
+    step(
+        ctx,
+        input,
+        "terminated",
+        "deleted while provisioning; everything undone",
+    );
+    Ok(ProvisionOutcome::Withdrawn)
 }
 
 /// Sets the step everywhere an operator looks: the search attribute and the UI's current details.
@@ -201,7 +213,7 @@ async fn provision(
 
     // 4. Mark the instance running, unless it was deleted meanwhile.
     let marked = ctx
-        .execute_activity(ControlPlaneActivities::mark_running, id, control_options())
+        .execute_local_activity(ControlPlaneActivities::mark_running, id, control_options())
         .await
         .map_err(|e| Abort::Failed(FailureReason::Timeout, e.to_string()))?;
     match marked {
@@ -225,7 +237,7 @@ async fn allocate_with_capacity_wait(
             "choosing a node and allocating GPUs",
         );
         let placement = ctx
-            .execute_activity(
+            .execute_local_activity(
                 ControlPlaneActivities::allocate,
                 input.instance_id,
                 control_options(),
@@ -326,7 +338,7 @@ async fn compensate(
             Undo::Release => {
                 // Retried until the database answers: a leaked allocation is worse than a wait.
                 let _ = ctx
-                    .execute_activity(
+                    .execute_local_activity(
                         ControlPlaneActivities::release,
                         input.instance_id,
                         control_options(),

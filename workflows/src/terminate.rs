@@ -61,7 +61,7 @@ impl TerminateInstance {
         }
         let message = if outcome == TerminateOutcome::Terminated {
             step(ctx, id, "releasing", "releasing the GPUs");
-            ctx.execute_activity(ControlPlaneActivities::release, id, control_options())
+            ctx.execute_local_activity(ControlPlaneActivities::release, id, control_options())
                 .await?;
             None
         } else {
@@ -71,7 +71,7 @@ impl TerminateInstance {
             instance_id: id,
             message,
         };
-        ctx.execute_activity(
+        ctx.execute_local_activity(
             ControlPlaneActivities::mark_terminated,
             note,
             control_options(),

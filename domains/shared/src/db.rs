@@ -35,12 +35,24 @@ pub mod testing {
     }
 
     /// Creates database `gpuaas_test_<random>` and returns a migrated pool and its URL.
+    /// Test databases older than this are leftovers of killed runs and get dropped.
+    const STALE_AFTER_S: u64 = 3 * 3600;
+
     pub async fn fresh_database() -> (PgPool, String) {
         let server = server_url();
-        let name = format!("gpuaas_test_{}", uuid::Uuid::new_v4().simple());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        // The creation time is in the name, so any test run can tell a leftover from a live one.
+        let name = format!(
+            "gpuaas_test_{now}_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         let mut admin = sqlx::PgConnection::connect(&server)
             .await
             .expect("tests need Postgres: run them through scripts/test");
+        drop_stale_databases(&mut admin, now).await;
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await
@@ -49,10 +61,28 @@ pub mod testing {
             Some(slash) => format!("{}/{name}", &server[..slash]),
             None => panic!("GPUAAS_TEST_DATABASE_URL must name a database"),
         };
-        let pool = connect_and_migrate(&url, 20)
+        let pool = connect_and_migrate(&url, 10)
             .await
             .expect("migrate test database");
         (pool, url)
+    }
+
+    async fn drop_stale_databases(admin: &mut sqlx::PgConnection, now: u64) {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'gpuaas\\_test\\_%'",
+        )
+        .fetch_all(&mut *admin)
+        .await
+        .unwrap_or_default();
+        for name in names {
+            let created = name.split('_').nth(2).and_then(|t| t.parse::<u64>().ok());
+            // Names without a timestamp come from before it was added: stale by definition.
+            if created.is_none_or(|t| now.saturating_sub(t) > STALE_AFTER_S) {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut *admin)
+                    .await;
+            }
+        }
     }
 }
 

@@ -110,6 +110,7 @@ impl Platform {
         let config = gpuaas_api::ApiConfig {
             listen: "127.0.0.1:0".into(),
             database_url: db_url.clone(),
+            db_max_connections: 5,
             temporal_address: temporal_address(),
             namespace: "default".into(),
             task_queue: task_queue.clone(),
@@ -149,6 +150,7 @@ impl Platform {
     pub fn worker_config(&self) -> gpuaas_workers::WorkerConfig {
         gpuaas_workers::WorkerConfig {
             database_url: self.db_url.clone(),
+            db_max_connections: 5,
             temporal_address: temporal_address(),
             namespace: "default".into(),
             task_queue: self.task_queue.clone(),
@@ -173,6 +175,10 @@ impl Platform {
             .env("GPUAAS_DATABASE_URL", &c.database_url)
             .env("GPUAAS_TEMPORAL_ADDRESS", &c.temporal_address)
             .env("GPUAAS_TASK_QUEUE", &c.task_queue)
+            .env(
+                "GPUAAS_DB_MAX_CONNECTIONS",
+                c.db_max_connections.to_string(),
+            )
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("start gpuaas-worker");
