@@ -10,11 +10,18 @@ use gpuaas_workflows::{
 use temporalio_client::{WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions};
 use temporalio_common::search_attributes::SearchAttributes;
 
-fn options(state: &AppState, workflow_id: String, instance: &Instance) -> WorkflowStartOptions {
+/// Start options; `first_step` is the workflow's first `GpuaasStep`, set here so the workflow
+/// need not upsert it (each upsert is a visibility write).
+fn options(
+    state: &AppState,
+    workflow_id: String,
+    instance: &Instance,
+    first_step: &str,
+) -> WorkflowStartOptions {
     let mut attrs = vec![
         search::INSTANCE_ID.value_set(instance.id.to_string()),
         search::PROJECT_ID.value_set(instance.project_id.to_string()),
-        search::STEP.value_set("queued".to_string()),
+        search::STEP.value_set(first_step.to_string()),
     ];
     if let Some(node) = instance.node_id {
         attrs.push(search::NODE_ID.value_set(node.to_string()));
@@ -42,7 +49,7 @@ pub async fn start_provisioning(state: &AppState, instance: &Instance) -> Result
         capacity_timeout_s: instance.capacity_timeout_s as u64,
         node_timeouts: state.config.node_timeouts(),
     };
-    let opts = options(state, instance.workflow_id.clone(), instance);
+    let opts = options(state, instance.workflow_id.clone(), instance, "allocating");
     match state
         .temporal
         .start_workflow(ProvisionInstance::run, input, opts)
@@ -64,7 +71,7 @@ pub async fn start_termination(state: &AppState, instance: &Instance) -> Result<
         node_timeouts: state.config.node_timeouts(),
     };
     let workflow_id = gpuaas_domain::instance::terminate_workflow_id(instance.id);
-    let opts = options(state, workflow_id.clone(), instance);
+    let opts = options(state, workflow_id.clone(), instance, "stopping_workload");
     match state
         .temporal
         .start_workflow(TerminateInstance::run, input, opts)

@@ -150,7 +150,10 @@ fn step(
     name: &str,
     details: impl Into<String>,
 ) {
-    ctx.upsert_search_attributes([search::STEP.value_set(name.to_string())]);
+    // Each upsert is a visibility write on the server: skip ones that change nothing.
+    if ctx.search_attributes().get(&search::STEP).as_deref() != Some(name) {
+        ctx.upsert_search_attributes([search::STEP.value_set(name.to_string())]);
+    }
     ctx.set_current_details(format!(
         "instance {}: {}",
         input.instance_id,
@@ -169,7 +172,11 @@ async fn provision(
     undo.push(Undo::Release);
     let allocation = allocate_with_capacity_wait(ctx, input).await?;
     let node_queue = format!("node-{}", allocation.node_id);
-    ctx.upsert_search_attributes([search::NODE_ID.value_set(allocation.node_id.to_string())]);
+    // One upsert for node and step (the step() below then finds nothing to change).
+    ctx.upsert_search_attributes([
+        search::NODE_ID.value_set(allocation.node_id.to_string()),
+        search::STEP.value_set("starting_workload".to_string()),
+    ]);
 
     // 2. Start the workload on the node, over the node's own task queue.
     step(

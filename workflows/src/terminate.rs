@@ -88,6 +88,8 @@ fn step(
     name: &str,
     details: impl Into<String>,
 ) {
-    ctx.upsert_search_attributes([search::STEP.value_set(name.to_string())]);
+    if ctx.search_attributes().get(&search::STEP).as_deref() != Some(name) {
+        ctx.upsert_search_attributes([search::STEP.value_set(name.to_string())]);
+    }
     ctx.set_current_details(format!("instance {id}: {}", details.into()));
 }
