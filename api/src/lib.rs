@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use gpuaas_activities::service::{DatabaseArgs, TemporalArgs};
 use gpuaas_shared::db::Pool as PgPool;
 use gpuaas_workflows::NodeTimeouts;
 use problem::{ApiError, REQUEST_ID};
@@ -22,23 +23,10 @@ use temporalio_client::Client;
 pub struct ApiConfig {
     #[arg(long, env = "GPUAAS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    #[arg(
-        long,
-        env = "GPUAAS_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/gpuaas"
-    )]
-    pub database_url: String,
-    /// Size of the Postgres connection pool.
-    #[arg(long, env = "GPUAAS_DB_MAX_CONNECTIONS", default_value_t = 20)]
-    pub db_max_connections: u32,
-    #[arg(
-        long,
-        env = "GPUAAS_TEMPORAL_ADDRESS",
-        default_value = "127.0.0.1:7233"
-    )]
-    pub temporal_address: String,
-    #[arg(long, env = "GPUAAS_TEMPORAL_NAMESPACE", default_value = "default")]
-    pub namespace: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub temporal: TemporalArgs,
     /// Task queue of the control-plane worker.
     #[arg(long, env = "GPUAAS_TASK_QUEUE", default_value = gpuaas_activities::CONTROL_TASK_QUEUE)]
     pub task_queue: String,
@@ -156,16 +144,12 @@ impl AppState {
             !config.join_token.is_empty(),
             "GPUAAS_JOIN_TOKEN must be set"
         );
-        let pool =
-            gpuaas_shared::db::connect_and_migrate(&config.database_url, config.db_max_connections)
-                .await?;
-        let temporal = gpuaas_activities::temporal::connect(
-            &config.temporal_address,
-            &config.namespace,
-            "gpuaas-api",
-            std::time::Duration::from_secs(60),
+        let pool = gpuaas_shared::db::connect_and_migrate(
+            &config.database.url,
+            config.database.max_connections,
         )
         .await?;
+        let temporal = config.temporal.connect("gpuaas-api").await?;
         Ok(Self {
             pool,
             temporal,

@@ -7,6 +7,7 @@ pub mod gpu;
 pub mod runtime;
 
 use activities::NodeAgentActivities;
+use gpuaas_activities::service::TemporalArgs;
 use gpuaas_api_types::{GpuReport, RegisterNodeRequest, RegisterNodeResponse};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,14 +25,8 @@ pub struct AgentConfig {
     /// Join token the API was started with.
     #[arg(long, env = "GPUAAS_JOIN_TOKEN")]
     pub join_token: String,
-    #[arg(
-        long,
-        env = "GPUAAS_TEMPORAL_ADDRESS",
-        default_value = "127.0.0.1:7233"
-    )]
-    pub temporal_address: String,
-    #[arg(long, env = "GPUAAS_TEMPORAL_NAMESPACE", default_value = "default")]
-    pub namespace: String,
+    #[command(flatten)]
+    pub temporal: TemporalArgs,
     /// Simulated GPUs such as `8xH100-80GB`, used only when neither NVML nor nvidia-smi finds any.
     #[arg(long, env = "GPUAAS_SIMULATE_GPUS")]
     pub simulate_gpus: Option<String>,
@@ -128,13 +123,10 @@ pub async fn run(
         Duration::from_millis(config.stop_grace_ms),
     )?);
     processes.adopt();
-    let client = gpuaas_activities::temporal::connect(
-        &config.temporal_address,
-        &config.namespace,
-        &format!("gpuaas-node-agent@{}", registration.node_id),
-        Duration::from_secs(60),
-    )
-    .await?;
+    let client = config
+        .temporal
+        .connect(&format!("gpuaas-node-agent@{}", registration.node_id))
+        .await?;
     let sdk_runtime = Runtime::from_current_tokio(Default::default())?;
     let options = WorkerOptions::new(registration.task_queue.clone())
         .register_activities(NodeAgentActivities::new(processes))

@@ -2,35 +2,21 @@
 //! activities. Node activities run on each node's agent, never here.
 
 use gpuaas_activities::control_plane::ControlPlaneActivities;
+use gpuaas_activities::service::{DatabaseArgs, TemporalArgs};
 use gpuaas_workflows::{ProvisionInstance, TerminateInstance};
 use std::time::Duration;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerConfig {
-    /// Postgres URL.
-    #[arg(
-        long,
-        env = "GPUAAS_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/gpuaas"
-    )]
-    pub database_url: String,
-    /// Size of the Postgres connection pool.
-    #[arg(long, env = "GPUAAS_DB_MAX_CONNECTIONS", default_value_t = 10)]
-    pub db_max_connections: u32,
-    /// Temporal frontend address.
-    #[arg(
-        long,
-        env = "GPUAAS_TEMPORAL_ADDRESS",
-        default_value = "127.0.0.1:7233"
-    )]
-    pub temporal_address: String,
-    #[arg(long, env = "GPUAAS_TEMPORAL_NAMESPACE", default_value = "default")]
-    pub namespace: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub temporal: TemporalArgs,
     /// Task queue for workflows and control-plane activities.
     #[arg(long, env = "GPUAAS_TASK_QUEUE", default_value = gpuaas_activities::CONTROL_TASK_QUEUE)]
     pub task_queue: String,
-    /// Cached workflows; 0 forces a full replay on every workflow task (used by the replay gate).
+    /// Cached workflows; 0 forces a full replay on every workflow task.
     #[arg(long, env = "GPUAAS_MAX_CACHED_WORKFLOWS", default_value_t = 1000)]
     pub max_cached_workflows: usize,
 }
@@ -41,16 +27,15 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let pool =
-        gpuaas_shared::db::connect_and_migrate(&config.database_url, config.db_max_connections)
-            .await?;
-    let client = gpuaas_activities::temporal::connect(
-        &config.temporal_address,
-        &config.namespace,
-        &format!("gpuaas-worker@{}", std::process::id()),
-        Duration::from_secs(60),
+    let pool = gpuaas_shared::db::connect_and_migrate(
+        &config.database.url,
+        config.database.max_connections,
     )
     .await?;
+    let client = config
+        .temporal
+        .connect(&format!("gpuaas-worker@{}", std::process::id()))
+        .await?;
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let options = WorkerOptions::new(config.task_queue.clone())
         .register_workflow::<ProvisionInstance>()?

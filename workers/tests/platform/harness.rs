@@ -3,6 +3,7 @@
 //! agents (in-process threads running real workload processes), against the shared Temporal
 //! test server. Each test gets its own task queue, so tests run in parallel.
 
+use gpuaas_activities::service::{DatabaseArgs, TemporalArgs};
 use gpuaas_api_types::{GpuReport, Instance, RegisterNodeRequest, RegisterNodeResponse};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -13,6 +14,13 @@ use uuid::Uuid;
 
 pub const TOKEN: &str = "test-api-token";
 pub const JOIN_TOKEN: &str = "test-join-token";
+
+pub fn temporal_args() -> TemporalArgs {
+    TemporalArgs {
+        address: temporal_address(),
+        namespace: "default".into(),
+    }
+}
 
 pub fn temporal_address() -> String {
     std::env::var("GPUAAS_TEST_TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7243".into())
@@ -109,10 +117,11 @@ impl Platform {
 
         let config = gpuaas_api::ApiConfig {
             listen: "127.0.0.1:0".into(),
-            database_url: db_url.clone(),
-            db_max_connections: 5,
-            temporal_address: temporal_address(),
-            namespace: "default".into(),
+            database: DatabaseArgs {
+                url: db_url.clone(),
+                max_connections: 5,
+            },
+            temporal: temporal_args(),
             task_queue: task_queue.clone(),
             api_token: TOKEN.into(),
             join_token: JOIN_TOKEN.into(),
@@ -149,10 +158,11 @@ impl Platform {
 
     pub fn worker_config(&self) -> gpuaas_workers::WorkerConfig {
         gpuaas_workers::WorkerConfig {
-            database_url: self.db_url.clone(),
-            db_max_connections: 5,
-            temporal_address: temporal_address(),
-            namespace: "default".into(),
+            database: DatabaseArgs {
+                url: self.db_url.clone(),
+                max_connections: 5,
+            },
+            temporal: temporal_args(),
             task_queue: self.task_queue.clone(),
             max_cached_workflows: 1000,
         }
@@ -172,12 +182,12 @@ impl Platform {
     pub fn start_worker_process(&mut self) {
         let c = self.worker_config();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_gpuaas-worker"))
-            .env("GPUAAS_DATABASE_URL", &c.database_url)
-            .env("GPUAAS_TEMPORAL_ADDRESS", &c.temporal_address)
+            .env("GPUAAS_DATABASE_URL", &c.database.url)
+            .env("GPUAAS_TEMPORAL_ADDRESS", &c.temporal.address)
             .env("GPUAAS_TASK_QUEUE", &c.task_queue)
             .env(
                 "GPUAAS_DB_MAX_CONNECTIONS",
-                c.db_max_connections.to_string(),
+                c.database.max_connections.to_string(),
             )
             .env("RUST_LOG", "warn")
             .spawn()
@@ -200,8 +210,7 @@ impl Platform {
             name: Some(name.to_string()),
             api_url: self.api_url.clone(),
             join_token: JOIN_TOKEN.into(),
-            temporal_address: temporal_address(),
-            namespace: "default".into(),
+            temporal: temporal_args(),
             simulate_gpus: Some(gpus.to_string()),
             state_dir: self.state_dir.join("agents").join(name),
             settle_ms,
