@@ -52,7 +52,15 @@ struct Args {
     index_with_id: bool,
     /// Which allocator to time: the library, or a prototype from [`proto`].
     variant: Variant,
+    /// Prototype (with `--proto` only): on the no-capacity path, ask "does any node
+    /// fit, locked or not?" as `max(free_gpus) >= n` (one index step) instead of `EXISTS (...)`
+    /// (whose generic plan is a sequential scan of the fleet), and explain with
+    /// [`CHEAP_EXPLAIN_SQL`] instead of the library's whole-fleet aggregate.
+    cheap_explain: bool,
 }
+
+/// Set from `--cheap-no-capacity`; read by [`explain`] and [`proto`].
+static CHEAP_EXPLAIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -75,6 +83,7 @@ fn parse_args() -> Args {
         no_full: false,
         index_with_id: false,
         variant: Variant::Library,
+        cheap_explain: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -101,6 +110,7 @@ fn parse_args() -> Args {
             "--index-with-id" => args.index_with_id = true,
             "--proto" => args.variant = Variant::FewerRoundTrips,
             "--proto-fn" => args.variant = Variant::Function,
+            "--cheap-no-capacity" => args.cheap_explain = true,
             // `cargo bench` passes `--bench`; ignore it and anything else cargo adds.
             _ => {}
         }
@@ -115,6 +125,11 @@ fn parse_args() -> Args {
             .all(|&(g, w)| (1..=GPUS_PER_NODE).contains(&g) && w > 0),
         "mix GPU counts must be 1..=8 with positive weights"
     );
+    assert!(
+        !args.cheap_explain || args.variant == Variant::FewerRoundTrips,
+        "--cheap-no-capacity needs --proto: the library's no-capacity path is its own"
+    );
+    CHEAP_EXPLAIN.store(args.cheap_explain, Ordering::Relaxed);
     args
 }
 
@@ -133,6 +148,7 @@ fn command_line(a: &Args) -> String {
         (a.index_with_id, " --index-with-id"),
         (a.variant == Variant::FewerRoundTrips, " --proto"),
         (a.variant == Variant::Function, " --proto-fn"),
+        (a.cheap_explain, " --cheap-no-capacity"),
         (a.keep, " --keep"),
     ] {
         if on {
@@ -254,10 +270,10 @@ fn cpu_now() -> Cpu {
             if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
                 continue;
             }
-            if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) {
-                if stat.contains("(postgres)") {
-                    postgres += proc_ticks(&stat).unwrap_or(0);
-                }
+            if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat"))
+                && stat.contains("(postgres)")
+            {
+                postgres += proc_ticks(&stat).unwrap_or(0);
             }
         }
     }
@@ -518,8 +534,18 @@ const EXPLAIN_SQL: &str =
     "SELECT state, gpu_model IS NOT DISTINCT FROM $1, count(*), max(free_gpus)
      FROM gpuaas.nodes GROUP BY 1, 2 ORDER BY 1, 2";
 
-/// The library's no-capacity explanation query (its text formatting left out).
+/// The library's no-capacity explanation query (its text formatting left out), or with
+/// `--cheap-no-capacity` the most free GPUs on a ready node of the model.
 async fn explain(pool: &PgPool, gpu_model: &str) -> Result<String, sqlx::Error> {
+    if CHEAP_EXPLAIN.load(Ordering::Relaxed) {
+        let max_free: Option<i32> = sqlx::query_scalar(CHEAP_EXPLAIN_SQL)
+            .bind(gpu_model)
+            .fetch_one(pool)
+            .await?;
+        return Ok(format!(
+            "ready {gpu_model} nodes have at most {max_free:?} free"
+        ));
+    }
     let rows: Vec<(String, bool, i64, Option<i32>)> = sqlx::query_as(EXPLAIN_SQL)
         .bind(gpu_model)
         .fetch_all(pool)
@@ -689,6 +715,10 @@ async fn bench(pool: &PgPool, args: &Args) -> Result<bool, sqlx::Error> {
         " [prototype index (gpu_model, free_gpus, id)]"
     } else {
         ""
+    } + if args.cheap_explain {
+        " [prototype cheap no-capacity path]"
+    } else {
+        ""
     };
     let mut rows = vec![
         row(
@@ -716,7 +746,14 @@ async fn bench(pool: &PgPool, args: &Args) -> Result<bool, sqlx::Error> {
             format!("8-GPU requests, one per whole node left ({whole}); rate = placed/s"),
         ));
         rows.push(row(
-            "allocate, fleet full",
+            &format!(
+                "allocate, fleet full{}",
+                if args.cheap_explain {
+                    " [prototype cheap no-capacity path]"
+                } else {
+                    ""
+                }
+            ),
             &mut full,
             Rate::NoCapacity,
             format!(
@@ -912,18 +949,18 @@ END
 $fn$;
 "#;
 
+    /// outcome, node id, node name, GPU index, GPU uuid (all but the outcome NULL unless placed).
+    type FnRow = (
+        String,
+        Option<NodeId>,
+        Option<String>,
+        Option<i32>,
+        Option<String>,
+    );
+
     pub async fn allocate_fn(pool: &PgPool, instance: InstanceId) -> DomainResult<Placement> {
         for attempt in 0..2000u32 {
-            let rows: Result<
-                Vec<(
-                    String,
-                    Option<NodeId>,
-                    Option<String>,
-                    Option<i32>,
-                    Option<String>,
-                )>,
-                _,
-            > = sqlx::query_as("SELECT * FROM bench_allocate($1)")
+            let rows: Result<Vec<FnRow>, _> = sqlx::query_as("SELECT * FROM bench_allocate($1)")
                 .bind(instance)
                 .fetch_all(pool)
                 .await;
@@ -1012,7 +1049,12 @@ $fn$;
         .await?;
         let Some(node) = node else {
             let busy: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM gpuaas.nodes WHERE state = 'ready' AND gpu_model = $1 AND free_gpus >= $2)",
+                    if super::CHEAP_EXPLAIN.load(std::sync::atomic::Ordering::Relaxed) {
+                    "SELECT coalesce(max(free_gpus), 0) >= $2 FROM gpuaas.nodes
+                     WHERE state = 'ready' AND gpu_model = $1"
+                } else {
+                    "SELECT EXISTS (SELECT 1 FROM gpuaas.nodes WHERE state = 'ready' AND gpu_model = $1 AND free_gpus >= $2)"
+                },
             )
             .bind(&gpu_model)
             .bind(gpu_count)

@@ -154,14 +154,15 @@ async fn lock_best_node(
     .await?)
 }
 
-/// Whether any node fits, locked or not.
+/// Whether any node fits, locked or not: one step down `nodes_placement` (an `EXISTS` here
+/// becomes a full scan once Postgres switches the prepared statement to a generic plan).
 async fn any_fitting_node(
     tx: &mut Transaction<'_, Postgres>,
     gpu_model: &str,
     gpu_count: i32,
 ) -> DomainResult<bool> {
     Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM gpuaas.nodes WHERE state = 'ready' AND gpu_model = $1 AND free_gpus >= $2)",
+        "SELECT coalesce(max(free_gpus), 0) >= $2 FROM gpuaas.nodes WHERE state = 'ready' AND gpu_model = $1",
     )
     .bind(gpu_model)
     .bind(gpu_count)
