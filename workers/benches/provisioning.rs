@@ -202,7 +202,7 @@ async fn main() {
     // The platform: API, worker, and enough agents (real processes) for N one-GPU instances.
     let mut p = Platform::start(Options {
         node_schedule_to_start_s: 30,
-        in_process_worker: true,
+        ..Options::default()
     })
     .await;
     for a in 0..n.div_ceil(64) {

@@ -89,6 +89,7 @@ pub struct Platform {
     pub worker: Option<ThreadTask>,
     pub worker_process: Option<std::process::Child>,
     node_schedule_to_start_s: u64,
+    max_cached_workflows: usize,
     api_stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -96,6 +97,8 @@ pub struct Options {
     pub node_schedule_to_start_s: u64,
     /// Start the control-plane worker in-process (false: the test starts it, e.g. as a process).
     pub in_process_worker: bool,
+    /// Workflows the worker caches; 0 forces a full replay of history on every workflow task.
+    pub max_cached_workflows: usize,
 }
 
 impl Default for Options {
@@ -103,6 +106,7 @@ impl Default for Options {
         Self {
             node_schedule_to_start_s: 5,
             in_process_worker: true,
+            max_cached_workflows: 1000,
         }
     }
 }
@@ -148,6 +152,7 @@ impl Platform {
             worker: None,
             worker_process: None,
             node_schedule_to_start_s: options.node_schedule_to_start_s,
+            max_cached_workflows: options.max_cached_workflows,
             api_stop: Some(api_stop),
         };
         if options.in_process_worker {
@@ -164,7 +169,7 @@ impl Platform {
             },
             temporal: temporal_args(),
             task_queue: self.task_queue.clone(),
-            max_cached_workflows: 1000,
+            max_cached_workflows: self.max_cached_workflows,
         }
     }
 

@@ -358,3 +358,49 @@ async fn a_stuck_provisioning_shows_its_step_and_node_in_temporal() {
 fn gpuaas_iam_default_project() -> String {
     "00000000-0000-7000-8000-000000000002".to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_workflow_cache_disabled_every_task_replays_and_still_completes() {
+    // max_cached_workflows = 0: the worker rebuilds each workflow from its history on every
+    // task, so any nondeterminism in the workflow code fails here, not in production.
+    let mut p = Platform::start(Options {
+        max_cached_workflows: 0,
+        ..Options::default()
+    })
+    .await;
+    p.start_agent("h100", "4xH100-80GB", 200).await;
+    let ok = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 4}))
+        .await;
+    assert_eq!(
+        p.wait_state(ok, &["running", "failed"], LONG).await.state,
+        "running"
+    );
+    let waiting = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 2, "capacity_timeout_seconds": 60}))
+        .await;
+    p.eventually(LONG, "it waits", || async {
+        p.instance(waiting).await.current_step == "waiting_for_capacity"
+    })
+    .await;
+    p.delete(ok).await;
+    p.wait_state(ok, &["terminated"], LONG).await;
+    assert_eq!(
+        p.wait_state(waiting, &["running", "failed"], LONG)
+            .await
+            .state,
+        "running"
+    );
+    let bad = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1, "command": "exit 9"}))
+        .await;
+    assert_eq!(
+        p.wait_state(bad, &["failed", "running"], LONG)
+            .await
+            .failure_reason
+            .as_deref(),
+        Some("start_failed")
+    );
+    assert_eq!(p.double_booked_gpus().await, 0);
+    assert_eq!(p.live_allocations(bad).await, 0);
+}
