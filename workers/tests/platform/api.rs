@@ -10,6 +10,12 @@ async fn instance_count(p: &Platform) -> i64 {
         .unwrap()
 }
 
+/// Asserts a response is the problem+json error `code` with `status`.
+async fn expect_problem(resp: reqwest::Response, status: u16, code: &str) {
+    let got = resp.status().as_u16();
+    assert_problem(got, &resp.json().await.unwrap(), status, code);
+}
+
 fn assert_problem(status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["code"], want_code, "{body}");
@@ -93,8 +99,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
-    let status = resp.status().as_u16();
-    assert_problem(status, &resp.json().await.unwrap(), 400, "malformed_json");
+    expect_problem(resp, 400, "malformed_json").await;
     // A key that is not printable ASCII, and a query string that does not parse.
     let resp = p
         .http
@@ -108,13 +113,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
         .send()
         .await
         .unwrap();
-    let status = resp.status().as_u16();
-    assert_problem(
-        status,
-        &resp.json().await.unwrap(),
-        422,
-        "invalid_idempotency_key",
-    );
+    expect_problem(resp, 422, "invalid_idempotency_key").await;
     let resp = p
         .http
         .get(format!("{}/v1/instances?limit=abc", p.api_url))
@@ -122,8 +121,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
         .send()
         .await
         .unwrap();
-    let status = resp.status().as_u16();
-    assert_problem(status, &resp.json().await.unwrap(), 400, "invalid_query");
+    expect_problem(resp, 400, "invalid_query").await;
     assert_eq!(instance_count(&p).await, 0, "no bad request wrote anything");
 
     // Unknown ids: 404, whether well-formed or not.
@@ -138,13 +136,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
             .send()
             .await
             .unwrap();
-        let status = resp.status().as_u16();
-        assert_problem(
-            status,
-            &resp.json().await.unwrap(),
-            404,
-            "instance_not_found",
-        );
+        expect_problem(resp, 404, "instance_not_found").await;
     }
     let resp = p
         .http
@@ -153,8 +145,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
         .send()
         .await
         .unwrap();
-    let status = resp.status().as_u16();
-    assert_problem(status, &resp.json().await.unwrap(), 404, "node_not_found");
+    expect_problem(resp, 404, "node_not_found").await;
 
     // No token, wrong token, and the join token are all refused for the user API.
     for token in [None, Some("wrong"), Some(crate::harness::JOIN_TOKEN)] {
@@ -163,8 +154,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
             req = req.bearer_auth(t);
         }
         let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        assert_problem(status, &resp.json().await.unwrap(), 401, "unauthorized");
+        expect_problem(resp, 401, "unauthorized").await;
     }
 }
 
@@ -210,8 +200,7 @@ async fn instances_page_by_cursor_newest_first() {
         .send()
         .await
         .unwrap();
-    let status = resp.status().as_u16();
-    assert_problem(status, &resp.json().await.unwrap(), 400, "invalid_limit");
+    expect_problem(resp, 400, "invalid_limit").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
