@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod extract;
 pub mod problem;
+pub mod prometheus;
 pub mod routes;
 pub mod workflows;
 
@@ -72,6 +73,7 @@ pub struct AppState {
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/metrics"),
     ("GET", "/v1/skus"),
     ("GET", "/v1/nodes"),
     ("POST", "/v1/nodes/register"),
@@ -87,6 +89,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::prometheus))
         .route("/v1/skus", get(skus::list))
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/nodes/register", post(nodes::register))

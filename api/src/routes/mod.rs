@@ -3,5 +3,6 @@
 
 pub mod health;
 pub mod instances;
+pub mod metrics;
 pub mod nodes;
 pub mod skus;

@@ -228,3 +228,48 @@ async fn every_documented_route_is_served() {
         assert!(status < 500, "{method} {path}: {status} {body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_the_fleet_in_prometheus_format() {
+    let mut p = Platform::start(Options::default()).await;
+    p.start_agent("h100", "8xH100-80GB", 100).await;
+    let running = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 2}))
+        .await;
+    p.wait_state(running, &["running"], std::time::Duration::from_secs(60))
+        .await;
+    let failed = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 8}))
+        .await;
+    p.wait_state(failed, &["failed"], std::time::Duration::from_secs(60))
+        .await;
+    let resp = p
+        .http
+        .get(format!("{}/metrics", p.api_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let body = resp.text().await.unwrap();
+    for line in [
+        "# TYPE gpuaas_instances gauge",
+        "gpuaas_instances{state=\"running\"} 1",
+        "gpuaas_instances{state=\"failed\"} 1",
+        "gpuaas_instances{state=\"pending\"} 0",
+        "gpuaas_nodes{state=\"ready\"} 1",
+        "gpuaas_gpus 8",
+        "gpuaas_gpus_allocated 2",
+        "gpuaas_gpus_unhealthy 0",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing `{line}` in:\n{body}"
+        );
+    }
+}

@@ -9,6 +9,7 @@ pub mod instance;
 pub mod node;
 pub mod placement;
 pub mod sku;
+pub mod stats;
 
 pub use instance::{FailureReason, Instance, InstanceState, NewInstance, Transition};
 pub use node::{GpuHealth, GpuSpec, Node, NodeGpu, NodeRegistration, NodeState};
