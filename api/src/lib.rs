@@ -78,6 +78,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/nodes"),
     ("POST", "/v1/nodes/register"),
     ("GET", "/v1/nodes/{id}"),
+    ("POST", "/v1/nodes/{id}/cordon"),
+    ("POST", "/v1/nodes/{id}/uncordon"),
     ("GET", "/v1/instances"),
     ("POST", "/v1/instances"),
     ("GET", "/v1/instances/{id}"),
@@ -94,6 +96,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/nodes/register", post(nodes::register))
         .route("/v1/nodes/{id}", get(nodes::get))
+        .route("/v1/nodes/{id}/cordon", post(nodes::cordon))
+        .route("/v1/nodes/{id}/uncordon", post(nodes::uncordon))
         .route(
             "/v1/instances",
             get(instances::list).post(instances::create),

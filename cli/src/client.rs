@@ -139,6 +139,15 @@ impl ApiClient {
             .await
     }
 
+    pub async fn set_cordoned(&self, id: &str, cordoned: bool) -> Result<Node, CliError> {
+        let verb = if cordoned { "cordon" } else { "uncordon" };
+        self.send(
+            self.http
+                .post(format!("{}/v1/nodes/{id}/{verb}", self.base)),
+        )
+        .await
+    }
+
     pub async fn create_instance(
         &self,
         req: &CreateInstanceRequest,

@@ -72,7 +72,17 @@ enum SkuVerb {
 #[derive(Subcommand)]
 enum NodeVerb {
     List,
-    Get { id: String },
+    Get {
+        id: String,
+    },
+    /// Take a node out of placement (running instances stay).
+    Cordon {
+        id: String,
+    },
+    /// Put a cordoned node back into placement.
+    Uncordon {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,6 +167,12 @@ async fn run(api: &ApiClient, command: Noun, format: Format) -> Result<(), CliEr
         Noun::Node {
             verb: NodeVerb::Get { id },
         } => print_nodes(format, &[api.get_node(&id).await?]),
+        Noun::Node {
+            verb: NodeVerb::Cordon { id },
+        } => print_nodes(format, &[api.set_cordoned(&id, true).await?]),
+        Noun::Node {
+            verb: NodeVerb::Uncordon { id },
+        } => print_nodes(format, &[api.set_cordoned(&id, false).await?]),
         Noun::Instance { verb } => return instance(api, verb, format).await,
     }
     Ok(())

@@ -19,14 +19,9 @@ pub async fn get(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Node>> {
-    let id: NodeId = id.parse().map_err(|_| {
-        ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "node_not_found",
-            format!("node {id} not found"),
-        )
-    })?;
-    Ok(Json(convert::node(node::get(&state.pool, id).await?)))
+    Ok(Json(convert::node(
+        node::get(&state.pool, parse_id(&id)?).await?,
+    )))
 }
 
 /// Agents register with the join token; registering again returns the same node id.
@@ -40,4 +35,37 @@ pub async fn register(
         node_id: node_id.0,
         task_queue: node::task_queue(node_id),
     }))
+}
+
+/// `POST /v1/nodes/{id}/cordon`: no new instances are placed on the node.
+pub async fn cordon(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Node>> {
+    Ok(Json(convert::node(
+        node::set_cordoned(&state.pool, parse_id(&id)?, true).await?,
+    )))
+}
+
+/// `POST /v1/nodes/{id}/uncordon`: the node takes new instances again.
+pub async fn uncordon(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Node>> {
+    Ok(Json(convert::node(
+        node::set_cordoned(&state.pool, parse_id(&id)?, false).await?,
+    )))
+}
+
+/// Ids that do not parse cannot exist: 404, like any other unknown id.
+fn parse_id(id: &str) -> Result<NodeId, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "node_not_found",
+            format!("node {id} not found"),
+        )
+    })
 }

@@ -273,3 +273,87 @@ async fn metrics_count_the_fleet_in_prometheus_format() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cordoned_node_takes_no_new_instances_until_uncordoned() {
+    let mut p = Platform::start(Options::default()).await;
+    p.start_agent("h100", "4xH100-80GB", 100).await;
+    let node = p.get_json("/v1/nodes").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let post = |verb: &'static str, id: String| {
+        let req = p
+            .http
+            .post(format!("{}/v1/nodes/{id}/{verb}", p.api_url))
+            .bearer_auth(TOKEN);
+        async move { req.send().await.unwrap() }
+    };
+    for _ in 0..2 {
+        let resp = post("cordon", node.clone()).await;
+        assert_eq!(resp.status(), 200, "cordoning is idempotent");
+        assert_eq!(resp.json::<Value>().await.unwrap()["state"], "cordoned");
+    }
+    let refused = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
+        .await;
+    let failed = p
+        .wait_state(
+            refused,
+            &["failed", "running"],
+            std::time::Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(
+        failed.failure_reason.as_deref(),
+        Some("insufficient_capacity")
+    );
+    assert!(
+        failed
+            .status_message
+            .unwrap()
+            .contains("1 H100-80GB node(s) are cordoned")
+    );
+
+    assert_eq!(
+        post("uncordon", node.clone())
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["state"],
+        "ready"
+    );
+    let placed = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
+        .await;
+    assert_eq!(
+        p.wait_state(
+            placed,
+            &["failed", "running"],
+            std::time::Duration::from_secs(60)
+        )
+        .await
+        .state,
+        "running"
+    );
+
+    // Unknown nodes are 404; a node whose state forbids it is a 409.
+    expect_problem(
+        post("cordon", uuid::Uuid::now_v7().to_string()).await,
+        404,
+        "node_not_found",
+    )
+    .await;
+    sqlx::query("UPDATE gpuaas.nodes SET state = 'down'")
+        .execute(&p.pool)
+        .await
+        .unwrap();
+    expect_problem(
+        post("cordon", node.clone()).await,
+        409,
+        "node_state_conflict",
+    )
+    .await;
+    // Cordoning never touched the running instance.
+    assert_eq!(p.instance(placed).await.state, "running");
+}

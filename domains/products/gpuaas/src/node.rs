@@ -287,3 +287,33 @@ fn node_from(r: NodeRow, gpus: Vec<NodeGpu>) -> Node {
 pub fn task_queue(node: NodeId) -> String {
     format!("node-{node}")
 }
+
+/// Takes a node out of placement (`cordoned = true`) or puts it back. Running instances are left
+/// alone. Idempotent; a node that is `down`, `draining` or `registering` cannot be (un)cordoned.
+pub async fn set_cordoned(pool: &PgPool, id: NodeId, cordoned: bool) -> DomainResult<Node> {
+    let (from, to) = if cordoned {
+        ("ready", "cordoned")
+    } else {
+        ("cordoned", "ready")
+    };
+    let changed: Option<(NodeId,)> = sqlx::query_as(
+        "UPDATE gpuaas.nodes SET state = $3, updated_at = now() WHERE id = $1 AND state = $2 RETURNING id",
+    )
+    .bind(id)
+    .bind(from)
+    .bind(to)
+    .fetch_optional(pool)
+    .await?;
+    let node = get(pool, id).await?;
+    if changed.is_none() && node.state.as_str() != to {
+        return Err(DomainError::conflict(
+            "node_state_conflict",
+            format!(
+                "node {} is {}; only a {from} node can become {to}",
+                node.name,
+                node.state.as_str()
+            ),
+        ));
+    }
+    Ok(node)
+}
