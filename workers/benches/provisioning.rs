@@ -88,14 +88,7 @@ fn spawn_worker(options: WorkerOptions) -> std::thread::JoinHandle<()> {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let client = gpuaas_activities::temporal::connect(
-                &harness::temporal_address(),
-                "default",
-                "bench",
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap();
+            let client = harness::temporal_args().connect("bench").await.unwrap();
             let runtime = Runtime::from_current_tokio(Default::default()).unwrap();
             let mut worker = Worker::new(&runtime, client, options).unwrap();
             let _ = worker.run().await;
@@ -209,14 +202,7 @@ async fn main() {
         p.start_agent(&format!("bench-{a}"), "64xH100-80GB", 0)
             .await;
     }
-    let client = gpuaas_activities::temporal::connect(
-        &harness::temporal_address(),
-        "default",
-        "bench",
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    let client = harness::temporal_args().connect("bench").await.unwrap();
     let client = Arc::new(client);
 
     // Warm every path up, then alternate rounds so drift hits all of them equally.

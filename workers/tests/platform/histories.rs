@@ -6,7 +6,7 @@
 //! Re-record when a workflow change is *meant* to be incompatible (and add a `patched` branch
 //! instead if histories of the old code may still be running somewhere).
 
-use crate::harness::{Options, Platform, temporal_address};
+use crate::harness::{Options, Platform, temporal_args};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
@@ -15,10 +15,7 @@ use temporalio_client::WorkflowFetchHistoryOptions;
 const LONG: Duration = Duration::from_secs(60);
 
 async fn save(workflow_id: &str, name: &str) {
-    let client =
-        gpuaas_activities::temporal::connect(&temporal_address(), "default", "recorder", LONG)
-            .await
-            .unwrap();
+    let client = temporal_args().connect("recorder").await.unwrap();
     let handle =
         client.get_workflow_handle::<gpuaas_workflows::ProvisionInstance>(workflow_id.to_string());
     let json = handle

@@ -313,14 +313,10 @@ async fn a_stuck_provisioning_shows_its_step_and_node_in_temporal() {
     })
     .await;
 
-    let client = gpuaas_activities::temporal::connect(
-        &crate::harness::temporal_address(),
-        "default",
-        "test",
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    let client = crate::harness::temporal_args()
+        .connect("test")
+        .await
+        .unwrap();
     let workflow_id = p.instance(id).await.workflow_id;
     let handle = client.get_workflow_handle::<gpuaas_workflows::ProvisionInstance>(workflow_id);
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -20,9 +20,6 @@
 //! placed instances asked for. Any failed check exits non-zero. The database is dropped at the
 //! end unless `--keep` is given.
 //!
-//! Prototypes, measured in the scratch database only (nothing here changes the library):
-//! `--index-with-id` rebuilds `nodes_placement` as `(gpu_model, free_gpus, id)`; `--proto` and
-//! `--proto-fn` time the scratch allocators in [`proto`] instead of the library.
 //! `--no-full` skips phases 3 and 4 (with `--keep`, to profile a half-full fleet).
 
 use gpuaas_domain::{Placement, placement};
@@ -47,29 +44,6 @@ struct Args {
     keep: bool,
     /// Skip the fleet-full phase (to keep a half-full fleet for profiling with `--keep`).
     no_full: bool,
-    /// Prototype: rebuild `nodes_placement` as `(gpu_model, free_gpus, id)` in the scratch
-    /// database, so the best-fit `ORDER BY free_gpus, id LIMIT 1` needs no sort.
-    index_with_id: bool,
-    /// Which allocator to time: the library, or a prototype from [`proto`].
-    variant: Variant,
-    /// Prototype (with `--proto` only): on the no-capacity path, ask "does any node
-    /// fit, locked or not?" as `max(free_gpus) >= n` (one index step) instead of `EXISTS (...)`
-    /// (whose generic plan is a sequential scan of the fleet), and explain with
-    /// [`CHEAP_EXPLAIN_SQL`] instead of the library's whole-fleet aggregate.
-    cheap_explain: bool,
-}
-
-/// Set from `--cheap-no-capacity`; read by [`explain`] and [`proto`].
-static CHEAP_EXPLAIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Variant {
-    /// `gpuaas_domain::placement::allocate`.
-    Library,
-    /// `--proto`: [`proto::allocate`], the library's SQL in 5 round trips instead of 8.
-    FewerRoundTrips,
-    /// `--proto-fn`: [`proto::allocate_fn`], the same steps in a PL/pgSQL function: 1 round trip.
-    Function,
 }
 
 fn parse_args() -> Args {
@@ -81,9 +55,6 @@ fn parse_args() -> Args {
         overflow: 1_000,
         keep: false,
         no_full: false,
-        index_with_id: false,
-        variant: Variant::Library,
-        cheap_explain: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -107,10 +78,6 @@ fn parse_args() -> Args {
             }
             "--keep" => args.keep = true,
             "--no-full" => args.no_full = true,
-            "--index-with-id" => args.index_with_id = true,
-            "--proto" => args.variant = Variant::FewerRoundTrips,
-            "--proto-fn" => args.variant = Variant::Function,
-            "--cheap-no-capacity" => args.cheap_explain = true,
             // `cargo bench` passes `--bench`; ignore it and anything else cargo adds.
             _ => {}
         }
@@ -125,11 +92,6 @@ fn parse_args() -> Args {
             .all(|&(g, w)| (1..=GPUS_PER_NODE).contains(&g) && w > 0),
         "mix GPU counts must be 1..=8 with positive weights"
     );
-    assert!(
-        !args.cheap_explain || args.variant == Variant::FewerRoundTrips,
-        "--cheap-no-capacity needs --proto: the library's no-capacity path is its own"
-    );
-    CHEAP_EXPLAIN.store(args.cheap_explain, Ordering::Relaxed);
     args
 }
 
@@ -143,14 +105,7 @@ fn command_line(a: &Args) -> String {
         mix.join(","),
         a.overflow
     );
-    for (on, flag) in [
-        (a.no_full, " --no-full"),
-        (a.index_with_id, " --index-with-id"),
-        (a.variant == Variant::FewerRoundTrips, " --proto"),
-        (a.variant == Variant::Function, " --proto-fn"),
-        (a.cheap_explain, " --cheap-no-capacity"),
-        (a.keep, " --keep"),
-    ] {
+    for (on, flag) in [(a.no_full, " --no-full"), (a.keep, " --keep")] {
         if on {
             cmd.push_str(flag);
         }
@@ -363,12 +318,7 @@ where
     all
 }
 
-async fn allocate_all(
-    pool: &PgPool,
-    ids: Vec<InstanceId>,
-    tasks: usize,
-    variant: Variant,
-) -> Outcome {
+async fn allocate_all(pool: &PgPool, ids: Vec<InstanceId>, tasks: usize) -> Outcome {
     let ids = Arc::new(ids);
     let n = ids.len();
     let pool = pool.clone();
@@ -376,12 +326,7 @@ async fn allocate_all(
         let pool = pool.clone();
         let id = ids[i];
         async move {
-            let placed = match variant {
-                Variant::Library => placement::allocate(&pool, id).await,
-                Variant::FewerRoundTrips => proto::allocate(&pool, id).await,
-                Variant::Function => proto::allocate_fn(&pool, id).await,
-            };
-            match placed {
+            match placement::allocate(&pool, id).await {
                 Ok(Placement::Placed(_)) => Ok(true),
                 Ok(Placement::NoCapacity { .. }) => Ok(false),
                 Err(e) => Err(format!("{id}: {e}")),
@@ -534,31 +479,12 @@ const EXPLAIN_SQL: &str =
     "SELECT state, gpu_model IS NOT DISTINCT FROM $1, count(*), max(free_gpus)
      FROM gpuaas.nodes GROUP BY 1, 2 ORDER BY 1, 2";
 
-/// The library's no-capacity explanation query (its text formatting left out), or with
-/// `--cheap-no-capacity` the most free GPUs on a ready node of the model.
-async fn explain(pool: &PgPool, gpu_model: &str) -> Result<String, sqlx::Error> {
-    if CHEAP_EXPLAIN.load(Ordering::Relaxed) {
-        let max_free: Option<i32> = sqlx::query_scalar(CHEAP_EXPLAIN_SQL)
-            .bind(gpu_model)
-            .fetch_one(pool)
-            .await?;
-        return Ok(format!(
-            "ready {gpu_model} nodes have at most {max_free:?} free"
-        ));
-    }
-    let rows: Vec<(String, bool, i64, Option<i32>)> = sqlx::query_as(EXPLAIN_SQL)
-        .bind(gpu_model)
-        .fetch_all(pool)
-        .await?;
-    Ok(format!("{rows:?}"))
-}
-
-/// A cheaper explanation to compare with: the most free GPUs on any ready node of the model, one
-/// backward step on `nodes_placement` instead of aggregating the whole fleet.
+/// The cheap alternative measured beside the library's explanation: the most free GPUs on any
+/// ready node of the model, one backward step on `nodes_placement`.
 const CHEAP_EXPLAIN_SQL: &str =
     "SELECT max(free_gpus) FROM gpuaas.nodes WHERE state = 'ready' AND gpu_model = $1";
 
-/// Mean time of a query alone (sequential, warm, one connection).
+/// Mean time of a query alone/// Mean time of a query alone (sequential, warm, one connection).
 async fn query_cost(pool: &PgPool, sql: &str, runs: u32) -> Result<Duration, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     for _ in 0..5 {
@@ -640,23 +566,6 @@ async fn bench(pool: &PgPool, args: &Args) -> Result<bool, sqlx::Error> {
     sqlx::query("CREATE TABLE bench_baseline (id bigserial PRIMARY KEY, worker bigint NOT NULL, payload text NOT NULL, at timestamptz NOT NULL DEFAULT now())")
         .execute(pool)
         .await?;
-    if args.index_with_id {
-        sqlx::query("DROP INDEX gpuaas.nodes_placement")
-            .execute(pool)
-            .await?;
-        sqlx::query(
-            "CREATE INDEX nodes_placement ON gpuaas.nodes (gpu_model, free_gpus, id) WHERE state = 'ready'",
-        )
-        .execute(pool)
-        .await?;
-        println!("prototype: nodes_placement rebuilt as (gpu_model, free_gpus, id)");
-    }
-    if args.variant == Variant::Function {
-        sqlx::raw_sql(proto::FUNCTION_SQL).execute(pool).await?;
-        println!("prototype: allocating with the PL/pgSQL function bench_allocate");
-    } else if args.variant == Variant::FewerRoundTrips {
-        println!("prototype: allocating with the 5-round-trip copy of placement::allocate");
-    }
     sqlx::query("ANALYZE").execute(pool).await?;
     sqlx::query("CHECKPOINT").execute(pool).await.ok();
     println!("setup: {:.1}s", t.elapsed().as_secs_f64());
@@ -671,7 +580,7 @@ async fn bench(pool: &PgPool, args: &Args) -> Result<bool, sqlx::Error> {
     );
 
     // ---- placement
-    let mut main = allocate_all(pool, ids, args.allocators, args.variant).await;
+    let mut main = allocate_all(pool, ids, args.allocators).await;
     report_phase("placement", &main);
     let placed_main = main.placed.len();
     let checks_main = verify(pool, placed_main).await?;
@@ -691,12 +600,12 @@ async fn bench(pool: &PgPool, args: &Args) -> Result<bool, sqlx::Error> {
     };
     let fill_ids = insert_instances(pool, &vec![GPUS_PER_NODE; fill_count]).await?;
     sqlx::query("ANALYZE").execute(pool).await?;
-    let mut fill = allocate_all(pool, fill_ids, args.allocators, args.variant).await;
+    let mut fill = allocate_all(pool, fill_ids, args.allocators).await;
     report_phase("fleet filling up", &fill);
 
     // ---- fleet full: `overflow` more 8-GPU requests; every answer must be "no capacity"
     let full_ids = insert_instances(pool, &vec![GPUS_PER_NODE; overflow]).await?;
-    let mut full = allocate_all(pool, full_ids, args.allocators, args.variant).await;
+    let mut full = allocate_all(pool, full_ids, args.allocators).await;
     report_phase("fleet full", &full);
     let explain_cost = query_cost(pool, EXPLAIN_SQL, 200).await?;
     let cheap_explain_cost = query_cost(pool, CHEAP_EXPLAIN_SQL, 200).await?;
@@ -707,19 +616,6 @@ async fn bench(pool: &PgPool, args: &Args) -> Result<bool, sqlx::Error> {
     let base_rate = base.calls() as f64 / base.wall.as_secs_f64();
     let main_rate = placed_main as f64 / main.wall.as_secs_f64();
     let mix: Vec<String> = args.mix.iter().map(|(g, w)| format!("{w}% x{g}")).collect();
-    let variant = match args.variant {
-        Variant::Library => String::new(),
-        Variant::FewerRoundTrips => " [prototype: 5 round trips]".into(),
-        Variant::Function => " [prototype: PL/pgSQL function]".into(),
-    } + if args.index_with_id {
-        " [prototype index (gpu_model, free_gpus, id)]"
-    } else {
-        ""
-    } + if args.cheap_explain {
-        " [prototype cheap no-capacity path]"
-    } else {
-        ""
-    };
     let mut rows = vec![
         row(
             "baseline: 1-row INSERT txn",
@@ -728,7 +624,7 @@ async fn bench(pool: &PgPool, args: &Args) -> Result<bool, sqlx::Error> {
             "durable commit, same concurrency; rate = txn/s".into(),
         ),
         row(
-            &format!("allocate, fleet mostly free{variant}"),
+            "allocate, fleet mostly free",
             &mut main,
             Rate::Placed,
             format!(
@@ -746,14 +642,7 @@ async fn bench(pool: &PgPool, args: &Args) -> Result<bool, sqlx::Error> {
             format!("8-GPU requests, one per whole node left ({whole}); rate = placed/s"),
         ));
         rows.push(row(
-            &format!(
-                "allocate, fleet full{}",
-                if args.cheap_explain {
-                    " [prototype cheap no-capacity path]"
-                } else {
-                    ""
-                }
-            ),
+            "allocate, fleet full",
             &mut full,
             Rate::NoCapacity,
             format!(
@@ -847,273 +736,5 @@ fn report_phase(name: &str, o: &Outcome) {
     );
     for e in o.errors.iter().take(5) {
         eprintln!("  error: {e}");
-    }
-}
-
-/// A scratch copy of `placement::allocate` for measuring a change before making it: the same
-/// locking (instance row, then best-fit node `FOR UPDATE SKIP LOCKED`, then a fresh statement to
-/// pick GPUs) and the same retry rules, in 5 round trips instead of 8:
-/// - the instance lock also says whether a live allocation exists (the idempotent-retry path
-///   fetches it only then);
-/// - picking GPUs, inserting the allocations, and updating the node counter and the instance are
-///   one statement (data-modifying CTEs), the updates guarded by "all GPUs were picked".
-mod proto {
-    use gpuaas_domain::{Allocation, Placement};
-    use gpuaas_shared::ids::{InstanceId, NodeId};
-    use gpuaas_shared::{DomainError, DomainResult};
-    use sqlx::PgPool;
-
-    pub async fn allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Placement> {
-        for attempt in 0..2000u32 {
-            match try_allocate(pool, instance).await {
-                Ok(Some(placement)) => return Ok(placement),
-                Ok(None) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(1 + (attempt % 4) as u64))
-                        .await;
-                }
-                Err(DomainError::Database(sqlx::Error::Database(e)))
-                    if e.is_unique_violation()
-                        || matches!(e.code().as_deref(), Some("40P01" | "40001")) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Err(DomainError::Busy {
-            code: "allocation_contention",
-            message: format!("could not allocate for instance {instance}"),
-        })
-    }
-
-    /// The library's steps as one PL/pgSQL function, called in autocommit: one round trip. In
-    /// READ COMMITTED every statement of a volatile function takes a fresh snapshot, so picking
-    /// GPUs after the node lock still sees every allocation committed before the lock.
-    pub const FUNCTION_SQL: &str = r#"
-CREATE FUNCTION bench_allocate(p_instance uuid)
-RETURNS TABLE (outcome text, node_id uuid, node_name text, gpu_index int, gpu_uuid text)
-LANGUAGE plpgsql AS $fn$
-DECLARE
-    v_state text; v_model text; v_count int; v_node uuid; v_indices int[];
-BEGIN
-    SELECT i.state, s.gpu_model, i.gpu_count INTO v_state, v_model, v_count
-    FROM gpuaas.instances i JOIN gpuaas.skus s ON s.id = i.sku_id
-    WHERE i.id = p_instance FOR UPDATE OF i;
-    IF NOT FOUND THEN
-        outcome := 'not_found'; RETURN NEXT; RETURN;
-    END IF;
-    IF v_state NOT IN ('pending', 'provisioning') THEN
-        outcome := 'not_provisionable'; RETURN NEXT; RETURN;
-    END IF;
-    RETURN QUERY
-        SELECT 'existing', a.node_id, n.name, a.gpu_index, g.uuid
-        FROM gpuaas.allocations a
-        JOIN gpuaas.nodes n ON n.id = a.node_id
-        JOIN gpuaas.gpus g ON g.id = a.gpu_id
-        WHERE a.instance_id = p_instance AND a.released_at IS NULL ORDER BY a.gpu_index;
-    IF FOUND THEN RETURN; END IF;
-    SELECT n.id INTO v_node FROM gpuaas.nodes n
-    WHERE n.state = 'ready' AND n.gpu_model = v_model AND n.free_gpus >= v_count
-    ORDER BY n.free_gpus, n.id LIMIT 1 FOR UPDATE SKIP LOCKED;
-    IF v_node IS NULL THEN
-        IF EXISTS (SELECT 1 FROM gpuaas.nodes n WHERE n.state = 'ready' AND n.gpu_model = v_model
-                   AND n.free_gpus >= v_count) THEN
-            outcome := 'busy';
-        ELSE
-            outcome := 'no_capacity';
-        END IF;
-        RETURN NEXT; RETURN;
-    END IF;
-    WITH picked AS (
-        SELECT g.id, g.idx FROM gpuaas.gpus g
-        WHERE g.node_id = v_node AND g.health = 'healthy'
-          AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a
-                          WHERE a.gpu_id = g.id AND a.released_at IS NULL)
-        ORDER BY g.idx LIMIT v_count
-    ), inserted AS (
-        INSERT INTO gpuaas.allocations (instance_id, gpu_id, node_id, gpu_index)
-        SELECT p_instance, p.id, v_node, p.idx FROM picked p
-        RETURNING gpuaas.allocations.gpu_index
-    )
-    SELECT array_agg(i.gpu_index ORDER BY i.gpu_index) INTO v_indices FROM inserted i;
-    IF coalesce(cardinality(v_indices), 0) <> v_count THEN
-        -- The counter was stale: undo the inserts; the caller explains "no capacity".
-        RAISE EXCEPTION 'stale placement counter' USING ERRCODE = 'GP001';
-    END IF;
-    UPDATE gpuaas.nodes SET free_gpus = free_gpus - v_count WHERE id = v_node;
-    UPDATE gpuaas.instances SET state = 'provisioning', node_id = v_node, gpu_indices = v_indices,
-           current_step = 'starting_workload', status_message = NULL, updated_at = now()
-    WHERE id = p_instance;
-    RETURN QUERY
-        SELECT 'placed', g.node_id, n.name, g.idx, g.uuid
-        FROM gpuaas.gpus g JOIN gpuaas.nodes n ON n.id = g.node_id
-        WHERE g.node_id = v_node AND g.idx = ANY (v_indices) ORDER BY g.idx;
-END
-$fn$;
-"#;
-
-    /// outcome, node id, node name, GPU index, GPU uuid (all but the outcome NULL unless placed).
-    type FnRow = (
-        String,
-        Option<NodeId>,
-        Option<String>,
-        Option<i32>,
-        Option<String>,
-    );
-
-    pub async fn allocate_fn(pool: &PgPool, instance: InstanceId) -> DomainResult<Placement> {
-        for attempt in 0..2000u32 {
-            let rows: Result<Vec<FnRow>, _> = sqlx::query_as("SELECT * FROM bench_allocate($1)")
-                .bind(instance)
-                .fetch_all(pool)
-                .await;
-            let rows = match rows {
-                Ok(rows) => rows,
-                Err(sqlx::Error::Database(e))
-                    if e.is_unique_violation()
-                        || matches!(e.code().as_deref(), Some("40P01" | "40001")) =>
-                {
-                    continue;
-                }
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("GP001") => {
-                    let explanation = super::explain(pool, "H100-80GB").await?;
-                    return Ok(Placement::NoCapacity { explanation });
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let Some(first) = rows.first() else {
-                return Err(DomainError::conflict(
-                    "empty",
-                    "bench_allocate returned nothing",
-                ));
-            };
-            match first.0.as_str() {
-                "placed" | "existing" => {
-                    return Ok(Placement::Placed(Allocation {
-                        instance_id: instance,
-                        node_id: first.1.expect("node"),
-                        node_name: first.2.clone().expect("name"),
-                        gpu_indices: rows.iter().map(|r| r.3.expect("idx")).collect(),
-                        gpu_uuids: rows.iter().map(|r| r.4.clone().expect("uuid")).collect(),
-                    }));
-                }
-                "busy" => {
-                    tokio::time::sleep(std::time::Duration::from_millis(1 + (attempt % 4) as u64))
-                        .await;
-                }
-                "no_capacity" => {
-                    let explanation = super::explain(pool, "H100-80GB").await?;
-                    return Ok(Placement::NoCapacity { explanation });
-                }
-                other => return Err(DomainError::conflict("refused", other.to_string())),
-            }
-        }
-        Err(DomainError::Busy {
-            code: "allocation_contention",
-            message: format!("could not allocate for instance {instance}"),
-        })
-    }
-
-    /// `None`: every fitting node is locked right now.
-    async fn try_allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Option<Placement>> {
-        let mut tx = pool.begin().await?;
-        let row: Option<(String, String, i32, bool)> = sqlx::query_as(
-            "SELECT i.state, s.gpu_model, i.gpu_count,
-                    EXISTS (SELECT 1 FROM gpuaas.allocations a
-                            WHERE a.instance_id = i.id AND a.released_at IS NULL)
-             FROM gpuaas.instances i JOIN gpuaas.skus s ON s.id = i.sku_id
-             WHERE i.id = $1 FOR UPDATE OF i",
-        )
-        .bind(instance)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((state, gpu_model, gpu_count, has_live)) = row else {
-            return Err(DomainError::not_found("instance_not_found", "not found"));
-        };
-        if state != "pending" && state != "provisioning" {
-            return Err(DomainError::conflict("instance_not_provisionable", state));
-        }
-        if has_live {
-            // The library fetches and returns the live allocation here; the bench never gets here.
-            tx.commit().await?;
-            return Err(DomainError::conflict(
-                "already_allocated",
-                "bench: unexpected",
-            ));
-        }
-        let node: Option<NodeId> = sqlx::query_scalar(
-            "SELECT id FROM gpuaas.nodes
-             WHERE state = 'ready' AND gpu_model = $1 AND free_gpus >= $2
-             ORDER BY free_gpus, id LIMIT 1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(&gpu_model)
-        .bind(gpu_count)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(node) = node else {
-            let busy: bool = sqlx::query_scalar(
-                    if super::CHEAP_EXPLAIN.load(std::sync::atomic::Ordering::Relaxed) {
-                    "SELECT coalesce(max(free_gpus), 0) >= $2 FROM gpuaas.nodes
-                     WHERE state = 'ready' AND gpu_model = $1"
-                } else {
-                    "SELECT EXISTS (SELECT 1 FROM gpuaas.nodes WHERE state = 'ready' AND gpu_model = $1 AND free_gpus >= $2)"
-                },
-            )
-            .bind(&gpu_model)
-            .bind(gpu_count)
-            .fetch_one(&mut *tx)
-            .await?;
-            tx.rollback().await?;
-            if busy {
-                return Ok(None);
-            }
-            let explanation = super::explain(pool, &gpu_model).await?;
-            return Ok(Some(Placement::NoCapacity { explanation }));
-        };
-        // A fresh statement after the lock, as in the library: its snapshot sees every
-        // allocation committed before the lock was granted.
-        let picked: Vec<(NodeId, String, i32, String)> = sqlx::query_as(
-            "WITH picked AS (
-                 SELECT g.id, g.idx, g.uuid, g.node_id, n.name
-                 FROM gpuaas.gpus g JOIN gpuaas.nodes n ON n.id = g.node_id
-                 WHERE g.node_id = $1 AND g.health = 'healthy'
-                   AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a WHERE a.gpu_id = g.id AND a.released_at IS NULL)
-                 ORDER BY g.idx LIMIT $2
-             ), inserted AS (
-                 INSERT INTO gpuaas.allocations (instance_id, gpu_id, node_id, gpu_index)
-                 SELECT $3, id, node_id, idx FROM picked
-                 RETURNING gpu_id, gpu_index
-             ), complete AS (
-                 SELECT count(*) = $2 AS ok, array_agg(gpu_index ORDER BY gpu_index) AS indices
-                 FROM inserted
-             ), node_counter AS (
-                 UPDATE gpuaas.nodes SET free_gpus = free_gpus - $2
-                 WHERE id = $1 AND (SELECT ok FROM complete)
-                 RETURNING id
-             ), instance_row AS (
-                 UPDATE gpuaas.instances SET state = 'provisioning', node_id = $1,
-                        gpu_indices = (SELECT indices FROM complete),
-                        current_step = 'starting_workload', status_message = NULL, updated_at = now()
-                 WHERE id = $3 AND (SELECT ok FROM complete)
-                 RETURNING id
-             )
-             SELECT p.node_id, p.name, p.idx, p.uuid FROM picked p JOIN inserted i ON i.gpu_id = p.id
-             ORDER BY p.idx",
-        )
-        .bind(node)
-        .bind(gpu_count)
-        .bind(instance)
-        .fetch_all(&mut *tx)
-        .await?;
-        if picked.len() != gpu_count as usize {
-            tx.rollback().await?;
-            let explanation = super::explain(pool, &gpu_model).await?;
-            return Ok(Some(Placement::NoCapacity { explanation }));
-        }
-        tx.commit().await?;
-        Ok(Some(Placement::Placed(Allocation {
-            instance_id: instance,
-            node_id: picked[0].0,
-            node_name: picked[0].1.clone(),
-            gpu_indices: picked.iter().map(|p| p.2).collect(),
-            gpu_uuids: picked.iter().map(|p| p.3.clone()).collect(),
-        })))
     }
 }
