@@ -120,6 +120,9 @@ struct InstanceRow {
     updated_at: DateTime<Utc>,
     running_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
+    /// Selected only where an Idempotency-Key retry is checked.
+    #[sqlx(default)]
+    request_hash: Option<String>,
 }
 
 impl From<InstanceRow> for Instance {
@@ -277,22 +280,14 @@ pub async fn create(
         });
     }
     // The key was used before: same body is a retry, another body a conflict.
-    let (earlier, hash): (InstanceRow, Option<String>) = {
-        let row: InstanceRow = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM gpuaas.instances WHERE project_id = $1 AND idempotency_key = $2"
-        ))
-        .bind(req.project_id)
-        .bind(idempotency_key)
-        .fetch_one(pool)
-        .await?;
-        let (hash,): (Option<String>,) =
-            sqlx::query_as("SELECT request_hash FROM gpuaas.instances WHERE id = $1")
-                .bind(row.id)
-                .fetch_one(pool)
-                .await?;
-        (row, hash)
-    };
-    if hash.as_deref() != Some(fingerprint.as_str()) {
+    let earlier: InstanceRow = sqlx::query_as(&format!(
+        "SELECT {COLUMNS}, request_hash FROM gpuaas.instances WHERE project_id = $1 AND idempotency_key = $2"
+    ))
+    .bind(req.project_id)
+    .bind(idempotency_key)
+    .fetch_one(pool)
+    .await?;
+    if earlier.request_hash.as_deref() != Some(fingerprint.as_str()) {
         return Err(DomainError::conflict(
             "idempotency_key_reused",
             "this Idempotency-Key was already used with a different request body",
