@@ -2,6 +2,8 @@
 //! Every one is idempotent (activities run at least once).
 
 use crate::failure_types;
+use crate::faults::Faults;
+use crate::service::{count_activity_failure, metric_names};
 use gpuaas_domain::{instance, placement};
 use gpuaas_shared::DomainError;
 use gpuaas_shared::ids::InstanceId;
@@ -15,11 +17,22 @@ use uuid::Uuid;
 
 pub struct ControlPlaneActivities {
     pool: PgPool,
+    faults: Faults,
 }
 
 impl ControlPlaneActivities {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, faults: Faults) -> Self {
+        Self { pool, faults }
+    }
+
+    /// The fault-injection hook, then the result; failures are counted by type.
+    fn finish<T>(&self, activity: &str, result: Result<T, DomainError>) -> Result<T, ActivityError> {
+        let result = result.map_err(|e| {
+            count_activity_failure(activity, e.code());
+            to_activity_error(e)
+        })?;
+        self.faults.after_side_effect(activity)?;
+        Ok(result)
     }
 }
 
@@ -45,7 +58,7 @@ pub struct TerminatedNote {
 
 /// Domain errors become failures: bad input and wrong state are not worth a retry, database
 /// trouble is.
-fn to_activity_error(e: DomainError) -> ActivityError {
+pub(crate) fn to_activity_error(e: DomainError) -> ActivityError {
     let retryable = e.is_retryable();
     let type_name = match e.code() {
         "instance_not_provisionable" => failure_types::NOT_WANTED.to_string(),
@@ -69,15 +82,16 @@ impl ControlPlaneActivities {
         instance_id: Uuid,
     ) -> Result<Placement, ActivityError> {
         let id = InstanceId(instance_id);
-        let placement = placement::allocate(&self.pool, id)
-            .await
-            .map_err(to_activity_error)?;
-        if let Placement::NoCapacity { explanation } = &placement {
-            instance::set_step(&self.pool, id, "waiting_for_capacity", Some(explanation))
-                .await
-                .map_err(to_activity_error)?;
+        let result = async {
+            let placement = placement::allocate(&self.pool, id).await?;
+            if let Placement::NoCapacity { explanation } = &placement {
+                instance::set_step(&self.pool, id, "waiting_for_capacity", Some(explanation))
+                    .await?;
+            }
+            Ok(placement)
         }
-        Ok(placement)
+        .await;
+        self.finish("allocate", result)
     }
 
     /// Undo of `allocate`: frees the instance's GPUs. Returns how many were freed by this call.
@@ -87,9 +101,8 @@ impl ControlPlaneActivities {
         _ctx: ActivityContext,
         instance_id: Uuid,
     ) -> Result<i64, ActivityError> {
-        placement::release(&self.pool, InstanceId(instance_id))
-            .await
-            .map_err(to_activity_error)
+        let result = placement::release(&self.pool, InstanceId(instance_id)).await;
+        self.finish("release", result)
     }
 
     #[activity]
@@ -114,9 +127,16 @@ impl ControlPlaneActivities {
         _ctx: ActivityContext,
         instance_id: Uuid,
     ) -> Result<Transition, ActivityError> {
-        instance::mark_running(&self.pool, InstanceId(instance_id))
-            .await
-            .map_err(to_activity_error)
+        let id = InstanceId(instance_id);
+        let result = instance::mark_running(&self.pool, id).await;
+        if let Ok(Transition::Applied) = result {
+            if let Ok(i) = instance::get_any(&self.pool, id).await {
+                let took = i.running_at.unwrap_or(i.updated_at) - i.created_at;
+                metrics::histogram!(metric_names::PROVISIONING_DURATION)
+                    .record(took.num_milliseconds() as f64 / 1000.0);
+            }
+        }
+        self.finish("mark_running", result)
     }
 
     #[activity]
@@ -125,14 +145,14 @@ impl ControlPlaneActivities {
         _ctx: ActivityContext,
         fail: FailInstance,
     ) -> Result<Transition, ActivityError> {
-        instance::mark_failed(
+        let result = instance::mark_failed(
             &self.pool,
             InstanceId(fail.instance_id),
             fail.reason,
             &fail.message,
         )
-        .await
-        .map_err(to_activity_error)
+        .await;
+        self.finish("mark_failed", result)
     }
 
     #[activity]
@@ -141,13 +161,13 @@ impl ControlPlaneActivities {
         _ctx: ActivityContext,
         done: TerminatedNote,
     ) -> Result<Transition, ActivityError> {
-        instance::mark_terminated(
+        let result = instance::mark_terminated(
             &self.pool,
             InstanceId(done.instance_id),
             done.message.as_deref(),
         )
-        .await
-        .map_err(to_activity_error)
+        .await;
+        self.finish("mark_terminated", result)
     }
 }
 

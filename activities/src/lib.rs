@@ -5,12 +5,15 @@
 //!   control-plane worker. They map domain errors to retryable or non-retryable failures and hold
 //!   no business rules.
 
+pub mod faults;
 pub mod node;
 pub mod service;
 pub mod temporal;
 
 #[cfg(feature = "control-plane")]
 pub mod control_plane;
+#[cfg(feature = "control-plane")]
+pub mod fleet;
 
 /// Task queue of the control-plane worker (workflows and DB activities).
 pub const CONTROL_TASK_QUEUE: &str = "gpuaas-control";

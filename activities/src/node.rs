@@ -30,6 +30,40 @@ pub enum WorkloadStatus {
     Unknown,
 }
 
+/// Input of a liveness session: how long to run and what the control plane last heard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInput {
+    /// Return after this many seconds even if nothing changed (a periodic report).
+    pub report_every_s: u64,
+    /// GPU indices the agent reported unhealthy last time; a different set ends the session at
+    /// once, so health changes reach the control plane within one probe interval.
+    pub known_unhealthy: Vec<i32>,
+    /// Report at once (the node is new or was down: the control plane waits to hear from it).
+    pub report_now: bool,
+}
+
+/// One GPU's health as the agent sampled it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuHealthReport {
+    pub index: i32,
+    pub healthy: bool,
+    pub reason: Option<String>,
+}
+
+/// A workload the agent knows, running or exited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkloadReport {
+    pub instance_id: Uuid,
+    pub running: bool,
+}
+
+/// What a session ends with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionReport {
+    pub gpus: Vec<GpuHealthReport>,
+    pub workloads: Vec<WorkloadReport>,
+}
+
 pub struct NodeActivities;
 
 #[activity_definitions]
@@ -54,9 +88,25 @@ impl NodeActivities {
     pub fn stop_workload(instance_id: Uuid) -> Result<WorkloadStatus, ActivityError> {
         unimplemented!()
     }
+
+    /// The node's liveness session: runs on the node's queue, heartbeating every second, and
+    /// returns a report when the GPUs' health changes or `report_every_s` passes. A missed
+    /// heartbeat is how the control plane learns that the agent (or its host) is gone.
+    #[activity(name = "node.session")]
+    pub fn session(input: SessionInput) -> Result<SessionReport, ActivityError> {
+        unimplemented!()
+    }
+
+    /// Every workload the agent knows, for the reconciler.
+    #[activity(name = "node.list_workloads")]
+    pub fn list_workloads() -> Result<Vec<WorkloadReport>, ActivityError> {
+        unimplemented!()
+    }
 }
 
 /// Marker types of the node activities, for `#[activity(definition = ...)]` in the agent.
 pub mod definitions {
-    pub use super::node_activities::{AwaitWorkloadRunning, StartWorkload, StopWorkload};
+    pub use super::node_activities::{
+        AwaitWorkloadRunning, ListWorkloads, Session, StartWorkload, StopWorkload,
+    };
 }

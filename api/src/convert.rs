@@ -21,12 +21,16 @@ pub fn node(n: domain::Node) -> wire::Node {
         id: n.id.0,
         name: n.name,
         state: n.state.as_str().to_string(),
+        cordon_reason: n.cordon_reason,
         gpu_model: n.gpu_model,
         gpu_count: n.gpus.len(),
         free_gpus: n.free_gpus,
         discovery: n.discovery,
         agent_version: n.agent_version,
         registered_at: n.registered_at,
+        last_seen_at: n.last_seen_at,
+        down_since: n.down_since,
+        drain_deadline: n.drain_deadline,
         gpus: n
             .gpus
             .into_iter()
@@ -39,6 +43,7 @@ pub fn node(n: domain::Node) -> wire::Node {
                     domain::GpuHealth::Healthy => "healthy".into(),
                     domain::GpuHealth::Unhealthy => "unhealthy".into(),
                 },
+                health_reason: g.health_reason,
                 allocated: g.allocated,
             })
             .collect(),
@@ -88,5 +93,17 @@ pub fn registration(r: wire::RegisterNodeRequest) -> domain::NodeRegistration {
                 },
             })
             .collect(),
+    }
+}
+
+pub fn event(e: domain::events::Event) -> wire::NodeEvent {
+    wire::NodeEvent {
+        id: e.id,
+        at: e.at,
+        kind: e.kind,
+        actor: e.actor,
+        instance_id: e.instance_id.map(|i| i.0),
+        gpu_index: e.gpu_index,
+        message: e.message,
     }
 }

@@ -37,6 +37,15 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<
 /// The authenticated caller. Until IAM lands there is one dev token, acting in the default project.
 pub struct Caller {
     pub project: ProjectId,
+    /// Who acts, for the audit trail: the dev token, plus the name the client gives in
+    /// `x-gpuaas-operator` (the CLI sends `$USER`) until IAM issues real identities.
+    pub operator: String,
+}
+
+impl Caller {
+    pub fn actor(&self) -> gpuaas_domain::events::Actor {
+        gpuaas_domain::events::Actor::Operator(self.operator.clone())
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -47,8 +56,18 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         if token_matches(parts, &state.config.api_token) {
+            let named = parts
+                .headers
+                .get("x-gpuaas-operator")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty() && v.len() <= 64);
             Ok(Self {
                 project: gpuaas_iam::DEFAULT_PROJECT,
+                operator: match named {
+                    Some(name) => format!("{name} (dev token)"),
+                    None => "dev token".to_string(),
+                },
             })
         } else {
             Err(unauthorized())

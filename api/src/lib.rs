@@ -15,7 +15,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use gpuaas_activities::service::{DatabaseArgs, TemporalArgs};
 use gpuaas_shared::db::Pool as PgPool;
-use gpuaas_workflows::NodeTimeouts;
+use gpuaas_workflows::{LifecycleConfig, NodeTimeouts};
 use problem::{ApiError, REQUEST_ID};
 use std::sync::Arc;
 use temporalio_client::Client;
@@ -51,6 +51,41 @@ pub struct ApiConfig {
         default_value_t = 120
     )]
     pub node_start_to_close_seconds: u64,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+}
+
+/// Timings of every node's lifecycle workflow, passed to it when the node registers.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LifecycleArgs {
+    /// A node whose agent misses heartbeats this long is marked down.
+    #[arg(long, env = "GPUAAS_NODE_HEARTBEAT_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub heartbeat_timeout_seconds: u64,
+    /// How often a healthy agent reports anyway (GPU health changes report at once).
+    #[arg(long, env = "GPUAAS_NODE_REPORT_EVERY_SECONDS", default_value_t = 30)]
+    pub report_every_seconds: u64,
+    /// How long a node may be down before its running instances fail with `node_unreachable`.
+    #[arg(long, env = "GPUAAS_NODE_UNREACHABLE_GRACE_SECONDS", default_value_t = 120)]
+    pub unreachable_grace_seconds: u64,
+    /// How long a failed GPU must stay healthy before it returns to service.
+    #[arg(long, env = "GPUAAS_GPU_RECOVERY_SECONDS", default_value_t = 300)]
+    pub gpu_recovery_seconds: u64,
+    /// How often a drain checks whether the node's instances have ended.
+    #[arg(long, env = "GPUAAS_DRAIN_POLL_SECONDS", default_value_t = 5)]
+    pub drain_poll_seconds: u64,
+}
+
+impl Default for LifecycleArgs {
+    fn default() -> Self {
+        let c = LifecycleConfig::default();
+        Self {
+            heartbeat_timeout_seconds: c.heartbeat_timeout_s,
+            report_every_seconds: c.report_every_s,
+            unreachable_grace_seconds: c.unreachable_grace_s,
+            gpu_recovery_seconds: c.gpu_recovery_s,
+            drain_poll_seconds: c.drain_poll_s,
+        }
+    }
 }
 
 impl ApiConfig {
@@ -58,6 +93,17 @@ impl ApiConfig {
         NodeTimeouts {
             schedule_to_start_s: self.node_schedule_to_start_seconds,
             start_to_close_s: self.node_start_to_close_seconds,
+        }
+    }
+
+    pub fn lifecycle(&self) -> LifecycleConfig {
+        let l = &self.lifecycle;
+        LifecycleConfig {
+            heartbeat_timeout_s: l.heartbeat_timeout_seconds,
+            report_every_s: l.report_every_seconds,
+            unreachable_grace_s: l.unreachable_grace_seconds,
+            gpu_recovery_s: l.gpu_recovery_seconds,
+            drain_poll_s: l.drain_poll_seconds,
         }
     }
 }
@@ -80,6 +126,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/nodes/{id}"),
     ("POST", "/v1/nodes/{id}/cordon"),
     ("POST", "/v1/nodes/{id}/uncordon"),
+    ("POST", "/v1/nodes/{id}/drain"),
+    ("GET", "/v1/nodes/{id}/events"),
     ("GET", "/v1/instances"),
     ("POST", "/v1/instances"),
     ("GET", "/v1/instances/{id}"),
@@ -98,6 +146,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/nodes/{id}", get(nodes::get))
         .route("/v1/nodes/{id}/cordon", post(nodes::cordon))
         .route("/v1/nodes/{id}/uncordon", post(nodes::uncordon))
+        .route("/v1/nodes/{id}/drain", post(nodes::drain))
+        .route("/v1/nodes/{id}/events", get(nodes::events))
         .route(
             "/v1/instances",
             get(instances::list).post(instances::create),

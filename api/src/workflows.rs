@@ -4,8 +4,10 @@
 use crate::AppState;
 use crate::problem::ApiError;
 use gpuaas_domain::Instance;
+use gpuaas_shared::ids::NodeId;
 use gpuaas_workflows::{
-    ProvisionInput, ProvisionInstance, TerminateInput, TerminateInstance, search,
+    DrainRequested, NodeLifecycle, NodeLifecycleInput, ProvisionInput, ProvisionInstance,
+    TerminateInput, TerminateInstance, search,
 };
 use temporalio_client::{WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions};
 use temporalio_common::search_attributes::SearchAttributes;
@@ -81,4 +83,58 @@ pub async fn start_termination(state: &AppState, instance: &Instance) -> Result<
         Err(e) if already_started(&e) => Ok(()),
         Err(e) => Err(ApiError::internal(format!("start {workflow_id}: {e}"))),
     }
+}
+
+/// Starts the node's lifecycle workflow, or finds it running (an agent re-registering). A run
+/// that ended (failed, terminated by an operator) is replaced.
+pub async fn start_node_lifecycle(
+    state: &AppState,
+    node: NodeId,
+    name: &str,
+) -> Result<(), ApiError> {
+    let workflow_id = gpuaas_domain::node::lifecycle_workflow_id(node);
+    let input = NodeLifecycleInput {
+        node_id: node.0,
+        node_name: name.to_string(),
+        config: state.config.lifecycle(),
+        node_timeouts: state.config.node_timeouts(),
+        carried: Default::default(),
+    };
+    let attrs = vec![
+        search::NODE_ID.value_set(node.to_string()),
+        search::STEP.value_set("registering".to_string()),
+    ];
+    let opts = WorkflowStartOptions::new(state.config.task_queue.clone(), workflow_id.clone())
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+        .search_attributes(SearchAttributes::new(attrs))
+        .build();
+    match state
+        .temporal
+        .start_workflow(NodeLifecycle::run, input, opts)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if already_started(&e) => Ok(()),
+        Err(e) => Err(ApiError::internal(format!("start {workflow_id}: {e}"))),
+    }
+}
+
+/// Tells the node's lifecycle workflow that a drain was requested (the node is `draining`).
+pub async fn signal_drain(state: &AppState, node: NodeId, by: &str) -> Result<(), ApiError> {
+    let workflow_id = gpuaas_domain::node::lifecycle_workflow_id(node);
+    let handle = state
+        .temporal
+        .get_workflow_handle::<NodeLifecycle>(workflow_id.clone());
+    let request = DrainRequested {
+        requested_by: by.to_string(),
+    };
+    handle
+        .signal(NodeLifecycle::drain, request, Default::default())
+        .await
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "the node is draining, but its lifecycle workflow {workflow_id} could not be told ({e}); retry the request"
+            ))
+        })
 }

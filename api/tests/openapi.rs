@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use gpuaas_api_types::{
-    CreateInstanceRequest, Gpu, GpuReport, Instance, List, Node, Page, Problem,
+    CreateInstanceRequest, DrainNodeRequest, Gpu, GpuReport, Instance, List, Node, NodeEvent, Page, Problem,
     RegisterNodeRequest, RegisterNodeResponse, Sku,
 };
 use serde::Serialize;
@@ -160,6 +160,7 @@ fn gpu(index: i32, allocated: bool) -> Gpu {
         model: "NVIDIA H100 80GB HBM3".into(),
         memory_mib: 81_559,
         health: if allocated { "healthy" } else { "unhealthy" }.into(),
+        health_reason: (!allocated).then(|| "XID 79: GPU has fallen off the bus".into()),
         allocated,
     }
 }
@@ -170,12 +171,16 @@ fn node_full() -> Node {
         id: Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0001),
         name: "gpu-node-1.example".into(),
         state: "ready".into(),
+        cordon_reason: Some("gpu_unhealthy".into()),
         gpu_model: Some("NVIDIA H100 80GB HBM3".into()),
         gpu_count: 2,
         free_gpus: 1,
         discovery: Some("nvml".into()),
         agent_version: Some("0.1.0".into()),
         registered_at: ts(0),
+        last_seen_at: Some(ts(1)),
+        down_since: Some(ts(2)),
+        drain_deadline: Some(ts(3)),
         gpus: vec![gpu(0, true), gpu(1, false)],
     }
 }
@@ -183,6 +188,10 @@ fn node_full() -> Node {
 fn node_bare() -> Node {
     Node {
         state: "registering".into(),
+        cordon_reason: None,
+        last_seen_at: None,
+        down_since: None,
+        drain_deadline: None,
         gpu_model: None,
         gpu_count: 0,
         free_gpus: 0,
@@ -514,6 +523,39 @@ fn schema_errors(spec: &Value) -> Vec<String> {
     check_type(spec, "Problem", &[problem()], &mut errors);
     check_type(
         spec,
+        "DrainNodeRequest",
+        &[
+            DrainNodeRequest {
+                deadline_seconds: Some(600),
+            },
+            DrainNodeRequest::default(),
+        ],
+        &mut errors,
+    );
+    let event = NodeEvent {
+        id: 7,
+        at: ts(4),
+        kind: "gpu.unhealthy".into(),
+        actor: "node-lifecycle".into(),
+        instance_id: Some(instance_full().id),
+        gpu_index: Some(3),
+        message: "GPU 3 unhealthy: XID 79".into(),
+    };
+    let bare_event = NodeEvent {
+        instance_id: None,
+        gpu_index: None,
+        ..event.clone()
+    };
+    check_type(
+        spec,
+        "NodeEventList",
+        &[List {
+            items: vec![event, bare_event],
+        }],
+        &mut errors,
+    );
+    check_type(
+        spec,
         "InstancePage",
         &[
             Page {
@@ -737,12 +779,14 @@ fn enums_match_the_domain() {
         FailureReason::NodeUnreachable,
         FailureReason::StartFailed,
         FailureReason::Timeout,
+        FailureReason::WorkloadVanished,
     ]
     .map(|r| match r {
         FailureReason::InsufficientCapacity
         | FailureReason::NodeUnreachable
         | FailureReason::StartFailed
-        | FailureReason::Timeout => r.as_str(),
+        | FailureReason::Timeout
+        | FailureReason::WorkloadVanished => r.as_str(),
     });
     let node_states = [
         NodeState::Registering,
@@ -750,13 +794,15 @@ fn enums_match_the_domain() {
         NodeState::Cordoned,
         NodeState::Draining,
         NodeState::Down,
+        NodeState::Decommissioned,
     ]
     .map(|s| match s {
         NodeState::Registering
         | NodeState::Ready
         | NodeState::Cordoned
         | NodeState::Draining
-        | NodeState::Down => s.as_str(),
+        | NodeState::Down
+        | NodeState::Decommissioned => s.as_str(),
     });
     let gpu_health = [GpuHealth::Healthy, GpuHealth::Unhealthy].map(|h| match h {
         GpuHealth::Healthy | GpuHealth::Unhealthy => wire_name(h),
@@ -821,6 +867,8 @@ fn api_sources() -> Vec<(PathBuf, String)> {
         "domains/shared/src/error.rs",
         "domains/products/gpuaas/src/instance.rs",
         "domains/products/gpuaas/src/node.rs",
+        "domains/products/gpuaas/src/lifecycle.rs",
+        "domains/products/gpuaas/src/events.rs",
         "domains/products/gpuaas/src/sku.rs",
     ] {
         files.push(root.join(f));

@@ -2,7 +2,9 @@
 //! the dev stack writes (`$GPUAAS_PROFILE`, else `~/.config/gpuaas/profile.json`).
 
 use crate::ExitCode;
-use gpuaas_api_types::{CreateInstanceRequest, Instance, List, Node, Page, Problem, Sku};
+use gpuaas_api_types::{
+    CreateInstanceRequest, DrainNodeRequest, Instance, List, Node, NodeEvent, Page, Problem, Sku,
+};
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 
@@ -97,8 +99,11 @@ impl ApiClient {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, CliError> {
+        // Operator actions are audited with the name of who ran them.
+        let operator = std::env::var("USER").unwrap_or_default();
         let resp = req
             .bearer_auth(&self.token)
+            .header("x-gpuaas-operator", operator)
             .send()
             .await
             .map_err(|e| CliError::Unreachable(e.to_string()))?;
@@ -146,6 +151,25 @@ impl ApiClient {
                 .post(format!("{}/v1/nodes/{id}/{verb}", self.base)),
         )
         .await
+    }
+
+    pub async fn drain_node(&self, id: &str, deadline_seconds: u64) -> Result<Node, CliError> {
+        let body = DrainNodeRequest {
+            deadline_seconds: Some(deadline_seconds),
+        };
+        self.send(
+            self.http
+                .post(format!("{}/v1/nodes/{id}/drain", self.base))
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn node_events(&self, id: &str) -> Result<Vec<NodeEvent>, CliError> {
+        Ok(self
+            .send::<List<NodeEvent>>(self.http.get(format!("{}/v1/nodes/{id}/events", self.base)))
+            .await?
+            .items)
     }
 
     pub async fn create_instance(

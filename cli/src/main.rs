@@ -6,8 +6,10 @@ mod output;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use client::{ApiClient, CliError};
-use gpuaas_api_types::{CreateInstanceRequest, Instance};
-use output::{Format, print_instance, print_instances, print_nodes, print_skus};
+use gpuaas_api_types::{CreateInstanceRequest, Instance, Node};
+use output::{
+    Format, print_instance, print_instances, print_node_events, print_nodes, print_skus,
+};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
@@ -81,6 +83,24 @@ enum NodeVerb {
     },
     /// Put a cordoned node back into placement.
     Uncordon {
+        id: String,
+    },
+    /// Stop placing on a node, let its instances end (terminating the rest at the deadline),
+    /// then leave it cordoned.
+    Drain {
+        id: String,
+        /// Seconds the instances get to end before they are terminated.
+        #[arg(long, default_value_t = 3600)]
+        deadline: u64,
+        /// Wait until the drain finished, showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 7200)]
+        timeout: u64,
+    },
+    /// What happened to a node: operator actions, down/up, GPU health, reconciler fixes.
+    Events {
         id: String,
     },
 }
@@ -173,6 +193,26 @@ async fn run(api: &ApiClient, command: Noun, format: Format) -> Result<(), CliEr
         Noun::Node {
             verb: NodeVerb::Uncordon { id },
         } => print_nodes(format, &[api.set_cordoned(&id, false).await?]),
+        Noun::Node {
+            verb:
+                NodeVerb::Drain {
+                    id,
+                    deadline,
+                    wait,
+                    timeout,
+                },
+        } => {
+            let draining = api.drain_node(&id, deadline).await?;
+            let node = if wait {
+                wait_for_drain(api, &id, timeout).await?
+            } else {
+                draining
+            };
+            print_nodes(format, &[node]);
+        }
+        Noun::Node {
+            verb: NodeVerb::Events { id },
+        } => print_node_events(format, &api.node_events(&id).await?),
         Noun::Instance { verb } => return instance(api, verb, format).await,
     }
     Ok(())
@@ -246,6 +286,30 @@ async fn instance(api: &ApiClient, verb: InstanceVerb, format: Format) -> Result
 }
 
 /// Polls until the instance reaches one of `states`, showing a live progress line on stderr.
+/// Polls a draining node until its drain ends, showing how many instances are left.
+async fn wait_for_drain(api: &ApiClient, id: &str, timeout_s: u64) -> Result<Node, CliError> {
+    let started = Instant::now();
+    loop {
+        let node = api.get_node(id).await?;
+        if node.state != "draining" {
+            eprintln!("[{:>4}s] {}", started.elapsed().as_secs(), node.state);
+            return Ok(node);
+        }
+        let held = node.gpus.iter().filter(|g| g.allocated).count();
+        eprintln!(
+            "[{:>4}s] draining · {held} GPU(s) still held{}",
+            started.elapsed().as_secs(),
+            node.drain_deadline
+                .map(|d| format!(" · deadline {}", d.format("%H:%M:%S")))
+                .unwrap_or_default()
+        );
+        if started.elapsed() > Duration::from_secs(timeout_s) {
+            return Err(CliError::WaitTimedOut(node.state));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 async fn wait_for(
     api: &ApiClient,
     id: &str,

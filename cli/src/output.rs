@@ -1,6 +1,6 @@
 //! Tables for people, JSON for scripts.
 
-use gpuaas_api_types::{Instance, Node, Sku};
+use gpuaas_api_types::{Instance, Node, NodeEvent, Sku};
 use serde::Serialize;
 
 #[derive(Clone, Copy)]
@@ -84,13 +84,41 @@ pub fn print_nodes(format: Format, nodes: &[Node]) {
         nodes
             .iter()
             .map(|n| {
+                let unhealthy = n.gpus.iter().filter(|g| g.health != "healthy").count();
+                let mut state = match &n.cordon_reason {
+                    Some(why) if n.state == "cordoned" => format!("cordoned ({why})"),
+                    _ => n.state.clone(),
+                };
+                if unhealthy > 0 {
+                    state.push_str(&format!(", {unhealthy} GPU(s) unhealthy"));
+                }
                 vec![
                     n.id.to_string(),
                     n.name.clone(),
-                    n.state.clone(),
+                    state,
                     n.gpu_model.clone().unwrap_or_default(),
                     format!("{}/{}", n.free_gpus, n.gpu_count),
                     n.discovery.clone().unwrap_or_default(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn print_node_events(format: Format, events: &[NodeEvent]) {
+    if let Format::Json = format {
+        return json(events);
+    }
+    table(
+        &["AT", "KIND", "ACTOR", "MESSAGE"],
+        events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    e.kind.clone(),
+                    e.actor.clone(),
+                    e.message.clone(),
                 ]
             })
             .collect(),

@@ -1,9 +1,16 @@
 //! The node activities (contract: `gpuaas_activities::node`), served on `node-<node_id>`.
 
+use crate::gpu::GpuHealthProbe;
 use crate::runtime::{ProcessRuntime, RuntimeError};
 use gpuaas_activities::failure_types;
-use gpuaas_activities::node::{WorkloadSpec, WorkloadStatus, definitions};
+use gpuaas_activities::faults::Faults;
+use gpuaas_activities::node::{
+    GpuHealthReport, SessionInput, SessionReport, WorkloadReport, WorkloadSpec, WorkloadStatus,
+    definitions,
+};
+use gpuaas_activities::service::{count_activity_failure, metric_names};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -11,12 +18,87 @@ use uuid::Uuid;
 
 pub struct NodeAgentActivities {
     processes: Arc<ProcessRuntime>,
+    health: Arc<dyn GpuHealthProbe>,
+    gpu_indices: Vec<i32>,
+    /// How often a session samples GPU health (and heartbeats).
+    probe_interval: Duration,
+    faults: Faults,
 }
 
 impl NodeAgentActivities {
-    pub fn new(processes: Arc<ProcessRuntime>) -> Self {
-        Self { processes }
+    pub fn new(
+        processes: Arc<ProcessRuntime>,
+        health: Arc<dyn GpuHealthProbe>,
+        gpu_indices: Vec<i32>,
+        probe_interval: Duration,
+        faults: Faults,
+    ) -> Self {
+        Self {
+            processes,
+            health,
+            gpu_indices,
+            probe_interval,
+            faults,
+        }
     }
+
+    /// Fault hook and failure count around an activity's result.
+    fn finish<T>(&self, activity: &str, result: Result<T, RuntimeError>) -> Result<T, ActivityError> {
+        let result = result.map_err(|e| {
+            let kind = match e {
+                RuntimeError::StartFailed(..) => failure_types::START_FAILED,
+                RuntimeError::Io(_) => "io",
+            };
+            count_activity_failure(activity, kind);
+            to_activity_error(e)
+        })?;
+        self.faults.after_side_effect(activity)?;
+        Ok(result)
+    }
+
+    async fn sample_health(&self) -> Vec<GpuHealthReport> {
+        let probe = self.health.clone();
+        let indices = self.gpu_indices.clone();
+        // Probes may run a command (nvidia-smi): keep them off the async workers.
+        let samples = tokio::task::spawn_blocking(move || probe.sample(&indices))
+            .await
+            .unwrap_or_default();
+        let reports: Vec<GpuHealthReport> = samples
+            .into_iter()
+            .map(|s| GpuHealthReport {
+                index: s.index,
+                healthy: s.healthy,
+                reason: s.reason,
+            })
+            .collect();
+        let unhealthy = reports.iter().filter(|g| !g.healthy).count();
+        metrics::gauge!(metric_names::AGENT_GPUS_UNHEALTHY).set(unhealthy as f64);
+        reports
+    }
+
+    fn workloads(&self) -> Vec<WorkloadReport> {
+        let known = self.processes.known();
+        let running = known
+            .iter()
+            .filter(|(_, s)| matches!(s, WorkloadStatus::Running { .. }))
+            .count();
+        metrics::gauge!(metric_names::AGENT_WORKLOADS, "status" => "running").set(running as f64);
+        metrics::gauge!(metric_names::AGENT_WORKLOADS, "status" => "exited")
+            .set((known.len() - running) as f64);
+        known
+            .into_iter()
+            .map(|(instance_id, status)| WorkloadReport {
+                instance_id,
+                running: matches!(status, WorkloadStatus::Running { .. }),
+            })
+            .collect()
+    }
+}
+
+fn unhealthy_set(gpus: &[GpuHealthReport]) -> Vec<i32> {
+    let mut set: Vec<i32> = gpus.iter().filter(|g| !g.healthy).map(|g| g.index).collect();
+    set.sort_unstable();
+    set
 }
 
 fn to_activity_error(e: RuntimeError) -> ActivityError {
@@ -39,7 +121,8 @@ impl NodeAgentActivities {
         _ctx: ActivityContext,
         spec: WorkloadSpec,
     ) -> Result<WorkloadStatus, ActivityError> {
-        self.processes.start(&spec).await.map_err(to_activity_error)
+        let result = self.processes.start(&spec).await;
+        self.finish("node.start_workload", result)
     }
 
     #[activity(definition = definitions::AwaitWorkloadRunning)]
@@ -48,10 +131,8 @@ impl NodeAgentActivities {
         _ctx: ActivityContext,
         instance_id: Uuid,
     ) -> Result<WorkloadStatus, ActivityError> {
-        self.processes
-            .await_running(instance_id)
-            .await
-            .map_err(to_activity_error)
+        let result = self.processes.await_running(instance_id).await;
+        self.finish("node.await_workload_running", result)
     }
 
     #[activity(definition = definitions::StopWorkload)]
@@ -60,9 +141,44 @@ impl NodeAgentActivities {
         _ctx: ActivityContext,
         instance_id: Uuid,
     ) -> Result<WorkloadStatus, ActivityError> {
-        self.processes
-            .stop(instance_id)
-            .await
-            .map_err(to_activity_error)
+        let result = self.processes.stop(instance_id).await;
+        self.finish("node.stop_workload", result)
+    }
+
+    /// Heartbeats every probe interval while sampling GPU health; returns a report when the set
+    /// of unhealthy GPUs differs from what the control plane knows, or when the report is due.
+    /// A cancelled session (worker shutdown) simply ends: the next one starts on reconnect.
+    #[activity(definition = definitions::Session)]
+    pub async fn session(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: SessionInput,
+    ) -> Result<SessionReport, ActivityError> {
+        let due = Instant::now() + Duration::from_secs(input.report_every_s);
+        let mut known = input.known_unhealthy.clone();
+        known.sort_unstable();
+        loop {
+            let gpus = self.sample_health().await;
+            if input.report_now || unhealthy_set(&gpus) != known || Instant::now() >= due {
+                metrics::counter!(metric_names::AGENT_SESSIONS).increment(1);
+                return Ok(SessionReport {
+                    gpus,
+                    workloads: self.workloads(),
+                });
+            }
+            let _ = ctx.record_heartbeat(()).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.probe_interval) => {}
+                () = ctx.cancelled() => return Err(ActivityError::cancelled()),
+            }
+        }
+    }
+
+    #[activity(definition = definitions::ListWorkloads)]
+    pub async fn list_workloads(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+    ) -> Result<Vec<WorkloadReport>, ActivityError> {
+        Ok(self.workloads())
     }
 }

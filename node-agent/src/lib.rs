@@ -7,7 +7,8 @@ pub mod gpu;
 pub mod runtime;
 
 use activities::NodeAgentActivities;
-use gpuaas_activities::service::TemporalArgs;
+use gpuaas_activities::faults::Faults;
+use gpuaas_activities::service::{MetricsArgs, TemporalArgs};
 use gpuaas_api_types::{GpuReport, RegisterNodeRequest, RegisterNodeResponse};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +44,17 @@ pub struct AgentConfig {
     /// Grace period between SIGTERM and SIGKILL when stopping a workload.
     #[arg(long, env = "GPUAAS_STOP_GRACE_MS", default_value_t = 5000)]
     pub stop_grace_ms: u64,
+    /// How often GPU health is sampled (and the liveness session heartbeats).
+    #[arg(long, env = "GPUAAS_PROBE_INTERVAL_MS", default_value_t = 1000)]
+    pub probe_interval_ms: u64,
+    /// Simulated GPU faults, one `<gpu index> <reason>` per line; read only where GPUs are
+    /// simulated. Defaults to `<state dir>/<node id>/gpu-faults`.
+    #[arg(long, env = "GPUAAS_GPU_FAULT_FILE")]
+    pub gpu_fault_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub faults: Faults,
 }
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -58,11 +70,12 @@ impl AgentConfig {
 }
 
 /// Registers the node (retrying while the API starts) and returns its id and task queue.
-pub async fn register(config: &AgentConfig) -> anyhow::Result<RegisterNodeResponse> {
+pub async fn register(
+    config: &AgentConfig,
+    discovery: &str,
+    gpus: Vec<gpu::DiscoveredGpu>,
+) -> anyhow::Result<RegisterNodeResponse> {
     let name = config.node_name();
-    let (discovery, gpus) =
-        gpu::discover(&gpu::default_sources(config.simulate_gpus.clone(), &name))?;
-    tracing::info!(%name, discovery, gpus = gpus.len(), model = ?gpus.first().map(|g| &g.model), "GPUs discovered");
     let request = RegisterNodeRequest {
         name,
         agent_version: AGENT_VERSION.to_string(),
@@ -115,8 +128,19 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let registration = register(&config).await?;
+    gpuaas_activities::service::init_metrics(config.metrics.listen)?;
+    let name = config.node_name();
+    let (discovery, gpus) =
+        gpu::discover(&gpu::default_sources(config.simulate_gpus.clone(), &name))?;
+    tracing::info!(%name, discovery, gpus = gpus.len(), model = ?gpus.first().map(|g| &g.model), "GPUs discovered");
+    let gpu_indices: Vec<i32> = gpus.iter().map(|g| g.index).collect();
+    let registration = register(&config, discovery, gpus).await?;
     let runtime_dir = config.state_dir.join(registration.node_id.to_string());
+    let fault_file = config
+        .gpu_fault_file
+        .clone()
+        .unwrap_or_else(|| runtime_dir.join("gpu-faults"));
+    let health: Arc<dyn gpu::GpuHealthProbe> = Arc::from(gpu::health_probe(discovery, fault_file));
     let processes = Arc::new(runtime::ProcessRuntime::new(
         runtime_dir,
         Duration::from_millis(config.settle_ms),
@@ -129,7 +153,13 @@ pub async fn run(
         .await?;
     let sdk_runtime = Runtime::from_current_tokio(Default::default())?;
     let options = WorkerOptions::new(registration.task_queue.clone())
-        .register_activities(NodeAgentActivities::new(processes))
+        .register_activities(NodeAgentActivities::new(
+            processes,
+            health,
+            gpu_indices,
+            Duration::from_millis(config.probe_interval_ms),
+            config.faults.clone(),
+        ))
         .graceful_shutdown_period(Duration::from_secs(2))
         .build();
     let mut worker = Worker::new(&sdk_runtime, client, options)?;

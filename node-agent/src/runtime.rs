@@ -212,22 +212,25 @@ impl ProcessRuntime {
         }
     }
 
-    /// Workloads on disk and whether each is still running: after a restart the agent re-adopts
-    /// the running ones and reports the vanished ones.
-    pub fn adopt(&self) -> Vec<(Uuid, WorkloadStatus)> {
+    /// Every workload on disk that was not stopped, with its status: what the agent reports to
+    /// the reconciler.
+    pub fn known(&self) -> Vec<(Uuid, WorkloadStatus)> {
         let Ok(entries) = std::fs::read_dir(self.root.join("instances")) else {
             return Vec::new();
         };
-        let mut found = Vec::new();
-        for entry in entries.flatten() {
-            let Ok(id) = entry.file_name().to_string_lossy().parse::<Uuid>() else {
-                continue;
-            };
-            if entry.path().join("stopped").exists() {
-                continue;
-            }
-            let status = self.status_of(id);
-            match &status {
+        entries
+            .flatten()
+            .filter(|entry| !entry.path().join("stopped").exists())
+            .filter_map(|entry| entry.file_name().to_string_lossy().parse::<Uuid>().ok())
+            .map(|id| (id, self.status_of(id)))
+            .collect()
+    }
+
+    /// After a restart: re-adopts the running workloads and reports the vanished ones.
+    pub fn adopt(&self) -> Vec<(Uuid, WorkloadStatus)> {
+        let found = self.known();
+        for (id, status) in &found {
+            match status {
                 WorkloadStatus::Running { pid } => {
                     tracing::info!(instance_id = %id, pid, "re-adopted running workload")
                 }
@@ -235,7 +238,6 @@ impl ProcessRuntime {
                     tracing::warn!(instance_id = %id, status = ?other, "workload vanished while the agent was away")
                 }
             }
-            found.push((id, status));
         }
         found
     }

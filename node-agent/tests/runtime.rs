@@ -1,6 +1,6 @@
 //! The node activities, run twice, are harmless; workloads are real processes.
 
-use gpuaas_activities::node::{WorkloadSpec, WorkloadStatus};
+use gpuaas_activities::node::{SessionInput, WorkloadReport, WorkloadSpec, WorkloadStatus};
 use gpuaas_node_agent::activities::NodeAgentActivities;
 use gpuaas_node_agent::runtime::ProcessRuntime;
 use std::sync::Arc;
@@ -16,8 +16,20 @@ fn runtime(dir: &std::path::Path) -> Arc<ProcessRuntime> {
 }
 
 fn env(rt: Arc<ProcessRuntime>) -> ActivityEnvironment {
+    env_with_faults(rt, std::path::PathBuf::from("/nonexistent/gpu-faults"))
+}
+
+/// An environment whose 4 simulated GPUs read their faults from `fault_file`.
+fn env_with_faults(rt: Arc<ProcessRuntime>, fault_file: std::path::PathBuf) -> ActivityEnvironment {
+    let health = Arc::from(gpuaas_node_agent::gpu::health_probe("simulated", fault_file));
     ActivityEnvironment::builder()
-        .register_activities(NodeAgentActivities::new(rt))
+        .register_activities(NodeAgentActivities::new(
+            rt,
+            health,
+            vec![0, 1, 2, 3],
+            Duration::from_millis(50),
+            Default::default(),
+        ))
         .build()
 }
 
@@ -265,4 +277,63 @@ async fn a_workload_started_just_before_the_agent_died_is_found_by_its_own_pid_f
     );
     restarted.stop(s.instance_id).await.unwrap();
     assert!(!alive(pid));
+}
+
+#[tokio::test]
+async fn a_session_reports_at_once_when_gpu_health_changes_and_lists_workloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = dir.path().join("gpu-faults");
+    let env = env_with_faults(runtime(dir.path()), faults.clone());
+    let spec = spec("sleep 30");
+    let started = env
+        .run(NodeAgentActivities::start_workload, spec.clone())
+        .await
+        .unwrap();
+    // Nothing changed: the session runs until its report is due.
+    let quiet = SessionInput {
+        report_every_s: 1,
+        known_unhealthy: vec![],
+        report_now: false,
+    };
+    let t = std::time::Instant::now();
+    let report = env
+        .run(NodeAgentActivities::session, quiet.clone())
+        .await
+        .unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(900), "returned early");
+    assert!(report.gpus.iter().all(|g| g.healthy));
+    assert_eq!(
+        report.workloads,
+        vec![WorkloadReport {
+            instance_id: spec.instance_id,
+            running: true
+        }]
+    );
+    // A GPU fails: the session returns within a probe interval, not at the report time.
+    std::fs::write(&faults, "2 XID 79: fallen off the bus\n").unwrap();
+    let slow = SessionInput {
+        report_every_s: 60,
+        ..quiet
+    };
+    let t = std::time::Instant::now();
+    let report = env.run(NodeAgentActivities::session, slow).await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let bad: Vec<_> = report.gpus.iter().filter(|g| !g.healthy).collect();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].index, 2);
+    assert!(bad[0].reason.as_deref().unwrap().contains("XID 79"));
+    let listed = env
+        .run(NodeAgentActivities::list_workloads, ())
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    env.run(NodeAgentActivities::stop_workload, spec.instance_id)
+        .await
+        .unwrap();
+    assert!(!alive(pid_of(&started)));
+    let listed = env
+        .run(NodeAgentActivities::list_workloads, ())
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "a stopped workload is no longer reported");
 }

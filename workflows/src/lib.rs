@@ -1,11 +1,17 @@
 //! Deterministic orchestration only: no I/O, no clock, no randomness outside the workflow context.
 //! Every side effect is an activity; every step that has one pushes its undo first.
 
+pub mod node_lifecycle;
 pub mod provision;
+pub mod reconcile;
 pub mod search;
 pub mod terminate;
 
+pub use node_lifecycle::{
+    Carried, DrainRequested, LifecycleConfig, NodeLifecycle, NodeLifecycleInput,
+};
 pub use provision::{ProvisionInput, ProvisionInstance, ProvisionOutcome};
+pub use reconcile::{ReconcileFleet, ReconcileInput, ReconcileOutcome};
 pub use terminate::{TerminateInput, TerminateInstance, TerminateOutcome};
 
 use gpuaas_activities::node::WorkloadStatus;

@@ -326,6 +326,9 @@ async fn compensate(
     input: &ProvisionInput,
     undo: Vec<Undo>,
 ) {
+    // Set when the workload could not be confirmed stopped: its GPUs must then stay allocated
+    // (fenced) until the node's agent answers and the reconciler stops it.
+    let mut fenced = false;
     for step in undo.into_iter().rev() {
         match step {
             Undo::StopWorkload { node_queue } => {
@@ -340,7 +343,14 @@ async fn compensate(
                         "instance {}: could not stop workload on {node_queue}: {e}",
                         input.instance_id
                     ));
+                    fenced = ctx.patched(FENCE_UNCONFIRMED_STOP);
                 }
+            }
+            Undo::Release if fenced => {
+                ctx.set_current_details(format!(
+                    "instance {}: GPUs stay fenced until the node's agent confirms the workload is gone",
+                    input.instance_id
+                ));
             }
             Undo::Release => {
                 // Retried until the database answers: a leaked allocation is worse than a wait.
@@ -355,3 +365,6 @@ async fn compensate(
         }
     }
 }
+
+/// Patch id: histories recorded before it released GPUs even when the stop was unconfirmed.
+const FENCE_UNCONFIRMED_STOP: &str = "fence-unconfirmed-stop";

@@ -24,8 +24,10 @@ pub struct Gpu {
     pub uuid: String,
     pub model: String,
     pub memory_mib: i64,
-    /// `healthy` or `unhealthy`.
+    /// `healthy` or `unhealthy` (out of service until healthy for the recovery period).
     pub health: String,
+    /// Why an unhealthy GPU is out of service, e.g. `XID 79: GPU has fallen off the bus`.
+    pub health_reason: Option<String>,
     pub allocated: bool,
 }
 
@@ -33,15 +35,45 @@ pub struct Gpu {
 pub struct Node {
     pub id: Uuid,
     pub name: String,
-    /// `registering`, `ready`, `cordoned`, `draining` or `down`.
+    /// `registering`, `ready`, `cordoned`, `draining`, `down` or `decommissioned`.
     pub state: String,
+    /// Why a cordoned node is cordoned: `operator`, `gpu_unhealthy` or `drained`.
+    pub cordon_reason: Option<String>,
     pub gpu_model: Option<String>,
     pub gpu_count: usize,
     pub free_gpus: i32,
     pub discovery: Option<String>,
     pub agent_version: Option<String>,
     pub registered_at: DateTime<Utc>,
+    /// When the node's agent last answered its liveness session.
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub down_since: Option<DateTime<Utc>>,
+    /// While draining: when the instances still on the node are terminated.
+    pub drain_deadline: Option<DateTime<Utc>>,
     pub gpus: Vec<Gpu>,
+}
+
+/// `POST /v1/nodes/{id}/drain`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DrainNodeRequest {
+    /// Seconds the node's instances get to end on their own before they are terminated
+    /// (default 3600, at most 604800).
+    pub deadline_seconds: Option<u64>,
+}
+
+/// Something that happened to a node: an operator action, an automatic transition, a fix.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// e.g. `node.cordoned`, `node.down`, `gpu.unhealthy`, `reconciler.orphan_stopped`.
+    pub kind: String,
+    /// `operator:<caller>`, `node-lifecycle` or `reconciler`.
+    pub actor: String,
+    pub instance_id: Option<Uuid>,
+    pub gpu_index: Option<i32>,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -55,7 +87,8 @@ pub struct Instance {
     pub capacity_timeout_seconds: i32,
     /// `pending`, `provisioning`, `running`, `terminating`, `terminated` or `failed`.
     pub state: String,
-    /// On `failed`: `insufficient_capacity`, `node_unreachable`, `start_failed` or `timeout`.
+    /// On `failed`: `insufficient_capacity`, `node_unreachable`, `start_failed`, `timeout` or
+    /// `workload_vanished`.
     pub failure_reason: Option<String>,
     /// Why it waits, or why it failed, in words.
     pub status_message: Option<String>,

@@ -3,7 +3,9 @@
 //! agents (in-process threads running real workload processes), against the shared Temporal
 //! test server. Each test gets its own task queue, so tests run in parallel.
 
+use gpuaas_activities::faults::Faults;
 use gpuaas_activities::service::{DatabaseArgs, TemporalArgs};
+use gpuaas_api::LifecycleArgs;
 use gpuaas_api_types::{GpuReport, Instance, RegisterNodeRequest, RegisterNodeResponse};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -88,8 +90,12 @@ pub struct Platform {
     pub agents: HashMap<String, ThreadTask>,
     pub worker: Option<ThreadTask>,
     pub worker_process: Option<std::process::Child>,
+    /// Node agents running as real processes, by node name.
+    pub agent_processes: HashMap<String, std::process::Child>,
     node_schedule_to_start_s: u64,
     max_cached_workflows: usize,
+    reconcile_every_s: u64,
+    worker_faults: Faults,
     api_stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -99,6 +105,13 @@ pub struct Options {
     pub in_process_worker: bool,
     /// Workflows the worker caches; 0 forces a full replay of history on every workflow task.
     pub max_cached_workflows: usize,
+    pub node_start_to_close_s: u64,
+    /// Node lifecycle timings (short ones by default, so tests see transitions quickly).
+    pub lifecycle: LifecycleArgs,
+    /// Seconds between reconciler passes; 0: no reconciler schedule.
+    pub reconcile_every_s: u64,
+    /// Faults the in-process worker injects.
+    pub worker_faults: Faults,
 }
 
 impl Default for Options {
@@ -107,6 +120,16 @@ impl Default for Options {
             node_schedule_to_start_s: 5,
             in_process_worker: true,
             max_cached_workflows: 1000,
+            node_start_to_close_s: 60,
+            lifecycle: LifecycleArgs {
+                heartbeat_timeout_seconds: 4,
+                report_every_seconds: 5,
+                unreachable_grace_seconds: 600,
+                gpu_recovery_seconds: 600,
+                drain_poll_seconds: 1,
+            },
+            reconcile_every_s: 0,
+            worker_faults: Faults::default(),
         }
     }
 }
@@ -130,7 +153,8 @@ impl Platform {
             api_token: TOKEN.into(),
             join_token: JOIN_TOKEN.into(),
             node_schedule_to_start_seconds: options.node_schedule_to_start_s,
-            node_start_to_close_seconds: 60,
+            node_start_to_close_seconds: options.node_start_to_close_s,
+            lifecycle: options.lifecycle.clone(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api_url = format!("http://{}", listener.local_addr().unwrap());
@@ -151,8 +175,11 @@ impl Platform {
             agents: HashMap::new(),
             worker: None,
             worker_process: None,
+            agent_processes: HashMap::new(),
             node_schedule_to_start_s: options.node_schedule_to_start_s,
             max_cached_workflows: options.max_cached_workflows,
+            reconcile_every_s: options.reconcile_every_s,
+            worker_faults: options.worker_faults.clone(),
             api_stop: Some(api_stop),
         };
         if options.in_process_worker {
@@ -170,6 +197,9 @@ impl Platform {
             temporal: temporal_args(),
             task_queue: self.task_queue.clone(),
             max_cached_workflows: self.max_cached_workflows,
+            reconcile_every_seconds: self.reconcile_every_s,
+            metrics: Default::default(),
+            faults: self.worker_faults.clone(),
         }
     }
 
@@ -185,8 +215,15 @@ impl Platform {
 
     /// Starts the real `gpuaas-worker` binary, so a test can SIGKILL it.
     pub fn start_worker_process(&mut self) {
+        self.start_worker_process_with(&Faults::default());
+    }
+
+    /// Starts the worker binary with faults to inject (e.g. SIGKILL itself after a step).
+    pub fn start_worker_process_with(&mut self, faults: &Faults) {
         let c = self.worker_config();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gpuaas-worker"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gpuaas-worker"));
+        fault_env(&mut command, faults);
+        let child = command
             .env("GPUAAS_DATABASE_URL", &c.database.url)
             .env("GPUAAS_TEMPORAL_ADDRESS", &c.temporal.address)
             .env("GPUAAS_TASK_QUEUE", &c.task_queue)
@@ -194,10 +231,131 @@ impl Platform {
                 "GPUAAS_DB_MAX_CONNECTIONS",
                 c.database.max_connections.to_string(),
             )
+            .env(
+                "GPUAAS_RECONCILE_EVERY_SECONDS",
+                c.reconcile_every_seconds.to_string(),
+            )
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("start gpuaas-worker");
         self.worker_process = Some(child);
+    }
+
+    /// Waits until the worker process exits by itself (an injected SIGKILL); true if it did.
+    pub async fn worker_process_died(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(child) = self.worker_process.as_mut() {
+                if child.try_wait().unwrap().is_some() {
+                    self.worker_process = None;
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Starts the real `gpuaas-node-agent` binary (simulated GPUs), so a test can SIGKILL it,
+    /// and waits until its node is registered.
+    pub async fn start_agent_process(&mut self, name: &str, gpus: &str, faults: &Faults) {
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_gpuaas-worker"))
+            .with_file_name("gpuaas-node-agent");
+        assert!(
+            binary.exists(),
+            "{} is missing: build it with `cargo build -p gpuaas-node-agent` (scripts/test does)",
+            binary.display()
+        );
+        let mut command = std::process::Command::new(binary);
+        fault_env(&mut command, faults);
+        let child = command
+            .env("GPUAAS_NODE_NAME", name)
+            .env("GPUAAS_API_URL", &self.api_url)
+            .env("GPUAAS_JOIN_TOKEN", JOIN_TOKEN)
+            .env("GPUAAS_TEMPORAL_ADDRESS", temporal_address())
+            .env("GPUAAS_SIMULATE_GPUS", gpus)
+            .env("GPUAAS_AGENT_STATE_DIR", self.state_dir.join("agents").join(name))
+            .env("GPUAAS_GPU_FAULT_FILE", self.gpu_fault_file(name))
+            .env("GPUAAS_SETTLE_MS", "300")
+            .env("GPUAAS_STOP_GRACE_MS", "2000")
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("start gpuaas-node-agent");
+        self.agent_processes.insert(name.to_string(), child);
+        self.wait_node_registered(name).await;
+    }
+
+    /// SIGKILLs an agent process: its workloads (own process groups) keep running.
+    pub fn kill_agent_process(&mut self, name: &str) {
+        if let Some(mut child) = self.agent_processes.remove(name) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits until the agent process exits by itself (an injected SIGKILL); true if it did.
+    pub async fn agent_process_died(&mut self, name: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(child) = self.agent_processes.get_mut(name) {
+                if child.try_wait().unwrap().is_some() {
+                    self.agent_processes.remove(name);
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// The file through which a test injects simulated GPU faults into an agent.
+    pub fn gpu_fault_file(&self, agent: &str) -> PathBuf {
+        self.state_dir.join("agents").join(format!("{agent}.gpu-faults"))
+    }
+
+    async fn wait_node_registered(&self, name: &str) {
+        self.eventually(Duration::from_secs(30), "node registers", || async {
+            let nodes = self.get_json("/v1/nodes").await;
+            nodes["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n["name"] == name && n["state"] != "registering")
+        })
+        .await;
+    }
+
+    /// The node's state as the API reports it.
+    pub async fn node_state(&self, name: &str) -> String {
+        self.node(name).await["state"].as_str().unwrap().to_string()
+    }
+
+    pub async fn node(&self, name: &str) -> Value {
+        let nodes = self.get_json("/v1/nodes").await;
+        nodes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// POSTs to an operator endpoint; returns the status and the body.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.api_url))
+            .bearer_auth(TOKEN)
+            .header("x-gpuaas-operator", "test-operator")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
     }
 
     /// SIGKILLs the worker process: no graceful shutdown, in-flight tasks are lost.
@@ -220,6 +378,10 @@ impl Platform {
             state_dir: self.state_dir.join("agents").join(name),
             settle_ms,
             stop_grace_ms: 2000,
+            probe_interval_ms: 250,
+            gpu_fault_file: Some(self.gpu_fault_file(name)),
+            metrics: Default::default(),
+            faults: Faults::default(),
         };
         let task = ThreadTask::spawn(&format!("agent-{name}"), move |stop| async move {
             gpuaas_node_agent::run(config, async move {
@@ -448,6 +610,16 @@ impl Platform {
     }
 }
 
+/// Passes faults to a child process through the environment the binaries read.
+fn fault_env(command: &mut std::process::Command, faults: &Faults) {
+    if let Some(step) = &faults.kill_after {
+        command.env("GPUAAS_FAULT_KILL_AFTER", step);
+    }
+    if let Some(step) = &faults.fail_at {
+        command.env("GPUAAS_FAULT_FAIL_AT", step);
+    }
+}
+
 pub fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
@@ -469,6 +641,10 @@ impl Drop for Platform {
             }
         }
         self.agents.clear();
+        let names: Vec<String> = self.agent_processes.keys().cloned().collect();
+        for name in names {
+            self.kill_agent_process(&name);
+        }
         self.worker.take();
         self.kill_worker_process();
         if let Some(stop) = self.api_stop.take() {

@@ -56,6 +56,8 @@ pub enum FailureReason {
     NodeUnreachable,
     StartFailed,
     Timeout,
+    /// The instance was running, then its process exited or its node forgot it.
+    WorkloadVanished,
 }
 
 impl FailureReason {
@@ -65,6 +67,7 @@ impl FailureReason {
             Self::NodeUnreachable => "node_unreachable",
             Self::StartFailed => "start_failed",
             Self::Timeout => "timeout",
+            Self::WorkloadVanished => "workload_vanished",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -73,6 +76,7 @@ impl FailureReason {
             "node_unreachable" => Self::NodeUnreachable,
             "start_failed" => Self::StartFailed,
             "timeout" => Self::Timeout,
+            "workload_vanished" => Self::WorkloadVanished,
             _ => return None,
         })
     }

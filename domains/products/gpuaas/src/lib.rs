@@ -1,13 +1,17 @@
-//! Product domain `gpuaas`: SKUs, nodes and their GPUs, GPU placement and allocation, instances.
+//! Product domain `gpuaas`: SKUs, nodes and their GPUs, GPU placement and allocation, instances,
+//! node lifecycle (liveness, drain, GPU health), orphan reconciliation and the fleet event log.
 //!
 //! Plain async Rust over sqlx; owns the `gpuaas` schema. Knows nothing of Temporal or HTTP:
 //! the API and the activities call these functions and map [`DomainError`]s themselves.
 //!
 //! [`DomainError`]: gpuaas_shared::DomainError
 
+pub mod events;
 pub mod instance;
+pub mod lifecycle;
 pub mod node;
 pub mod placement;
+pub mod reconcile;
 pub mod sku;
 pub mod stats;
 

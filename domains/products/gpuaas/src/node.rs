@@ -15,6 +15,7 @@ pub enum NodeState {
     Cordoned,
     Draining,
     Down,
+    Decommissioned,
 }
 
 impl NodeState {
@@ -25,14 +26,16 @@ impl NodeState {
             Self::Cordoned => "cordoned",
             Self::Draining => "draining",
             Self::Down => "down",
+            Self::Decommissioned => "decommissioned",
         }
     }
-    fn parse(s: &str) -> Self {
+    pub(crate) fn parse(s: &str) -> Self {
         match s {
             "registering" => Self::Registering,
             "ready" => Self::Ready,
             "cordoned" => Self::Cordoned,
             "draining" => Self::Draining,
+            "decommissioned" => Self::Decommissioned,
             _ => Self::Down,
         }
     }
@@ -71,6 +74,8 @@ pub struct NodeGpu {
     pub model: String,
     pub memory_mib: i64,
     pub health: GpuHealth,
+    /// Why an unhealthy GPU is out of service.
+    pub health_reason: Option<String>,
     pub allocated: bool,
 }
 
@@ -85,6 +90,12 @@ pub struct Node {
     pub discovery: Option<String>,
     pub registered_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Why a cordoned node is cordoned: `operator`, `gpu_unhealthy` or `drained`.
+    pub cordon_reason: Option<String>,
+    /// When the agent last answered its lifecycle workflow.
+    pub last_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub down_since: Option<chrono::DateTime<chrono::Utc>>,
+    pub drain_deadline: Option<chrono::DateTime<chrono::Utc>>,
     pub gpus: Vec<NodeGpu>,
 }
 
@@ -153,8 +164,7 @@ pub async fn register(pool: &PgPool, reg: &NodeRegistration) -> DomainResult<Nod
             "INSERT INTO gpuaas.gpus (id, node_id, idx, uuid, model, memory_mib, health)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (uuid) DO UPDATE
-                SET idx = EXCLUDED.idx, model = EXCLUDED.model, memory_mib = EXCLUDED.memory_mib,
-                    health = EXCLUDED.health
+                SET idx = EXCLUDED.idx, model = EXCLUDED.model, memory_mib = EXCLUDED.memory_mib
                 WHERE gpuaas.gpus.node_id = EXCLUDED.node_id
              RETURNING node_id",
         )
@@ -174,10 +184,12 @@ pub async fn register(pool: &PgPool, reg: &NodeRegistration) -> DomainResult<Nod
             ));
         }
     }
-    // Registration completes in one transaction: `registering` is never observed half-done.
+    // Registration completes in one transaction: `registering` is never observed half-done. A
+    // re-registering agent changes neither the node's state nor its GPUs' health: a down node
+    // comes back through its lifecycle workflow once fenced, and a bad GPU through recovery.
     sqlx::query(
         "UPDATE gpuaas.nodes n SET
-            state = CASE WHEN n.state IN ('registering', 'down') THEN 'ready' ELSE n.state END,
+            state = CASE WHEN n.state = 'registering' THEN 'ready' ELSE n.state END,
             free_gpus = (SELECT count(*) FROM gpuaas.gpus g WHERE g.node_id = n.id AND g.health = 'healthy'
                            AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a
                                            WHERE a.gpu_id = g.id AND a.released_at IS NULL)),
@@ -198,20 +210,27 @@ fn health_str(h: GpuHealth) -> &'static str {
     }
 }
 
-type NodeRow = (
-    NodeId,
-    String,
-    String,
-    Option<String>,
-    i32,
-    Option<String>,
-    Option<String>,
-    chrono::DateTime<chrono::Utc>,
-    chrono::DateTime<chrono::Utc>,
-);
+type Timestamp = chrono::DateTime<chrono::Utc>;
 
-const NODE_COLUMNS: &str =
-    "id, name, state, gpu_model, free_gpus, agent_version, discovery, registered_at, updated_at";
+#[derive(sqlx::FromRow)]
+struct NodeRow {
+    id: NodeId,
+    name: String,
+    state: String,
+    gpu_model: Option<String>,
+    free_gpus: i32,
+    agent_version: Option<String>,
+    discovery: Option<String>,
+    registered_at: Timestamp,
+    updated_at: Timestamp,
+    cordon_reason: Option<String>,
+    last_seen_at: Option<Timestamp>,
+    down_since: Option<Timestamp>,
+    drain_deadline: Option<Timestamp>,
+}
+
+const NODE_COLUMNS: &str = "id, name, state, gpu_model, free_gpus, agent_version, discovery, \
+    registered_at, updated_at, cordon_reason, last_seen_at, down_since, drain_deadline";
 
 pub async fn list(pool: &PgPool) -> DomainResult<Vec<Node>> {
     let rows: Vec<NodeRow> = sqlx::query_as(&format!(
@@ -221,7 +240,7 @@ pub async fn list(pool: &PgPool) -> DomainResult<Vec<Node>> {
     .await?;
     let mut nodes = Vec::with_capacity(rows.len());
     for row in rows {
-        let gpus = gpus_of(pool, row.0).await?;
+        let gpus = gpus_of(pool, row.id).await?;
         nodes.push(node_from(row, gpus));
     }
     Ok(nodes)
@@ -240,8 +259,8 @@ pub async fn get(pool: &PgPool, id: NodeId) -> DomainResult<Node> {
 }
 
 async fn gpus_of(pool: &PgPool, node: NodeId) -> DomainResult<Vec<NodeGpu>> {
-    let rows: Vec<(GpuId, i32, String, String, i64, String, bool)> = sqlx::query_as(
-        "SELECT g.id, g.idx, g.uuid, g.model, g.memory_mib, g.health,
+    let rows: Vec<(GpuId, i32, String, String, i64, String, Option<String>, bool)> = sqlx::query_as(
+        "SELECT g.id, g.idx, g.uuid, g.model, g.memory_mib, g.health, g.health_reason,
                 EXISTS (SELECT 1 FROM gpuaas.allocations a WHERE a.gpu_id = g.id AND a.released_at IS NULL)
          FROM gpuaas.gpus g WHERE g.node_id = $1 ORDER BY g.idx",
     )
@@ -251,7 +270,7 @@ async fn gpus_of(pool: &PgPool, node: NodeId) -> DomainResult<Vec<NodeGpu>> {
     Ok(rows
         .into_iter()
         .map(
-            |(id, index, uuid, model, memory_mib, health, allocated)| NodeGpu {
+            |(id, index, uuid, model, memory_mib, health, health_reason, allocated)| NodeGpu {
                 id,
                 index,
                 uuid,
@@ -262,6 +281,7 @@ async fn gpus_of(pool: &PgPool, node: NodeId) -> DomainResult<Vec<NodeGpu>> {
                 } else {
                     GpuHealth::Unhealthy
                 },
+                health_reason,
                 allocated,
             },
         )
@@ -270,50 +290,29 @@ async fn gpus_of(pool: &PgPool, node: NodeId) -> DomainResult<Vec<NodeGpu>> {
 
 fn node_from(r: NodeRow, gpus: Vec<NodeGpu>) -> Node {
     Node {
-        id: r.0,
-        name: r.1,
-        state: NodeState::parse(&r.2),
-        gpu_model: r.3,
-        free_gpus: r.4,
-        agent_version: r.5,
-        discovery: r.6,
-        registered_at: r.7,
-        updated_at: r.8,
+        id: r.id,
+        name: r.name,
+        state: NodeState::parse(&r.state),
+        gpu_model: r.gpu_model,
+        free_gpus: r.free_gpus,
+        agent_version: r.agent_version,
+        discovery: r.discovery,
+        registered_at: r.registered_at,
+        updated_at: r.updated_at,
+        cordon_reason: r.cordon_reason,
+        last_seen_at: r.last_seen_at,
+        down_since: r.down_since,
+        drain_deadline: r.drain_deadline,
         gpus,
     }
+}
+
+/// Workflow id of a node's lifecycle workflow: one per node, deterministic.
+pub fn lifecycle_workflow_id(node: NodeId) -> String {
+    format!("node-lifecycle-{node}")
 }
 
 /// Task queue of a node's agent: the only way the control plane reaches a host.
 pub fn task_queue(node: NodeId) -> String {
     format!("node-{node}")
-}
-
-/// Takes a node out of placement (`cordoned = true`) or puts it back. Running instances are left
-/// alone. Idempotent; a node that is `down`, `draining` or `registering` cannot be (un)cordoned.
-pub async fn set_cordoned(pool: &PgPool, id: NodeId, cordoned: bool) -> DomainResult<Node> {
-    let (from, to) = if cordoned {
-        ("ready", "cordoned")
-    } else {
-        ("cordoned", "ready")
-    };
-    let changed: Option<(NodeId,)> = sqlx::query_as(
-        "UPDATE gpuaas.nodes SET state = $3, updated_at = now() WHERE id = $1 AND state = $2 RETURNING id",
-    )
-    .bind(id)
-    .bind(from)
-    .bind(to)
-    .fetch_optional(pool)
-    .await?;
-    let node = get(pool, id).await?;
-    if changed.is_none() && node.state.as_str() != to {
-        return Err(DomainError::conflict(
-            "node_state_conflict",
-            format!(
-                "node {} is {}; only a {from} node can become {to}",
-                node.name,
-                node.state.as_str()
-            ),
-        ));
-    }
-    Ok(node)
 }

@@ -248,31 +248,50 @@ pub async fn release(pool: &PgPool, instance: InstanceId) -> DomainResult<i64> {
     Ok(freed.iter().map(|(n,)| n).sum())
 }
 
-/// Why nothing fits, summarised per kind of node (a fleet can have thousands).
-async fn explain_no_capacity(
+/// Why nothing fits: per reason (full, cordoned, draining, unhealthy GPUs, down, another GPU
+/// model), the number of nodes and the first few of them by name, so the text stays short on a
+/// fleet of thousands.
+pub async fn explain_no_capacity(
     pool: &PgPool,
     gpu_model: &str,
     gpu_count: i32,
 ) -> DomainResult<String> {
-    let rows: Vec<(String, bool, i64, Option<i32>)> = sqlx::query_as(
-        "SELECT state, gpu_model IS NOT DISTINCT FROM $1, count(*), max(free_gpus)
-         FROM gpuaas.nodes GROUP BY 1, 2 ORDER BY 1, 2",
+    let rows: Vec<(String, i64, Vec<String>)> = sqlx::query_as(
+        "WITH judged AS (
+             SELECT n.name,
+                    CASE
+                        WHEN n.gpu_model IS DISTINCT FROM $1 THEN 'another GPU model'
+                        WHEN n.state = 'cordoned' THEN 'cordoned'
+                        WHEN n.state <> 'ready' THEN n.state
+                        WHEN n.free_gpus + (SELECT count(*) FROM gpuaas.gpus g
+                                            WHERE g.node_id = n.id AND g.health <> 'healthy'
+                                              AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a
+                                                              WHERE a.gpu_id = g.id AND a.released_at IS NULL)) >= $2
+                            THEN 'unhealthy GPUs'
+                        ELSE 'full'
+                    END AS reason,
+                    CASE
+                        WHEN n.gpu_model IS DISTINCT FROM $1 THEN n.name || ' has ' || coalesce(n.gpu_model, 'no GPUs')
+                        WHEN n.state = 'cordoned' THEN n.name || ' by ' || coalesce(n.cordon_reason, 'operator')
+                        WHEN n.state = 'ready' THEN n.name || ': ' || n.free_gpus || ' free'
+                        ELSE n.name
+                    END AS detail
+             FROM gpuaas.nodes n WHERE n.state <> 'decommissioned'
+         )
+         SELECT reason, count(*), (array_agg(detail ORDER BY name))[1:3]
+         FROM judged GROUP BY reason ORDER BY count(*) DESC, reason",
     )
     .bind(gpu_model)
+    .bind(gpu_count)
     .fetch_all(pool)
     .await?;
-    let mut parts = Vec::new();
-    for (state, model_matches, nodes, max_free) in rows {
-        let part = match (model_matches, state.as_str()) {
-            (false, _) => format!("{nodes} node(s) have another GPU model"),
-            (true, "ready") => format!(
-                "{nodes} ready {gpu_model} node(s) have at most {} free",
-                max_free.unwrap_or(0)
-            ),
-            (true, other) => format!("{nodes} {gpu_model} node(s) are {other}"),
-        };
-        parts.push(part);
-    }
+    let parts: Vec<String> = rows
+        .into_iter()
+        .map(|(reason, nodes, examples)| {
+            let more = if nodes > examples.len() as i64 { ", …" } else { "" };
+            format!("{reason}: {nodes} node(s) ({}{more})", examples.join(", "))
+        })
+        .collect();
     let summary = if parts.is_empty() {
         "there are no nodes".to_string()
     } else {

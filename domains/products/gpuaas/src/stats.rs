@@ -22,7 +22,14 @@ const INSTANCE_STATES: [&str; 6] = [
     "terminated",
     "failed",
 ];
-const NODE_STATES: [&str; 5] = ["registering", "ready", "cordoned", "draining", "down"];
+const NODE_STATES: [&str; 6] = [
+    "registering",
+    "ready",
+    "cordoned",
+    "draining",
+    "down",
+    "decommissioned",
+];
 
 pub async fn fleet(pool: &PgPool) -> DomainResult<FleetStats> {
     let instances: Vec<(String, i64)> =

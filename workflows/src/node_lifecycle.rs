@@ -1,0 +1,401 @@
+//! `NodeLifecycle`: one long-running workflow per node (id `node-lifecycle-<node id>`), started
+//! when the node registers. Two loops run side by side:
+//!
+//! - **Liveness.** A heartbeating `node.session` activity on the node's own task queue. A missed
+//!   heartbeat (or a session nobody picks up) marks the node `down` at once; after the grace
+//!   period its running instances fail with `node_unreachable`, their GPUs still fenced. When the
+//!   agent answers again, the workloads nobody wants are stopped and only then are their GPUs
+//!   released and the node brought back. Each report also carries GPU health (auto-cordon and
+//!   recovery happen in the domain).
+//! - **Drain.** On the `drain` signal: wait for the node's instances to end, terminate what is
+//!   left at the deadline, leave the node `cordoned`.
+//!
+//! The run continues-as-new before its history grows large; what must survive is carried over.
+
+use crate::reconcile::reconcile_node;
+use crate::terminate::{TerminateInput, TerminateInstance};
+use crate::{NodeTimeouts, StepFailure, control_options, search};
+use gpuaas_activities::fleet::{FleetActivities, HealthReport, NodeDown, NodeGrace, NodeState};
+use gpuaas_activities::node::{NodeActivities, SessionInput, SessionReport};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ChildWorkflowOptions, ContinueAsNewOptions, ParentClosePolicy, SyncWorkflowContext,
+    WorkflowContext, WorkflowIdReusePolicy, WorkflowResult,
+};
+use uuid::Uuid;
+
+/// Timings of the lifecycle, given at start so tests (and operators) can tune them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LifecycleConfig {
+    /// A session that misses heartbeats this long marks the node down.
+    pub heartbeat_timeout_s: u64,
+    /// How often a healthy session reports anyway.
+    pub report_every_s: u64,
+    /// How long a node may be down before its running instances fail with `node_unreachable`.
+    pub unreachable_grace_s: u64,
+    /// How long a GPU must stay healthy before it returns to service.
+    pub gpu_recovery_s: u64,
+    /// How often a drain checks whether the node's instances have ended.
+    pub drain_poll_s: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_timeout_s: 10,
+            report_every_s: 30,
+            unreachable_grace_s: 120,
+            gpu_recovery_s: 300,
+            drain_poll_s: 5,
+        }
+    }
+}
+
+/// State that survives continue-as-new.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Carried {
+    /// Set while the node is down: when it went down (ms since the epoch, workflow time).
+    pub down_since_ms: Option<u64>,
+    /// Whether the grace period ran out and the node's instances were failed.
+    pub instances_failed: bool,
+    /// GPUs the agent last reported unhealthy.
+    pub known_unhealthy: Vec<i32>,
+    /// Whether the agent has reported at least once.
+    pub heard_from: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeLifecycleInput {
+    pub node_id: Uuid,
+    pub node_name: String,
+    pub config: LifecycleConfig,
+    pub node_timeouts: NodeTimeouts,
+    #[serde(default)]
+    pub carried: Carried,
+}
+
+/// Sent by the API after it moved the node to `draining`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DrainRequested {
+    pub requested_by: String,
+}
+
+/// Sessions per run before continuing as new (each adds about ten history events).
+const SESSIONS_PER_RUN: u32 = 500;
+
+#[workflow]
+#[derive(Default)]
+pub struct NodeLifecycle {
+    drain_requests: u32,
+}
+
+#[workflow_methods]
+impl NodeLifecycle {
+    #[run]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: NodeLifecycleInput,
+    ) -> WorkflowResult<()> {
+        let shared = &*ctx;
+        use futures::FutureExt;
+        let carried = temporalio_sdk::workflows::select! {
+            carried = liveness(shared, &input).fuse() => carried?,
+            drained = drains(shared, &input).fuse() => { drained?; input.carried.clone() }
+        };
+        let next = NodeLifecycleInput {
+            carried,
+            ..input.clone()
+        };
+        ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
+        Ok(())
+    }
+
+    #[signal]
+    pub fn drain(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _request: DrainRequested) {
+        self.drain_requests += 1;
+    }
+}
+
+type Ctx = WorkflowContext<NodeLifecycle>;
+
+fn now_ms(ctx: &Ctx) -> u64 {
+    ctx.workflow_time()
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Sets the step search attribute (skipping no-op upserts) and the UI's current details.
+fn step(ctx: &Ctx, input: &NodeLifecycleInput, name: &str, details: impl Into<String>) {
+    if ctx.search_attributes().get(&search::STEP).as_deref() != Some(name) {
+        ctx.upsert_search_attributes([search::STEP.value_set(name.to_string())]);
+    }
+    ctx.set_current_details(format!(
+        "node {} ({}): {}",
+        input.node_name,
+        input.node_id,
+        details.into()
+    ));
+}
+
+fn session_options(input: &NodeLifecycleInput) -> temporalio_sdk::ActivityOptions {
+    let c = &input.config;
+    // A session that nobody picks up within a heartbeat timeout means the same as a missed
+    // heartbeat: the agent is not there.
+    temporalio_sdk::ActivityOptions::with_start_to_close_timeout(Duration::from_secs(
+        c.report_every_s + 4 * c.heartbeat_timeout_s,
+    ))
+    .task_queue(format!("node-{}", input.node_id))
+    .schedule_to_start_timeout(Duration::from_secs(c.heartbeat_timeout_s))
+    .heartbeat_timeout(Duration::from_secs(c.heartbeat_timeout_s))
+    .retry_policy(
+        temporalio_common::RetryPolicy::builder()
+            .maximum_attempts(1)
+            .build(),
+    )
+    .build()
+}
+
+/// Why a session failed, for the event and the UI.
+fn why_silent(e: &temporalio_sdk::ActivityExecutionError, c: &LifecycleConfig) -> String {
+    match StepFailure::of(e) {
+        StepFailure::NodeUnreachable => format!(
+            "its agent did not pick up a liveness session within {}s",
+            c.heartbeat_timeout_s
+        ),
+        StepFailure::TimedOut => format!("no heartbeat from its agent for {}s", c.heartbeat_timeout_s),
+        _ => format!("liveness session failed: {e}"),
+    }
+}
+
+/// The liveness loop. Returns the state to carry when it is time to continue as new.
+async fn liveness(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<Carried> {
+    let mut carried = input.carried.clone();
+    let c = input.config;
+    for _ in 0..SESSIONS_PER_RUN {
+        if ctx.continue_as_new_suggested() {
+            break;
+        }
+        let session = SessionInput {
+            report_every_s: c.report_every_s,
+            known_unhealthy: carried.known_unhealthy.clone(),
+            report_now: carried.down_since_ms.is_some() || !carried.heard_from,
+        };
+        let result = ctx
+            .execute_activity(NodeActivities::session, session, session_options(input))
+            .await;
+        match result {
+            Ok(report) => on_report(ctx, input, &mut carried, report).await?,
+            Err(e) => on_silence(ctx, input, &mut carried, why_silent(&e, &c)).await?,
+        }
+    }
+    Ok(carried)
+}
+
+async fn on_report(
+    ctx: &Ctx,
+    input: &NodeLifecycleInput,
+    carried: &mut Carried,
+    report: SessionReport,
+) -> WorkflowResult<()> {
+    carried.heard_from = true;
+    if carried.down_since_ms.is_some() {
+        // Fence first: stop what nobody wants any more and release its GPUs; only then may the
+        // node take new instances.
+        step(
+            ctx,
+            input,
+            "fencing",
+            "agent is back; stopping workloads the control plane no longer wants",
+        );
+        if let Err(why) = reconcile_node(ctx, input.node_id, &input.node_timeouts, false).await {
+            step(ctx, input, "down", format!("agent answered but fencing failed ({why}); staying down"));
+            return Ok(());
+        }
+        ctx.execute_local_activity(FleetActivities::node_mark_up, input.node_id, control_options())
+            .await?;
+        carried.down_since_ms = None;
+        carried.instances_failed = false;
+    }
+    let health = HealthReport {
+        node_id: input.node_id,
+        gpus: report.gpus.clone(),
+        recovery_s: input.config.gpu_recovery_s,
+    };
+    let outcome = ctx
+        .execute_local_activity(FleetActivities::node_apply_report, health, control_options())
+        .await?;
+    carried.known_unhealthy = report
+        .gpus
+        .iter()
+        .filter(|g| !g.healthy)
+        .map(|g| g.index)
+        .collect();
+    let running = report.workloads.iter().filter(|w| w.running).count();
+    let gpus = if outcome.health.unhealthy.is_empty() {
+        "all GPUs healthy".to_string()
+    } else {
+        format!("GPU(s) {:?} out of service", outcome.health.unhealthy)
+    };
+    step(
+        ctx,
+        input,
+        outcome.state.as_str(),
+        format!(
+            "{}; agent answering (heartbeat every ≤{}s); {running} workload(s) running; {gpus}",
+            outcome.state.as_str(),
+            input.config.heartbeat_timeout_s
+        ),
+    );
+    Ok(())
+}
+
+async fn on_silence(
+    ctx: &Ctx,
+    input: &NodeLifecycleInput,
+    carried: &mut Carried,
+    why: String,
+) -> WorkflowResult<()> {
+    let now = now_ms(ctx);
+    if carried.down_since_ms.is_none() {
+        let down = NodeDown {
+            node_id: input.node_id,
+            why: why.clone(),
+        };
+        ctx.execute_local_activity(FleetActivities::node_mark_down, down, control_options())
+            .await?;
+        carried.down_since_ms = Some(now);
+    }
+    let down_for_s = (now - carried.down_since_ms.unwrap_or(now)) / 1000;
+    let grace = input.config.unreachable_grace_s;
+    if !carried.instances_failed && down_for_s >= grace {
+        let expired = NodeGrace {
+            node_id: input.node_id,
+            down_for_s,
+        };
+        let failed = ctx
+            .execute_local_activity(
+                FleetActivities::node_fail_unreachable,
+                expired,
+                control_options(),
+            )
+            .await?;
+        carried.instances_failed = true;
+        step(
+            ctx,
+            input,
+            NodeState::Down.as_str(),
+            format!(
+                "down for {down_for_s}s ({why}); {} running instance(s) failed with node_unreachable; their GPUs stay fenced until the agent is back",
+                failed.len()
+            ),
+        );
+    } else {
+        let next = if carried.instances_failed {
+            "its instances have failed; GPUs fenced until the agent is back".to_string()
+        } else {
+            format!(
+                "its running instances fail in {}s unless it comes back",
+                grace.saturating_sub(down_for_s)
+            )
+        };
+        step(
+            ctx,
+            input,
+            NodeState::Down.as_str(),
+            format!("down for {down_for_s}s ({why}); {next}"),
+        );
+    }
+    // A session that failed at once (not by a timeout) must not spin.
+    let _ = ctx.timer(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+/// The drain loop: runs a drain whenever one is requested (or found in progress at start).
+async fn drains(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<()> {
+    let mut seen = 0;
+    loop {
+        drain(ctx, input).await?;
+        ctx.wait_condition(|s: &NodeLifecycle| s.drain_requests > seen)
+            .await?;
+        seen = ctx.state(|s| s.drain_requests);
+    }
+}
+
+async fn drain(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<()> {
+    let mut terminated = false;
+    loop {
+        let progress = ctx
+            .execute_local_activity(
+                FleetActivities::node_drain_progress,
+                input.node_id,
+                control_options(),
+            )
+            .await?;
+        if !progress.draining {
+            return Ok(());
+        }
+        if progress.live_instances.is_empty() {
+            ctx.execute_local_activity(
+                FleetActivities::node_finish_drain,
+                input.node_id,
+                control_options(),
+            )
+            .await?;
+            ctx.set_current_details(format!(
+                "node {}: drained; it stays cordoned until uncordoned",
+                input.node_name
+            ));
+            return Ok(());
+        }
+        if progress.seconds_left == 0 && !terminated {
+            let to_terminate = ctx
+                .execute_local_activity(
+                    FleetActivities::node_terminate_for_drain,
+                    input.node_id,
+                    control_options(),
+                )
+                .await?;
+            for t in to_terminate {
+                start_termination(ctx, input, t.instance_id.0, t.workflow_id).await;
+            }
+            terminated = true;
+        }
+        ctx.set_current_details(format!(
+            "node {}: draining; {} instance(s) still on it; {}",
+            input.node_name,
+            progress.live_instances.len(),
+            if progress.seconds_left > 0 {
+                format!("the rest are terminated in {}s", progress.seconds_left)
+            } else {
+                "deadline passed: terminating them".to_string()
+            }
+        ));
+        let wait = input
+            .config
+            .drain_poll_s
+            .min(progress.seconds_left.max(1));
+        let _ = ctx.timer(Duration::from_secs(wait)).await;
+    }
+}
+
+/// Starts (or finds already started) the instance's TerminateInstance workflow, which outlives
+/// this run.
+async fn start_termination(ctx: &Ctx, input: &NodeLifecycleInput, instance_id: Uuid, workflow_id: String) {
+    let terminate = TerminateInput {
+        instance_id,
+        node_id: Some(input.node_id),
+        node_timeouts: input.node_timeouts,
+    };
+    let options = ChildWorkflowOptions::builder()
+        .workflow_id(workflow_id)
+        .parent_close_policy(ParentClosePolicy::Abandon)
+        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .build();
+    // "Already started" means a termination is under way: what we wanted.
+    let _ = ctx
+        .start_child_workflow(TerminateInstance::run, terminate, options)
+        .await;
+}

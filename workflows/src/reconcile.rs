@@ -1,0 +1,159 @@
+//! Orphan reconciliation. [`reconcile_node`] reads one node's agent, plans the fixes against the
+//! database and performs them, agent part first; [`ReconcileFleet`] runs it over every node whose
+//! agent should answer, on a Temporal Schedule. A node whose agent cannot be read is skipped:
+//! nothing is ever decided from a missing answer.
+
+use crate::{NodeTimeouts, control_options, search};
+use gpuaas_activities::fleet::{
+    ApplyFix, FleetActivities, PlanInput, ReconcileTarget,
+};
+use gpuaas_activities::node::NodeActivities;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, UNIX_EPOCH};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{WorkflowContext, WorkflowResult};
+use uuid::Uuid;
+
+/// What one node's reconciliation did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeReconciled {
+    pub planned: usize,
+    pub applied: usize,
+}
+
+/// How long the reconciler waits for an agent to pick up its read before calling the node
+/// unreadable (it is then left alone; its lifecycle workflow deals with a dead agent).
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn read_options(node_queue: &str, timeouts: &NodeTimeouts) -> temporalio_sdk::ActivityOptions {
+    temporalio_sdk::ActivityOptions::with_start_to_close_timeout(Duration::from_secs(
+        timeouts.start_to_close_s,
+    ))
+    .task_queue(node_queue.to_string())
+    .schedule_to_start_timeout(READ_TIMEOUT.min(Duration::from_secs(timeouts.schedule_to_start_s)))
+    .retry_policy(
+        temporalio_common::RetryPolicy::builder()
+            .maximum_attempts(1)
+            .build(),
+    )
+    .build()
+}
+
+/// Reads `node_id`'s agent, plans and applies the fixes. `Err` says why the node could not be
+/// read or acted on; whatever was applied before stays applied (each fix is idempotent).
+pub(crate) async fn reconcile_node<W>(
+    ctx: &WorkflowContext<W>,
+    node_id: Uuid,
+    timeouts: &NodeTimeouts,
+    by_reconciler: bool,
+) -> Result<NodeReconciled, String> {
+    let node_queue = format!("node-{node_id}");
+    let read_at_ms = ctx
+        .workflow_time()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64);
+    let workloads = ctx
+        .execute_activity(
+            NodeActivities::list_workloads,
+            (),
+            read_options(&node_queue, timeouts),
+        )
+        .await
+        .map_err(|e| format!("agent unreadable: {e}"))?;
+    let plan = PlanInput {
+        node_id,
+        workloads,
+        read_at_ms,
+    };
+    let fixes = ctx
+        .execute_local_activity(FleetActivities::reconcile_plan, plan, control_options())
+        .await
+        .map_err(|e| format!("plan failed: {e}"))?;
+    let mut done = NodeReconciled {
+        planned: fixes.len(),
+        applied: 0,
+    };
+    for (seq, fix) in fixes.into_iter().enumerate() {
+        if fix.kind.needs_agent() {
+            ctx.execute_activity(
+                NodeActivities::stop_workload,
+                fix.instance_id.0,
+                timeouts.options(&node_queue),
+            )
+            .await
+            .map_err(|e| format!("could not stop workload {}: {e}", fix.instance_id))?;
+        }
+        let apply = ApplyFix {
+            node_id,
+            dedupe_key: format!("{}/{node_id}/{read_at_ms}/{seq}", ctx.workflow_id()),
+            fix,
+            by_reconciler,
+        };
+        let applied = ctx
+            .execute_local_activity(FleetActivities::reconcile_apply, apply, control_options())
+            .await
+            .map_err(|e| format!("fix failed: {e}"))?;
+        done.applied += usize::from(applied);
+    }
+    Ok(done)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReconcileInput {
+    pub node_timeouts: NodeTimeouts,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReconcileOutcome {
+    pub nodes: usize,
+    pub unreadable: Vec<String>,
+    pub fixes_applied: usize,
+}
+
+/// One reconciliation pass over the fleet, started by the `gpuaas-reconciler` Schedule.
+#[workflow]
+#[derive(Default)]
+pub struct ReconcileFleet;
+
+#[workflow_methods]
+impl ReconcileFleet {
+    #[run]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: ReconcileInput,
+    ) -> WorkflowResult<ReconcileOutcome> {
+        let ctx = &*ctx;
+        ctx.upsert_search_attributes([search::STEP.value_set("reading_agents".to_string())]);
+        let targets: Vec<ReconcileTarget> = ctx
+            .execute_local_activity(FleetActivities::reconcile_targets, (), control_options())
+            .await?;
+        ctx.set_current_details(format!("reading {} node agent(s)", targets.len()));
+        let passes = targets
+            .iter()
+            .map(|t| reconcile_node(ctx, t.node_id, &input.node_timeouts, true));
+        let results = temporalio_sdk::workflows::join_all(passes).await;
+        let mut outcome = ReconcileOutcome {
+            nodes: targets.len(),
+            ..Default::default()
+        };
+        for (target, result) in targets.iter().zip(results) {
+            match result {
+                Ok(done) => outcome.fixes_applied += done.applied,
+                Err(why) => outcome.unreadable.push(format!("{}: {why}", target.name)),
+            }
+        }
+        ctx.upsert_search_attributes([search::STEP.value_set("done".to_string())]);
+        ctx.set_current_details(format!(
+            "{} node(s) read, {} fix(es) applied, {} node(s) skipped{}",
+            outcome.nodes - outcome.unreadable.len(),
+            outcome.fixes_applied,
+            outcome.unreadable.len(),
+            if outcome.unreadable.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", outcome.unreadable.join("; "))
+            }
+        ));
+        Ok(outcome)
+    }
+}
