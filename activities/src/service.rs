@@ -92,7 +92,10 @@ pub fn init_metrics(
     listen: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<&'static metrics_exporter_prometheus::PrometheusHandle> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(handle) = METRICS.get() {
+        serve_if_asked(listen, handle)?;
         return Ok(handle);
     }
     let recorder = PrometheusBuilder::new()
@@ -107,6 +110,14 @@ pub fn init_metrics(
     }
     let handle = METRICS.get_or_init(|| handle);
     describe_metrics();
+    serve_if_asked(listen, handle)?;
+    Ok(handle)
+}
+
+fn serve_if_asked(
+    listen: Option<std::net::SocketAddr>,
+    handle: &metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
     if let Some(addr) = listen {
         let served = handle.clone();
         let listener = std::net::TcpListener::bind(addr)?;
@@ -116,7 +127,7 @@ pub fn init_metrics(
             .spawn(move || serve_metrics(listener, served))?;
         tracing::info!(%addr, "serving Prometheus metrics on /metrics");
     }
-    Ok(handle)
+    Ok(())
 }
 
 /// A minimal HTTP/1.1 responder on its own thread, so a busy worker runtime never delays a

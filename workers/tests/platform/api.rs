@@ -312,7 +312,7 @@ async fn a_cordoned_node_takes_no_new_instances_until_uncordoned() {
         failed
             .status_message
             .unwrap()
-            .contains("1 H100-80GB node(s) are cordoned")
+            .contains("cordoned: 1 node(s) (h100 by operator)")
     );
 
     assert_eq!(

@@ -605,6 +605,45 @@ impl Platform {
         pids
     }
 
+    /// Writes, behind the platform's back, a failed instance that still holds `gpus` GPUs of
+    /// `node` (a leak for the reconciler to find). Returns its id.
+    pub async fn insert_ended_instance_holding(pool: &PgPool, node: Uuid, gpus: i64) -> Uuid {
+        let id = Uuid::now_v7();
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO gpuaas.instances (id, project_id, name, sku_id, gpu_count, command, state,
+                 failure_reason, node_id, workflow_id, current_step)
+             SELECT $1, $2, 'leaked', s.id, $4, 'sleep 1', 'failed', 'timeout', n.id, 'none', 'failed'
+             FROM gpuaas.nodes n JOIN gpuaas.skus s ON s.gpu_model = n.gpu_model WHERE n.id = $3",
+        )
+        .bind(id)
+        .bind(Uuid::now_v7())
+        .bind(node)
+        .bind(gpus as i32)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO gpuaas.allocations (instance_id, gpu_id, node_id, gpu_index)
+             SELECT $1, g.id, g.node_id, g.idx FROM gpuaas.gpus g WHERE g.node_id = $2
+             ORDER BY g.idx LIMIT $3",
+        )
+        .bind(id)
+        .bind(node)
+        .bind(gpus)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE gpuaas.nodes SET free_gpus = free_gpus - $2 WHERE id = $1")
+            .bind(node)
+            .bind(gpus as i32)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        id
+    }
+
     pub fn node_schedule_to_start(&self) -> Duration {
         Duration::from_secs(self.node_schedule_to_start_s)
     }
