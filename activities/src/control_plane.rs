@@ -26,7 +26,11 @@ impl ControlPlaneActivities {
     }
 
     /// The fault-injection hook, then the result; failures are counted by type.
-    fn finish<T>(&self, activity: &str, result: Result<T, DomainError>) -> Result<T, ActivityError> {
+    fn finish<T>(
+        &self,
+        activity: &str,
+        result: Result<T, DomainError>,
+    ) -> Result<T, ActivityError> {
         let result = result.map_err(|e| {
             count_activity_failure(activity, e.code());
             to_activity_error(e)

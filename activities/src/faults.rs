@@ -11,7 +11,11 @@ pub const INJECTED: &str = "InjectedFault";
 pub struct Faults {
     /// SIGKILL this process right after the named activity's side effect, before its result
     /// reaches Temporal (e.g. `allocate`, `node.start_workload`).
-    #[arg(long = "fault-kill-after", env = "GPUAAS_FAULT_KILL_AFTER", hide = true)]
+    #[arg(
+        long = "fault-kill-after",
+        env = "GPUAAS_FAULT_KILL_AFTER",
+        hide = true
+    )]
     pub kill_after: Option<String>,
     /// Fail the named activity (non-retryable) after its side effect.
     #[arg(long = "fault-fail-at", env = "GPUAAS_FAULT_FAIL_AT", hide = true)]

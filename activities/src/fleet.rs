@@ -34,7 +34,11 @@ impl FleetActivities {
         Self { pool, faults }
     }
 
-    fn finish<T>(&self, activity: &str, result: Result<T, DomainError>) -> Result<T, ActivityError> {
+    fn finish<T>(
+        &self,
+        activity: &str,
+        result: Result<T, DomainError>,
+    ) -> Result<T, ActivityError> {
         let result = result.map_err(|e| {
             count_activity_failure(activity, e.code());
             to_activity_error(e)
@@ -249,8 +253,7 @@ impl FleetActivities {
                 running: w.running,
             })
             .collect();
-        let read_at =
-            chrono::DateTime::from_timestamp_millis(input.read_at_ms).unwrap_or_default();
+        let read_at = chrono::DateTime::from_timestamp_millis(input.read_at_ms).unwrap_or_default();
         let result = reconcile::plan(&self.pool, NodeId(input.node_id), &reported, read_at).await;
         self.finish("reconcile_plan", result)
     }

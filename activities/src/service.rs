@@ -101,7 +101,9 @@ pub fn init_metrics(
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("_seconds".into()),
-            &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0],
+            &[
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+            ],
         )?
         .build_recorder();
     let handle = recorder.handle();
@@ -182,7 +184,10 @@ fn describe_metrics() {
         "Automatic node transitions (down, up, auto-cordon, recovery), by kind"
     );
     metrics::describe_gauge!(AGENT_WORKLOADS, "Workloads the agent knows, by status");
-    metrics::describe_gauge!(AGENT_GPUS_UNHEALTHY, "GPUs the agent's last probe found unhealthy");
+    metrics::describe_gauge!(
+        AGENT_GPUS_UNHEALTHY,
+        "GPUs the agent's last probe found unhealthy"
+    );
     metrics::describe_counter!(AGENT_SESSIONS, "Liveness sessions the agent completed");
 }
 

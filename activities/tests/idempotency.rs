@@ -29,7 +29,10 @@ async fn setup(gpus: i32) -> (PgPool, ActivityEnvironment) {
     };
     node::register(&pool, &reg).await.unwrap();
     let env = ActivityEnvironment::builder()
-        .register_activities(ControlPlaneActivities::new(pool.clone(), Default::default()))
+        .register_activities(ControlPlaneActivities::new(
+            pool.clone(),
+            Default::default(),
+        ))
         .build();
     (pool, env)
 }

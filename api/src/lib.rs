@@ -59,13 +59,21 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, clap::Args)]
 pub struct LifecycleArgs {
     /// A node whose agent misses heartbeats this long is marked down.
-    #[arg(long, env = "GPUAAS_NODE_HEARTBEAT_TIMEOUT_SECONDS", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "GPUAAS_NODE_HEARTBEAT_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
     pub heartbeat_timeout_seconds: u64,
     /// How often a healthy agent reports anyway (GPU health changes report at once).
     #[arg(long, env = "GPUAAS_NODE_REPORT_EVERY_SECONDS", default_value_t = 30)]
     pub report_every_seconds: u64,
     /// How long a node may be down before its running instances fail with `node_unreachable`.
-    #[arg(long, env = "GPUAAS_NODE_UNREACHABLE_GRACE_SECONDS", default_value_t = 120)]
+    #[arg(
+        long,
+        env = "GPUAAS_NODE_UNREACHABLE_GRACE_SECONDS",
+        default_value_t = 120
+    )]
     pub unreachable_grace_seconds: u64,
     /// How long a failed GPU must stay healthy before it returns to service.
     #[arg(long, env = "GPUAAS_GPU_RECOVERY_SECONDS", default_value_t = 300)]

@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use gpuaas_api_types::{
-    CreateInstanceRequest, DrainNodeRequest, Gpu, GpuReport, Instance, List, Node, NodeEvent, Page, Problem,
-    RegisterNodeRequest, RegisterNodeResponse, Sku,
+    CreateInstanceRequest, DrainNodeRequest, Gpu, GpuReport, Instance, List, Node, NodeEvent, Page,
+    Problem, RegisterNodeRequest, RegisterNodeResponse, Sku,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;

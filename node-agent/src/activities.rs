@@ -43,7 +43,11 @@ impl NodeAgentActivities {
     }
 
     /// Fault hook and failure count around an activity's result.
-    fn finish<T>(&self, activity: &str, result: Result<T, RuntimeError>) -> Result<T, ActivityError> {
+    fn finish<T>(
+        &self,
+        activity: &str,
+        result: Result<T, RuntimeError>,
+    ) -> Result<T, ActivityError> {
         let result = result.map_err(|e| {
             let kind = match e {
                 RuntimeError::StartFailed(..) => failure_types::START_FAILED,
@@ -96,7 +100,11 @@ impl NodeAgentActivities {
 }
 
 fn unhealthy_set(gpus: &[GpuHealthReport]) -> Vec<i32> {
-    let mut set: Vec<i32> = gpus.iter().filter(|g| !g.healthy).map(|g| g.index).collect();
+    let mut set: Vec<i32> = gpus
+        .iter()
+        .filter(|g| !g.healthy)
+        .map(|g| g.index)
+        .collect();
     set.sort_unstable();
     set
 }

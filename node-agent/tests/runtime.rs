@@ -21,7 +21,10 @@ fn env(rt: Arc<ProcessRuntime>) -> ActivityEnvironment {
 
 /// An environment whose 4 simulated GPUs read their faults from `fault_file`.
 fn env_with_faults(rt: Arc<ProcessRuntime>, fault_file: std::path::PathBuf) -> ActivityEnvironment {
-    let health = Arc::from(gpuaas_node_agent::gpu::health_probe("simulated", fault_file));
+    let health = Arc::from(gpuaas_node_agent::gpu::health_probe(
+        "simulated",
+        fault_file,
+    ));
     ActivityEnvironment::builder()
         .register_activities(NodeAgentActivities::new(
             rt,
@@ -335,5 +338,8 @@ async fn a_session_reports_at_once_when_gpu_health_changes_and_lists_workloads()
         .run(NodeAgentActivities::list_workloads, ())
         .await
         .unwrap();
-    assert!(listed.is_empty(), "a stopped workload is no longer reported");
+    assert!(
+        listed.is_empty(),
+        "a stopped workload is no longer reported"
+    );
 }

@@ -66,16 +66,19 @@ pub async fn ensure_reconciler_schedule(
         .note("gpuaas orphan reconciler (created by gpuaas-worker)")
         .build();
     match client.create_schedule(id.clone(), options).await {
-        Ok(_) => tracing::info!(schedule = %id, every_s = every.as_secs(), "reconciler schedule created"),
-        Err(ScheduleError::Rpc(status))
-            if status.code() == tonic::Code::AlreadyExists =>
-        {
+        Ok(_) => {
+            tracing::info!(schedule = %id, every_s = every.as_secs(), "reconciler schedule created")
+        }
+        Err(ScheduleError::Rpc(status)) if status.code() == tonic::Code::AlreadyExists => {
             let spec = ScheduleSpec::from_interval(every);
             client
                 .get_schedule_handle(id.clone())
-                .update(move |u| {
-                    u.set_spec(spec);
-                }, Default::default())
+                .update(
+                    move |u| {
+                        u.set_spec(spec);
+                    },
+                    Default::default(),
+                )
                 .await?;
             tracing::info!(schedule = %id, every_s = every.as_secs(), "reconciler schedule updated");
         }

@@ -64,6 +64,9 @@ pub struct Carried {
     pub known_unhealthy: Vec<i32>,
     /// Whether the agent has reported at least once.
     pub heard_from: bool,
+    /// A drain was requested and not finished when the last run continued as new.
+    #[serde(default)]
+    pub drain_pending: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -89,6 +92,7 @@ const SESSIONS_PER_RUN: u32 = 500;
 #[derive(Default)]
 pub struct NodeLifecycle {
     drain_requests: u32,
+    drains_handled: u32,
 }
 
 #[workflow_methods]
@@ -100,10 +104,11 @@ impl NodeLifecycle {
     ) -> WorkflowResult<()> {
         let shared = &*ctx;
         use futures::FutureExt;
-        let carried = temporalio_sdk::workflows::select! {
+        let mut carried = temporalio_sdk::workflows::select! {
             carried = liveness(shared, &input).fuse() => carried?,
             drained = drains(shared, &input).fuse() => { drained?; input.carried.clone() }
         };
+        carried.drain_pending = ctx.state(|s| s.drain_requests > s.drains_handled);
         let next = NodeLifecycleInput {
             carried,
             ..input.clone()
@@ -165,7 +170,9 @@ fn why_silent(e: &temporalio_sdk::ActivityExecutionError, c: &LifecycleConfig) -
             "its agent did not pick up a liveness session within {}s",
             c.heartbeat_timeout_s
         ),
-        StepFailure::TimedOut => format!("no heartbeat from its agent for {}s", c.heartbeat_timeout_s),
+        StepFailure::TimedOut => {
+            format!("no heartbeat from its agent for {}s", c.heartbeat_timeout_s)
+        }
         _ => format!("liveness session failed: {e}"),
     }
 }
@@ -211,11 +218,20 @@ async fn on_report(
             "agent is back; stopping workloads the control plane no longer wants",
         );
         if let Err(why) = reconcile_node(ctx, input.node_id, &input.node_timeouts, false).await {
-            step(ctx, input, "down", format!("agent answered but fencing failed ({why}); staying down"));
+            step(
+                ctx,
+                input,
+                "down",
+                format!("agent answered but fencing failed ({why}); staying down"),
+            );
             return Ok(());
         }
-        ctx.execute_local_activity(FleetActivities::node_mark_up, input.node_id, control_options())
-            .await?;
+        ctx.execute_local_activity(
+            FleetActivities::node_mark_up,
+            input.node_id,
+            control_options(),
+        )
+        .await?;
         carried.down_since_ms = None;
         carried.instances_failed = false;
     }
@@ -225,7 +241,11 @@ async fn on_report(
         recovery_s: input.config.gpu_recovery_s,
     };
     let outcome = ctx
-        .execute_local_activity(FleetActivities::node_apply_report, health, control_options())
+        .execute_local_activity(
+            FleetActivities::node_apply_report,
+            health,
+            control_options(),
+        )
         .await?;
     carried.known_unhealthy = report
         .gpus
@@ -313,14 +333,18 @@ async fn on_silence(
     Ok(())
 }
 
-/// The drain loop: runs a drain whenever one is requested (or found in progress at start).
+/// The drain loop: runs a drain whenever one is requested (or was pending at continue-as-new).
+/// It touches the database only on request, so an idle node's history stays short.
 async fn drains(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<()> {
-    let mut seen = 0;
+    if input.carried.drain_pending {
+        ctx.state_mut(|s| s.drain_requests += 1);
+    }
     loop {
-        drain(ctx, input).await?;
-        ctx.wait_condition(|s: &NodeLifecycle| s.drain_requests > seen)
+        ctx.wait_condition(|s: &NodeLifecycle| s.drain_requests > s.drains_handled)
             .await?;
-        seen = ctx.state(|s| s.drain_requests);
+        let requested = ctx.state(|s| s.drain_requests);
+        drain(ctx, input).await?;
+        ctx.state_mut(|s| s.drains_handled = requested);
     }
 }
 
@@ -373,17 +397,19 @@ async fn drain(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<()> {
                 "deadline passed: terminating them".to_string()
             }
         ));
-        let wait = input
-            .config
-            .drain_poll_s
-            .min(progress.seconds_left.max(1));
+        let wait = input.config.drain_poll_s.min(progress.seconds_left.max(1));
         let _ = ctx.timer(Duration::from_secs(wait)).await;
     }
 }
 
 /// Starts (or finds already started) the instance's TerminateInstance workflow, which outlives
 /// this run.
-async fn start_termination(ctx: &Ctx, input: &NodeLifecycleInput, instance_id: Uuid, workflow_id: String) {
+async fn start_termination(
+    ctx: &Ctx,
+    input: &NodeLifecycleInput,
+    instance_id: Uuid,
+    workflow_id: String,
+) {
     let terminate = TerminateInput {
         instance_id,
         node_id: Some(input.node_id),

@@ -4,9 +4,7 @@
 //! nothing is ever decided from a missing answer.
 
 use crate::{NodeTimeouts, control_options, search};
-use gpuaas_activities::fleet::{
-    ApplyFix, FleetActivities, PlanInput, ReconcileTarget,
-};
+use gpuaas_activities::fleet::{ApplyFix, FleetActivities, PlanInput, ReconcileTarget};
 use gpuaas_activities::node::NodeActivities;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, UNIX_EPOCH};

@@ -19,8 +19,9 @@ pub struct TerminateInput {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum TerminateOutcome {
     Terminated,
-    /// The node did not answer: the instance is terminated for the user, but its GPUs stay
-    /// allocated (fenced) so no second tenant gets them while the old process may still run.
+    /// The stop was not confirmed (the node did not answer, or the agent failed): the instance
+    /// is terminated for the user, but its GPUs stay allocated (fenced) so no second tenant gets
+    /// them while the old process may still run. The reconciler finishes the job.
     TerminatedNodeUnreachable,
 }
 
@@ -52,10 +53,21 @@ impl TerminateInstance {
                     input.node_timeouts.options(&node_queue),
                 )
                 .await;
+            // Whatever kept the stop from being confirmed (a dead node, an agent that refused),
+            // the user's instance ends now and its GPUs stay fenced: the reconciler stops the
+            // process and releases them once the agent can be read. Never a failed workflow
+            // that leaves the instance `terminating` forever.
             if let Err(e) = stopped {
-                if StepFailure::of(&e) != StepFailure::NodeUnreachable {
-                    return Err(e.into());
-                }
+                let why = match StepFailure::of(&e) {
+                    StepFailure::NodeUnreachable => "node unreachable".to_string(),
+                    _ => format!("stop failed: {e}"),
+                };
+                step(
+                    ctx,
+                    id,
+                    "stopping_workload",
+                    format!("could not confirm the stop ({why}); GPUs stay fenced"),
+                );
                 outcome = TerminateOutcome::TerminatedNodeUnreachable;
             }
         }
@@ -65,7 +77,7 @@ impl TerminateInstance {
                 .await?;
             None
         } else {
-            Some("node unreachable: its GPUs stay fenced until the node is reconciled".to_string())
+            Some("the stop was not confirmed: its GPUs stay fenced until the reconciler has stopped the process".to_string())
         };
         let note = TerminatedNote {
             instance_id: id,

@@ -12,7 +12,10 @@ const LONG: Duration = Duration::from_secs(60);
 async fn event_kinds(p: &Platform, node_name: &str) -> Vec<String> {
     let node = p.node(node_name).await;
     let events = p
-        .get_json(&format!("/v1/nodes/{}/events", node["id"].as_str().unwrap()))
+        .get_json(&format!(
+            "/v1/nodes/{}/events",
+            node["id"].as_str().unwrap()
+        ))
         .await;
     events["items"]
         .as_array()
@@ -24,8 +27,11 @@ async fn event_kinds(p: &Platform, node_name: &str) -> Vec<String> {
 
 async fn events(p: &Platform, node_name: &str) -> Vec<Value> {
     let node = p.node(node_name).await;
-    p.get_json(&format!("/v1/nodes/{}/events", node["id"].as_str().unwrap()))
-        .await["items"]
+    p.get_json(&format!(
+        "/v1/nodes/{}/events",
+        node["id"].as_str().unwrap()
+    ))
+    .await["items"]
         .as_array()
         .unwrap()
         .clone()
@@ -54,14 +60,19 @@ async fn a_killed_agent_is_detected_within_30s_fenced_and_its_orphans_stopped_on
     let id = p
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 8}))
         .await;
-    assert_eq!(p.wait_state(id, &["running", "failed"], LONG).await.state, "running");
+    assert_eq!(
+        p.wait_state(id, &["running", "failed"], LONG).await.state,
+        "running"
+    );
     let pid = p.workload_pid(id).unwrap();
 
     let killed = Instant::now();
     p.kill_agent_process("h100");
-    p.eventually(Duration::from_secs(30), "the node is marked down", || async {
-        p.node_state("h100").await == "down"
-    })
+    p.eventually(
+        Duration::from_secs(30),
+        "the node is marked down",
+        || async { p.node_state("h100").await == "down" },
+    )
     .await;
     let detected = killed.elapsed();
     eprintln!("agent SIGKILL → node down in {detected:?}");
@@ -70,13 +81,23 @@ async fn a_killed_agent_is_detected_within_30s_fenced_and_its_orphans_stopped_on
     // After the grace period the instance fails; its GPUs stay fenced while the process may run.
     let failed = p.wait_state(id, &["failed"], LONG).await;
     assert_eq!(failed.failure_reason.as_deref(), Some("node_unreachable"));
-    assert!(process_alive(pid), "the orphan still runs: the host is unreachable, not dead");
-    assert_eq!(p.live_allocations(id).await, 8, "GPUs fenced while the node is away");
+    assert!(
+        process_alive(pid),
+        "the orphan still runs: the host is unreachable, not dead"
+    );
+    assert_eq!(
+        p.live_allocations(id).await,
+        8,
+        "GPUs fenced while the node is away"
+    );
     let other = p
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
         .await;
     let refused = p.wait_state(other, &["failed", "running"], LONG).await;
-    assert_eq!(refused.failure_reason.as_deref(), Some("insufficient_capacity"));
+    assert_eq!(
+        refused.failure_reason.as_deref(),
+        Some("insufficient_capacity")
+    );
     assert_eq!(p.double_booked_gpus().await, 0);
 
     // The agent returns: the orphan is stopped first, then the GPUs are released, then the node
@@ -88,17 +109,34 @@ async fn a_killed_agent_is_detected_within_30s_fenced_and_its_orphans_stopped_on
     })
     .await;
     assert!(!process_alive(pid), "the orphan was stopped on return");
-    assert_eq!(p.live_allocations(id).await, 0, "GPUs released after fencing");
+    assert_eq!(
+        p.live_allocations(id).await,
+        0,
+        "GPUs released after fencing"
+    );
     assert_eq!(p.inconsistent_free_counters().await, 0);
     let kinds = event_kinds(&p, "h100").await;
-    for kind in ["node.down", "instance.failed_node_unreachable", "reconciler.orphan_stopped", "node.up"] {
-        assert!(kinds.iter().any(|k| k == kind), "missing event {kind}: {kinds:?}");
+    for kind in [
+        "node.down",
+        "instance.failed_node_unreachable",
+        "reconciler.orphan_stopped",
+        "node.up",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "missing event {kind}: {kinds:?}"
+        );
     }
     // The new instance fits now.
     let placed = p
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 8}))
         .await;
-    assert_eq!(p.wait_state(placed, &["running", "failed"], LONG).await.state, "running");
+    assert_eq!(
+        p.wait_state(placed, &["running", "failed"], LONG)
+            .await
+            .state,
+        "running"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,14 +154,21 @@ async fn an_agent_back_within_the_grace_period_keeps_its_instances() {
     let id = p
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 2}))
         .await;
-    assert_eq!(p.wait_state(id, &["running", "failed"], LONG).await.state, "running");
+    assert_eq!(
+        p.wait_state(id, &["running", "failed"], LONG).await.state,
+        "running"
+    );
     p.kill_agent_process("h100");
-    p.eventually(LONG, "down", || async { p.node_state("h100").await == "down" })
-        .await;
+    p.eventually(LONG, "down", || async {
+        p.node_state("h100").await == "down"
+    })
+    .await;
     p.start_agent_process("h100", "8xH100-80GB", &Faults::default())
         .await;
-    p.eventually(LONG, "ready", || async { p.node_state("h100").await == "ready" })
-        .await;
+    p.eventually(LONG, "ready", || async {
+        p.node_state("h100").await == "ready"
+    })
+    .await;
     let instance = p.instance(id).await;
     assert_eq!(instance.state, "running", "{instance:?}");
     assert!(process_alive(p.workload_pid(id).unwrap()));
@@ -137,34 +182,56 @@ async fn drain_terminates_at_the_deadline_leaves_the_node_cordoned_and_is_audite
     let id = p
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 2}))
         .await;
-    assert_eq!(p.wait_state(id, &["running", "failed"], LONG).await.state, "running");
+    assert_eq!(
+        p.wait_state(id, &["running", "failed"], LONG).await.state,
+        "running"
+    );
     let pid = p.workload_pid(id).unwrap();
     let node_id = p.node("h100").await["id"].as_str().unwrap().to_string();
 
     let (status, body) = p
-        .post(&format!("/v1/nodes/{node_id}/drain"), json!({"deadline_seconds": 3}))
+        .post(
+            &format!("/v1/nodes/{node_id}/drain"),
+            json!({"deadline_seconds": 3}),
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["state"], "draining");
     assert!(body["drain_deadline"].is_string());
     // Draining again is harmless; a bad deadline is refused with a stable code.
     let (status, _) = p
-        .post(&format!("/v1/nodes/{node_id}/drain"), json!({"deadline_seconds": 3}))
+        .post(
+            &format!("/v1/nodes/{node_id}/drain"),
+            json!({"deadline_seconds": 3}),
+        )
         .await;
     assert_eq!(status, 202);
     let (status, problem) = p
-        .post(&format!("/v1/nodes/{node_id}/drain"), json!({"deadline_seconds": 9_999_999}))
+        .post(
+            &format!("/v1/nodes/{node_id}/drain"),
+            json!({"deadline_seconds": 9_999_999}),
+        )
         .await;
-    assert_eq!((status, problem["code"].as_str()), (422, Some("invalid_drain_deadline")));
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("invalid_drain_deadline"))
+    );
 
     // Nothing new lands on a draining node.
     let refused = p
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
         .await;
     let refused = p.wait_state(refused, &["failed", "running"], LONG).await;
-    assert_eq!(refused.failure_reason.as_deref(), Some("insufficient_capacity"));
+    assert_eq!(
+        refused.failure_reason.as_deref(),
+        Some("insufficient_capacity")
+    );
     assert!(
-        refused.status_message.as_deref().unwrap().contains("draining: 1 node(s) (h100)"),
+        refused
+            .status_message
+            .as_deref()
+            .unwrap()
+            .contains("draining: 1 node(s) (h100)"),
         "{refused:?}"
     );
 
@@ -184,11 +251,16 @@ async fn drain_terminates_at_the_deadline_leaves_the_node_cordoned_and_is_audite
         .expect("drain audited");
     assert_eq!(started["actor"], "operator:test-operator (dev token)");
     let kinds = event_kinds(&p, "h100").await;
-    assert!(kinds.contains(&"instance.terminated_by_drain".to_string()), "{kinds:?}");
+    assert!(
+        kinds.contains(&"instance.terminated_by_drain".to_string()),
+        "{kinds:?}"
+    );
     assert!(kinds.contains(&"node.drained".to_string()), "{kinds:?}");
 
     // An empty node drains at once; uncordon brings it back, and that is audited too.
-    let (status, _) = p.post(&format!("/v1/nodes/{node_id}/uncordon"), json!({})).await;
+    let (status, _) = p
+        .post(&format!("/v1/nodes/{node_id}/uncordon"), json!({}))
+        .await;
     assert_eq!(status, 200);
     let (status, _) = p
         .post(&format!("/v1/nodes/{node_id}/drain"), json!({}))
@@ -199,7 +271,11 @@ async fn drain_terminates_at_the_deadline_leaves_the_node_cordoned_and_is_audite
     })
     .await;
     let kinds = event_kinds(&p, "h100").await;
-    assert_eq!(kinds.iter().filter(|k| *k == "node.drained").count(), 2, "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "node.drained").count(),
+        2,
+        "{kinds:?}"
+    );
     assert!(kinds.contains(&"node.uncordoned".to_string()));
 }
 
@@ -226,7 +302,12 @@ async fn a_failing_gpu_cordons_its_node_and_returns_after_the_recovery_period() 
     let node = p.node("l40s").await;
     assert_eq!(node["free_gpus"], 3, "the bad GPU left placement");
     assert_eq!(node["gpus"][1]["health"], "unhealthy");
-    assert!(node["gpus"][1]["health_reason"].as_str().unwrap().contains("XID 79"));
+    assert!(
+        node["gpus"][1]["health_reason"]
+            .as_str()
+            .unwrap()
+            .contains("XID 79")
+    );
     assert_eq!(p.inconsistent_free_counters().await, 0);
 
     // Healthy again: back only after the recovery period of continuous health.
@@ -236,14 +317,26 @@ async fn a_failing_gpu_cordons_its_node_and_returns_after_the_recovery_period() 
         p.node_state("l40s").await == "ready"
     })
     .await;
-    assert!(healed.elapsed() >= recovery, "recovered after {:?}", healed.elapsed());
+    assert!(
+        healed.elapsed() >= recovery,
+        "recovered after {:?}",
+        healed.elapsed()
+    );
     let node = p.node("l40s").await;
     assert_eq!(node["free_gpus"], 4);
     assert_eq!(node["gpus"][1]["health"], "healthy");
     assert_eq!(p.inconsistent_free_counters().await, 0);
     let kinds = event_kinds(&p, "l40s").await;
-    for kind in ["gpu.unhealthy", "node.auto_cordoned", "gpu.recovered", "node.auto_uncordoned"] {
-        assert!(kinds.iter().any(|k| k == kind), "missing event {kind}: {kinds:?}");
+    for kind in [
+        "gpu.unhealthy",
+        "node.auto_cordoned",
+        "gpu.recovered",
+        "node.auto_uncordoned",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "missing event {kind}: {kinds:?}"
+        );
     }
 }
 
@@ -262,7 +355,10 @@ async fn the_reconciler_stops_orphans_fails_vanished_instances_and_skips_unreada
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
         .await;
     for id in [orphan, vanishing] {
-        assert_eq!(p.wait_state(id, &["running", "failed"], LONG).await.state, "running");
+        assert_eq!(
+            p.wait_state(id, &["running", "failed"], LONG).await.state,
+            "running"
+        );
     }
     let orphan_pid = p.workload_pid(orphan).unwrap();
     let vanishing_pid = p.workload_pid(vanishing).unwrap();
@@ -272,11 +368,13 @@ async fn the_reconciler_stops_orphans_fails_vanished_instances_and_skips_unreada
     let leaked = Platform::insert_ended_instance_holding(&p.pool, ghost, 2).await;
 
     // An instance the database thinks ended, whose process still runs (a lost terminate)...
-    sqlx::query("UPDATE gpuaas.instances SET state = 'failed', failure_reason = 'timeout' WHERE id = $1")
-        .bind(orphan)
-        .execute(&p.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE gpuaas.instances SET state = 'failed', failure_reason = 'timeout' WHERE id = $1",
+    )
+    .bind(orphan)
+    .execute(&p.pool)
+    .await
+    .unwrap();
     // ...and a running instance whose process died behind the platform's back.
     // SAFETY: signalling the test's own workload process group.
     unsafe {
@@ -284,26 +382,46 @@ async fn the_reconciler_stops_orphans_fails_vanished_instances_and_skips_unreada
     }
 
     let vanished = p.wait_state(vanishing, &["failed"], LONG).await;
-    assert_eq!(vanished.failure_reason.as_deref(), Some("workload_vanished"));
-    p.eventually(LONG, "the orphan is stopped and its GPU released", || async {
-        !process_alive(orphan_pid) && p.live_allocations(orphan).await == 0
-    })
+    assert_eq!(
+        vanished.failure_reason.as_deref(),
+        Some("workload_vanished")
+    );
+    p.eventually(
+        LONG,
+        "the orphan is stopped and its GPU released",
+        || async { !process_alive(orphan_pid) && p.live_allocations(orphan).await == 0 },
+    )
     .await;
     assert_eq!(p.live_allocations(vanishing).await, 0);
     let kinds = event_kinds(&p, "h100").await;
-    assert!(kinds.contains(&"reconciler.orphan_stopped".to_string()), "{kinds:?}");
-    assert!(kinds.contains(&"reconciler.instance_vanished".to_string()), "{kinds:?}");
+    assert!(
+        kinds.contains(&"reconciler.orphan_stopped".to_string()),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&"reconciler.instance_vanished".to_string()),
+        "{kinds:?}"
+    );
     // Each fix once, although the reconciler ran several times.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let again = event_kinds(&p, "h100").await;
     assert_eq!(
-        again.iter().filter(|k| k.starts_with("reconciler.")).count(),
+        again
+            .iter()
+            .filter(|k| k.starts_with("reconciler."))
+            .count(),
         2,
         "{again:?}"
     );
-    assert_eq!(p.live_allocations(leaked).await, 2, "an unreadable node is never acted on");
+    assert_eq!(
+        p.live_allocations(leaked).await,
+        2,
+        "an unreadable node is never acted on"
+    );
     assert_eq!(p.inconsistent_free_counters().await, 0);
-    let metrics = gpuaas_activities::service::init_metrics(None).unwrap().render();
+    let metrics = gpuaas_activities::service::init_metrics(None)
+        .unwrap()
+        .render();
     assert!(
         metrics.contains("gpuaas_reconciler_fixes_total{kind=\"orphan_stopped\"}"),
         "{metrics}"

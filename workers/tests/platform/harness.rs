@@ -235,6 +235,10 @@ impl Platform {
                 "GPUAAS_RECONCILE_EVERY_SECONDS",
                 c.reconcile_every_seconds.to_string(),
             )
+            .env(
+                "GPUAAS_MAX_CACHED_WORKFLOWS",
+                c.max_cached_workflows.to_string(),
+            )
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("start gpuaas-worker");
@@ -274,7 +278,10 @@ impl Platform {
             .env("GPUAAS_JOIN_TOKEN", JOIN_TOKEN)
             .env("GPUAAS_TEMPORAL_ADDRESS", temporal_address())
             .env("GPUAAS_SIMULATE_GPUS", gpus)
-            .env("GPUAAS_AGENT_STATE_DIR", self.state_dir.join("agents").join(name))
+            .env(
+                "GPUAAS_AGENT_STATE_DIR",
+                self.state_dir.join("agents").join(name),
+            )
             .env("GPUAAS_GPU_FAULT_FILE", self.gpu_fault_file(name))
             .env("GPUAAS_SETTLE_MS", "300")
             .env("GPUAAS_STOP_GRACE_MS", "2000")
@@ -310,7 +317,9 @@ impl Platform {
 
     /// The file through which a test injects simulated GPU faults into an agent.
     pub fn gpu_fault_file(&self, agent: &str) -> PathBuf {
-        self.state_dir.join("agents").join(format!("{agent}.gpu-faults"))
+        self.state_dir
+            .join("agents")
+            .join(format!("{agent}.gpu-faults"))
     }
 
     async fn wait_node_registered(&self, name: &str) {
@@ -369,6 +378,18 @@ impl Platform {
     /// Starts an in-process agent with simulated GPUs (e.g. `8xH100-80GB`) and waits until its
     /// node is registered and ready.
     pub async fn start_agent(&mut self, name: &str, gpus: &str, settle_ms: u64) {
+        self.start_agent_with(name, gpus, settle_ms, Faults::default())
+            .await;
+    }
+
+    /// An in-process agent that injects `faults`.
+    pub async fn start_agent_with(
+        &mut self,
+        name: &str,
+        gpus: &str,
+        settle_ms: u64,
+        faults: Faults,
+    ) {
         let config = gpuaas_node_agent::AgentConfig {
             name: Some(name.to_string()),
             api_url: self.api_url.clone(),
@@ -381,7 +402,7 @@ impl Platform {
             probe_interval_ms: 250,
             gpu_fault_file: Some(self.gpu_fault_file(name)),
             metrics: Default::default(),
-            faults: Faults::default(),
+            faults,
         };
         let task = ThreadTask::spawn(&format!("agent-{name}"), move |stop| async move {
             gpuaas_node_agent::run(config, async move {
@@ -605,6 +626,30 @@ impl Platform {
         pids
     }
 
+    /// What a fault may have leaked. All zero after every fault-suite run.
+    pub async fn leak_report(&self) -> LeakReport {
+        let terminal_holding: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM gpuaas.allocations a JOIN gpuaas.instances i ON i.id = a.instance_id
+             WHERE a.released_at IS NULL AND i.state IN ('terminated', 'failed')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        let unfinished: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM gpuaas.instances WHERE state NOT IN ('terminated', 'failed')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        LeakReport {
+            double_booked_gpus: self.double_booked_gpus().await,
+            leaked_allocations: terminal_holding,
+            orphan_processes: self.live_workloads().len(),
+            unfinished_instances: unfinished,
+            inconsistent_free_counters: self.inconsistent_free_counters().await,
+        }
+    }
+
     /// Writes, behind the platform's back, a failed instance that still holds `gpus` GPUs of
     /// `node` (a leak for the reconciler to find). Returns its id.
     pub async fn insert_ended_instance_holding(pool: &PgPool, node: Uuid, gpus: i64) -> Uuid {
@@ -647,6 +692,18 @@ impl Platform {
     pub fn node_schedule_to_start(&self) -> Duration {
         Duration::from_secs(self.node_schedule_to_start_s)
     }
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LeakReport {
+    pub double_booked_gpus: i64,
+    /// Live allocations of instances that ended.
+    pub leaked_allocations: i64,
+    /// Workload processes alive (checked when no instance should run).
+    pub orphan_processes: usize,
+    /// Instances not in a terminal state.
+    pub unfinished_instances: i64,
+    pub inconsistent_free_counters: i64,
 }
 
 /// Passes faults to a child process through the environment the binaries read.

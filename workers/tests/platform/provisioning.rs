@@ -173,7 +173,8 @@ async fn without_capacity_timeout_a_request_fails_at_once() {
     );
     let why = failed.status_message.unwrap();
     assert!(
-        why.contains("no node has 8 free A100-40GB") && why.contains("full: 1 node(s) (a100: 4 free)"),
+        why.contains("no node has 8 free A100-40GB")
+            && why.contains("full: 1 node(s) (a100: 4 free)"),
         "{why}"
     );
     assert_eq!(p.total_live_allocations().await, 0);

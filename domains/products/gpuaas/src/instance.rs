@@ -426,10 +426,12 @@ pub async fn mark_failed(
     use InstanceState::*;
     let set =
         ", failure_reason = $4, status_message = $5, ended_at = now(), current_step = 'failed'";
+    // `Running` too: the provisioning workflow owns the instance until it returns, and a
+    // failure it decides after `mark_running` committed (its completion lost) must still win.
     transition(
         pool,
         id,
-        &[Pending, Provisioning],
+        &[Pending, Provisioning, Running],
         Failed,
         set,
         Some(reason),

@@ -108,7 +108,11 @@ pub async fn begin_drain(
             "node {name}: draining; instances still running after {}s are terminated",
             deadline.as_secs()
         );
-        events::record(&mut tx, NewEvent::node("node.drain_started", actor, id, message)).await?;
+        events::record(
+            &mut tx,
+            NewEvent::node("node.drain_started", actor, id, message),
+        )
+        .await?;
     }
     tx.commit().await?;
     let node = node::get(pool, id).await?;
@@ -387,10 +391,7 @@ pub async fn apply_gpu_health(
                     Some(("gpu.unhealthy", format!("GPU {index} unhealthy: {reason}"))),
                 )
             }
-            (false, false) => (
-                "health_reason = $3, healthy_since = NULL",
-                None,
-            ),
+            (false, false) => ("health_reason = $3, healthy_since = NULL", None),
             (false, true) if healthy_for.is_none() => ("healthy_since = now()", None),
             (false, true) if healthy_for.unwrap_or(0.0) >= recovery.as_secs_f64() => {
                 free_delta += i32::from(!allocated);
@@ -431,11 +432,13 @@ pub async fn apply_gpu_health(
         }
     }
     if free_delta != 0 {
-        sqlx::query("UPDATE gpuaas.nodes SET free_gpus = free_gpus + $2, updated_at = now() WHERE id = $1")
-            .bind(id)
-            .bind(free_delta)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE gpuaas.nodes SET free_gpus = free_gpus + $2, updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(free_delta)
+        .execute(&mut *tx)
+        .await?;
     }
     let auto = match (
         outcome.unhealthy.is_empty(),
@@ -446,7 +449,10 @@ pub async fn apply_gpu_health(
             "cordoned",
             Some("gpu_unhealthy"),
             "node.auto_cordoned",
-            format!("node {name} cordoned: GPU(s) {:?} unhealthy", outcome.unhealthy),
+            format!(
+                "node {name} cordoned: GPU(s) {:?} unhealthy",
+                outcome.unhealthy
+            ),
         )),
         (true, "cordoned", Some("gpu_unhealthy")) => Some((
             "ready",

@@ -288,7 +288,11 @@ pub async fn explain_no_capacity(
     let parts: Vec<String> = rows
         .into_iter()
         .map(|(reason, nodes, examples)| {
-            let more = if nodes > examples.len() as i64 { ", …" } else { "" };
+            let more = if nodes > examples.len() as i64 {
+                ", …"
+            } else {
+                ""
+            };
             format!("{reason}: {nodes} node(s) ({}{more})", examples.join(", "))
         })
         .collect();
