@@ -1,9 +1,9 @@
-//! The replay gate: every recorded history (happy, failure and compensation paths of both
-//! workflows, recorded by `workers/tests/platform/histories.rs`) must replay against the current
+//! The replay gate: every recorded history (happy, failure and compensation paths of every
+//! workflow type, recorded by `workers/tests/platform/histories.rs`) must replay against the current
 //! workflow code. A change that breaks one needs `ctx.patched(..)`, or, when nothing of the old
 //! code can still be running, a re-recording.
 
-use gpuaas_workflows::{ProvisionInstance, TerminateInstance};
+use gpuaas_workflows::{NodeLifecycle, ProvisionInstance, ReconcileFleet, TerminateInstance};
 use temporalio_client::WorkflowHistory;
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
@@ -25,6 +25,9 @@ async fn every_recorded_history_replays() {
         "provision_withdrawn_while_waiting",
         "terminate_node_unreachable",
         "terminate_running",
+        "terminate_by_drain",
+        "node_lifecycle",
+        "reconcile_fleet",
     ];
     let stems: Vec<String> = names
         .iter()
@@ -41,6 +44,10 @@ async fn every_recorded_history_replays() {
             .register_workflow::<ProvisionInstance>()
             .unwrap()
             .register_workflow::<TerminateInstance>()
+            .unwrap()
+            .register_workflow::<NodeLifecycle>()
+            .unwrap()
+            .register_workflow::<ReconcileFleet>()
             .unwrap()
             .build(),
     )

@@ -127,3 +127,108 @@ async fn record_histories() {
     )
     .await;
 }
+
+/// Histories of the fleet workflows: a node's lifecycle through GPU failure and recovery, agent
+/// loss (down, grace, fencing, back up) and a drain; and a reconciler pass that fixes things.
+///
+///     GPUAAS_RECORD_HISTORIES=1 scripts/test -p gpuaas-workers --test platform record_fleet -- --ignored
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "records histories for the replay gate; run with --ignored"]
+async fn record_fleet_histories() {
+    use gpuaas_activities::faults::Faults;
+    use gpuaas_workflows::{NodeTimeouts, ReconcileFleet, ReconcileInput};
+    use temporalio_client::{WorkflowGetResultOptions, WorkflowStartOptions};
+
+    let mut p = Platform::start(Options {
+        lifecycle: gpuaas_api::LifecycleArgs {
+            heartbeat_timeout_seconds: 4,
+            report_every_seconds: 2,
+            unreachable_grace_seconds: 3,
+            gpu_recovery_seconds: 2,
+            drain_poll_seconds: 1,
+        },
+        ..Options::default()
+    })
+    .await;
+    p.start_agent_process("rec", "4xH100-80GB", &Faults::default())
+        .await;
+    let node_id = p.node("rec").await["id"].as_str().unwrap().to_string();
+
+    // GPU failure → auto-cordon → recovery.
+    std::fs::write(p.gpu_fault_file("rec"), "2 XID 79\n").unwrap();
+    p.eventually(LONG, "auto-cordoned", || async {
+        p.node_state("rec").await == "cordoned"
+    })
+    .await;
+    std::fs::remove_file(p.gpu_fault_file("rec")).unwrap();
+    p.eventually(LONG, "recovered", || async {
+        p.node_state("rec").await == "ready"
+    })
+    .await;
+
+    // Agent loss with a running instance: down, instance failed after grace, fenced, back.
+    let lost = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
+        .await;
+    p.wait_state(lost, &["running"], LONG).await;
+    p.kill_agent_process("rec");
+    p.wait_state(lost, &["failed"], LONG).await;
+    p.start_agent_process("rec", "4xH100-80GB", &Faults::default())
+        .await;
+    p.eventually(LONG, "back up", || async {
+        p.node_state("rec").await == "ready"
+    })
+    .await;
+
+    // Drain with an instance that outlives the deadline.
+    let drained = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
+        .await;
+    p.wait_state(drained, &["running"], LONG).await;
+    let (status, _) = p
+        .post(&format!("/v1/nodes/{node_id}/drain"), json!({"deadline_seconds": 2}))
+        .await;
+    assert_eq!(status, 202);
+    p.wait_state(drained, &["terminated"], LONG).await;
+    p.eventually(LONG, "drained", || async {
+        p.node_state("rec").await == "cordoned"
+    })
+    .await;
+    save(&format!("node-lifecycle-{node_id}"), "node_lifecycle").await;
+    save(
+        &format!("instance-terminate-{drained}"),
+        "terminate_by_drain",
+    )
+    .await;
+
+    // A reconciler pass that stops an orphan (an instance the database thinks ended).
+    let (status, _) = p.post(&format!("/v1/nodes/{node_id}/uncordon"), json!({})).await;
+    assert_eq!(status, 200);
+    let orphan = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
+        .await;
+    p.wait_state(orphan, &["running"], LONG).await;
+    sqlx::query("UPDATE gpuaas.instances SET state = 'failed', failure_reason = 'timeout' WHERE id = $1")
+        .bind(orphan)
+        .execute(&p.pool)
+        .await
+        .unwrap();
+    let client = temporal_args().connect("recorder").await.unwrap();
+    let id = format!("reconcile-recording-{orphan}");
+    let handle = client
+        .start_workflow(
+            ReconcileFleet::run,
+            ReconcileInput {
+                node_timeouts: NodeTimeouts::default(),
+            },
+            WorkflowStartOptions::new(p.task_queue.clone(), id.clone()).build(),
+        )
+        .await
+        .unwrap();
+    let outcome = handle
+        .get_result(WorkflowGetResultOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(outcome.fixes_applied, 1, "{outcome:?}");
+    save(&id, "reconcile_fleet").await;
+}
