@@ -135,6 +135,9 @@ pub async fn run(
     tracing::info!(%name, discovery, gpus = gpus.len(), model = ?gpus.first().map(|g| &g.model), "GPUs discovered");
     let gpu_indices: Vec<i32> = gpus.iter().map(|g| g.index).collect();
     let registration = register(&config, discovery, gpus).await?;
+    // The agent's own log lines carry its node (activities run in the SDK's `RunActivity` span,
+    // which names the workflow, whose id names the instance or node).
+    let span = tracing::info_span!("node_agent", node_id = %registration.node_id, node = %name);
     let runtime_dir = config.state_dir.join(registration.node_id.to_string());
     let fault_file = config
         .gpu_fault_file
@@ -165,7 +168,7 @@ pub async fn run(
     let mut worker = Worker::new(&sdk_runtime, client, options)?;
     let stop = worker.shutdown_handle();
     tracing::info!(node_id = %registration.node_id, task_queue = %registration.task_queue, "node agent polling");
-    let run = worker.run();
+    let run = tracing::Instrument::instrument(worker.run(), span);
     tokio::pin!(run);
     tokio::select! {
         result = &mut run => result?,

@@ -76,7 +76,7 @@ pub async fn get(
 ) -> ApiResult<Json<Instance>> {
     let id = parse_id(&id)?;
     Ok(Json(convert::instance(
-        instance::get(&state.pool, caller.project, id).await?,
+        instance::get_explained(&state.pool, caller.project, id).await?,
     )))
 }
 

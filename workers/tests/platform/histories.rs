@@ -186,7 +186,10 @@ async fn record_fleet_histories() {
         .await;
     p.wait_state(drained, &["running"], LONG).await;
     let (status, _) = p
-        .post(&format!("/v1/nodes/{node_id}/drain"), json!({"deadline_seconds": 2}))
+        .post(
+            &format!("/v1/nodes/{node_id}/drain"),
+            json!({"deadline_seconds": 2}),
+        )
         .await;
     assert_eq!(status, 202);
     p.wait_state(drained, &["terminated"], LONG).await;
@@ -202,17 +205,21 @@ async fn record_fleet_histories() {
     .await;
 
     // A reconciler pass that stops an orphan (an instance the database thinks ended).
-    let (status, _) = p.post(&format!("/v1/nodes/{node_id}/uncordon"), json!({})).await;
+    let (status, _) = p
+        .post(&format!("/v1/nodes/{node_id}/uncordon"), json!({}))
+        .await;
     assert_eq!(status, 200);
     let orphan = p
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
         .await;
     p.wait_state(orphan, &["running"], LONG).await;
-    sqlx::query("UPDATE gpuaas.instances SET state = 'failed', failure_reason = 'timeout' WHERE id = $1")
-        .bind(orphan)
-        .execute(&p.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE gpuaas.instances SET state = 'failed', failure_reason = 'timeout' WHERE id = $1",
+    )
+    .bind(orphan)
+    .execute(&p.pool)
+    .await
+    .unwrap();
     let client = temporal_args().connect("recorder").await.unwrap();
     let id = format!("reconcile-recording-{orphan}");
     let handle = client

@@ -192,6 +192,15 @@ async fn a_dead_node_fails_within_schedule_to_start_and_keeps_its_gpus_fenced() 
     let id = p
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
         .await;
+    // While it waits, the API says on what, where, and for how long.
+    p.eventually(LONG, "the wait is explained", || async {
+        let i = p.instance(id).await;
+        i.state == "provisioning"
+            && i.status_message
+                .as_deref()
+                .is_some_and(|m| m.contains("for the agent of node ghost to start the workload"))
+    })
+    .await;
     let failed = p.wait_state(id, &["failed", "running"], LONG).await;
     let took = started.elapsed();
     assert_eq!(

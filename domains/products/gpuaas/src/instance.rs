@@ -158,6 +158,54 @@ const COLUMNS: &str = "id, project_id, name, sku_id, gpu_count, command, capacit
     failure_reason, status_message, node_id, gpu_indices, workflow_id, current_step, created_at, \
     updated_at, running_at, ended_at";
 
+/// Gets an instance and, while it waits on its node, says for what and for how long: "waiting
+/// for the agent of node X for 42s (node down since …)". The text is computed at read time, so
+/// it stays current without the workflow writing every second.
+pub async fn get_explained(
+    pool: &PgPool,
+    project: ProjectId,
+    id: InstanceId,
+) -> DomainResult<Instance> {
+    let mut instance = get(pool, project, id).await?;
+    let on_node = matches!(
+        instance.state,
+        InstanceState::Provisioning | InstanceState::Terminating
+    );
+    let (Some(node), true) = (instance.node_id, on_node) else {
+        return Ok(instance);
+    };
+    let row: Option<(String, String, f64, Option<f64>)> = sqlx::query_as(
+        "SELECT n.name, n.state, extract(epoch FROM now() - i.updated_at)::float8,
+                extract(epoch FROM now() - n.last_seen_at)::float8
+         FROM gpuaas.nodes n JOIN gpuaas.instances i ON i.id = $2 WHERE n.id = $1",
+    )
+    .bind(node)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    if let Some((name, state, waiting_s, seen_s)) = row {
+        let what = match (instance.state, instance.current_step.as_str()) {
+            (InstanceState::Terminating, _) => "to stop the workload",
+            (_, "awaiting_running") => "to report the workload running",
+            _ => "to start the workload",
+        };
+        let node_note = match (state.as_str(), seen_s) {
+            ("down", _) => format!("node {name} is down: its agent stopped answering"),
+            (s, Some(seen)) => {
+                format!("node {name} is {s}, its agent last answered {seen:.0}s ago")
+            }
+            (s, None) => format!("node {name} is {s}"),
+        };
+        let detail =
+            format!("waiting {waiting_s:.0}s for the agent of node {name} {what} ({node_note})");
+        instance.status_message = Some(match instance.status_message.take() {
+            Some(existing) => format!("{existing}; {detail}"),
+            None => detail,
+        });
+    }
+    Ok(instance)
+}
+
 /// Workflow id of an instance's provisioning: deterministic, so a duplicate start finds it.
 pub fn provision_workflow_id(id: InstanceId) -> String {
     format!("instance-provision-{id}")
