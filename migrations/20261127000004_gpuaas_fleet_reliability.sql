@@ -19,6 +19,8 @@ ALTER TABLE gpuaas.gpus
     -- When an unhealthy GPU was first seen healthy again; it returns to service after the
     -- recovery period of continuous health.
     ADD COLUMN healthy_since timestamptz;
+-- Unhealthy GPUs are few; "why no capacity" finds them without scanning every GPU.
+CREATE INDEX gpus_unhealthy ON gpuaas.gpus (node_id) WHERE health <> 'healthy';
 
 ALTER TABLE gpuaas.instances DROP CONSTRAINT instances_failure_reason_check;
 ALTER TABLE gpuaas.instances ADD CONSTRAINT instances_failure_reason_check

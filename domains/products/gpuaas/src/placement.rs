@@ -257,17 +257,20 @@ pub async fn explain_no_capacity(
     gpu_count: i32,
 ) -> DomainResult<String> {
     let rows: Vec<(String, i64, Vec<String>)> = sqlx::query_as(
-        "WITH judged AS (
+        "WITH unhealthy_free AS (
+             -- Few rows: a partial index holds only unhealthy GPUs.
+             SELECT g.node_id, count(*) AS n FROM gpuaas.gpus g
+             WHERE g.health <> 'healthy'
+               AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a
+                               WHERE a.gpu_id = g.id AND a.released_at IS NULL)
+             GROUP BY g.node_id
+         ), judged AS (
              SELECT n.name,
                     CASE
                         WHEN n.gpu_model IS DISTINCT FROM $1 THEN 'another GPU model'
                         WHEN n.state = 'cordoned' THEN 'cordoned'
                         WHEN n.state <> 'ready' THEN n.state
-                        WHEN n.free_gpus + (SELECT count(*) FROM gpuaas.gpus g
-                                            WHERE g.node_id = n.id AND g.health <> 'healthy'
-                                              AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a
-                                                              WHERE a.gpu_id = g.id AND a.released_at IS NULL)) >= $2
-                            THEN 'unhealthy GPUs'
+                        WHEN n.free_gpus + coalesce(u.n, 0) >= $2 THEN 'unhealthy GPUs'
                         ELSE 'full'
                     END AS reason,
                     CASE
@@ -276,7 +279,8 @@ pub async fn explain_no_capacity(
                         WHEN n.state = 'ready' THEN n.name || ': ' || n.free_gpus || ' free'
                         ELSE n.name
                     END AS detail
-             FROM gpuaas.nodes n WHERE n.state <> 'decommissioned'
+             FROM gpuaas.nodes n LEFT JOIN unhealthy_free u ON u.node_id = n.id
+             WHERE n.state <> 'decommissioned'
          )
          SELECT reason, count(*), (array_agg(detail ORDER BY name))[1:3]
          FROM judged GROUP BY reason ORDER BY count(*) DESC, reason",
