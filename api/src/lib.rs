@@ -135,6 +135,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/nodes/{id}/cordon"),
     ("POST", "/v1/nodes/{id}/uncordon"),
     ("POST", "/v1/nodes/{id}/drain"),
+    ("POST", "/v1/nodes/{id}/decommission"),
     ("GET", "/v1/nodes/{id}/events"),
     ("GET", "/v1/instances"),
     ("POST", "/v1/instances"),
@@ -155,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/nodes/{id}/cordon", post(nodes::cordon))
         .route("/v1/nodes/{id}/uncordon", post(nodes::uncordon))
         .route("/v1/nodes/{id}/drain", post(nodes::drain))
+        .route("/v1/nodes/{id}/decommission", post(nodes::decommission))
         .route("/v1/nodes/{id}/events", get(nodes::events))
         .route(
             "/v1/instances",

@@ -138,3 +138,30 @@ pub async fn signal_drain(state: &AppState, node: NodeId, by: &str) -> Result<()
             ))
         })
 }
+
+/// Tells the node's lifecycle workflow that the node was decommissioned, so it ends.
+pub async fn signal_decommissioned(
+    state: &AppState,
+    node: NodeId,
+    by: &str,
+) -> Result<(), ApiError> {
+    let workflow_id = gpuaas_domain::node::lifecycle_workflow_id(node);
+    let handle = state
+        .temporal
+        .get_workflow_handle::<NodeLifecycle>(workflow_id.clone());
+    match handle
+        .signal(
+            NodeLifecycle::decommissioned,
+            by.to_string(),
+            Default::default(),
+        )
+        .await
+    {
+        Ok(()) => Ok(()),
+        // Already ended (a retried request): nothing left to tell.
+        Err(temporalio_client::errors::WorkflowInteractionError::NotFound(_)) => Ok(()),
+        Err(e) => Err(ApiError::unavailable(format!(
+            "the node is decommissioned, but its lifecycle workflow {workflow_id} could not be told ({e}); retry the request"
+        ))),
+    }
+}

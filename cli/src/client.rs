@@ -146,9 +146,14 @@ impl ApiClient {
 
     pub async fn set_cordoned(&self, id: &str, cordoned: bool) -> Result<Node, CliError> {
         let verb = if cordoned { "cordon" } else { "uncordon" };
+        self.node_action(id, verb).await
+    }
+
+    /// `POST /v1/nodes/{id}/<action>` without a body.
+    pub async fn node_action(&self, id: &str, action: &str) -> Result<Node, CliError> {
         self.send(
             self.http
-                .post(format!("{}/v1/nodes/{id}/{verb}", self.base)),
+                .post(format!("{}/v1/nodes/{id}/{action}", self.base)),
         )
         .await
     }

@@ -101,6 +101,11 @@ enum NodeVerb {
     Events {
         id: String,
     },
+    /// Retire a down node (or a drained, empty one) for good. You assert the host runs nothing
+    /// any more (powered off or wiped): its GPUs are released.
+    Decommission {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -211,6 +216,9 @@ async fn run(api: &ApiClient, command: Noun, format: Format) -> Result<(), CliEr
         Noun::Node {
             verb: NodeVerb::Events { id },
         } => print_node_events(format, &api.node_events(&id).await?),
+        Noun::Node {
+            verb: NodeVerb::Decommission { id },
+        } => print_nodes(format, &[api.node_action(&id, "decommission").await?]),
         Noun::Instance { verb } => return instance(api, verb, format).await,
     }
     Ok(())

@@ -93,6 +93,7 @@ const SESSIONS_PER_RUN: u32 = 500;
 pub struct NodeLifecycle {
     drain_requests: u32,
     drains_handled: u32,
+    decommissioned: bool,
 }
 
 #[workflow_methods]
@@ -108,6 +109,15 @@ impl NodeLifecycle {
             carried = liveness(shared, &input).fuse() => carried?,
             drained = drains(shared, &input).fuse() => { drained?; input.carried.clone() }
         };
+        if ctx.state(|s| s.decommissioned) {
+            step(
+                shared,
+                &input,
+                "decommissioned",
+                "decommissioned; this workflow has ended",
+            );
+            return Ok(());
+        }
         carried.drain_pending = ctx.state(|s| s.drain_requests > s.drains_handled);
         let next = NodeLifecycleInput {
             carried,
@@ -120,6 +130,12 @@ impl NodeLifecycle {
     #[signal]
     pub fn drain(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _request: DrainRequested) {
         self.drain_requests += 1;
+    }
+
+    /// Sent by the API after it decommissioned the node: the workflow ends.
+    #[signal]
+    pub fn decommissioned(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _by: String) {
+        self.decommissioned = true;
     }
 }
 
@@ -182,7 +198,7 @@ async fn liveness(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<Carri
     let mut carried = input.carried.clone();
     let c = input.config;
     for _ in 0..SESSIONS_PER_RUN {
-        if ctx.continue_as_new_suggested() {
+        if ctx.continue_as_new_suggested() || ctx.state(|s| s.decommissioned) {
             break;
         }
         let session = SessionInput {

@@ -84,6 +84,19 @@ pub async fn drain(
     Ok((axum::http::StatusCode::ACCEPTED, Json(convert::node(node))))
 }
 
+/// `POST /v1/nodes/{id}/decommission`: retires a down (or drained) node; the operator asserts the
+/// host runs nothing any more, so its GPUs are released.
+pub async fn decommission(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Node>> {
+    let actor = caller.actor();
+    let node = lifecycle::decommission(&state.pool, parse_id(&id)?, &actor).await?;
+    crate::workflows::signal_decommissioned(&state, node.id, &actor.label()).await?;
+    Ok(Json(convert::node(node)))
+}
+
 /// `GET /v1/nodes/{id}/events`: newest first; the audit trail of the node.
 pub async fn events(
     State(state): State<AppState>,

@@ -427,3 +427,98 @@ async fn the_reconciler_stops_orphans_fails_vanished_instances_and_skips_unreada
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decommissioning_a_dead_node_releases_its_fenced_gpus_and_retires_it() {
+    let mut p = Platform::start(Options::default()).await;
+    p.start_agent("a100", "4xA100-40GB", 200).await;
+    let node_id = p.node("a100").await["id"].as_str().unwrap().to_string();
+    let id = p
+        .create_ok(json!({"sku": "a100-40gb", "gpu_count": 2}))
+        .await;
+    assert_eq!(
+        p.wait_state(id, &["running", "failed"], LONG).await.state,
+        "running"
+    );
+    let pid = p.workload_pid(id).unwrap();
+
+    // An up node cannot be decommissioned: drain it or lose it first.
+    let (status, problem) = p
+        .post(&format!("/v1/nodes/{node_id}/decommission"), json!({}))
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (409, Some("node_state_conflict"))
+    );
+
+    // The host dies for good.
+    p.stop_agent("a100");
+    // SAFETY: the test's own workload process group, "powered off" with its host.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+    p.eventually(LONG, "the node is down", || async {
+        p.node_state("a100").await == "down"
+    })
+    .await;
+    assert_eq!(
+        p.live_allocations(id).await,
+        2,
+        "fenced while the node may come back"
+    );
+
+    let (status, body) = p
+        .post(&format!("/v1/nodes/{node_id}/decommission"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "decommissioned");
+    let failed = p.instance(id).await;
+    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.failure_reason.as_deref(), Some("node_unreachable"));
+    assert_eq!(
+        p.live_allocations(id).await,
+        0,
+        "the operator's assertion lifts the fence"
+    );
+    // Idempotent, audited, and the name is retired.
+    let (status, _) = p
+        .post(&format!("/v1/nodes/{node_id}/decommission"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let all = events(&p, "a100").await;
+    let retired: Vec<_> = all
+        .iter()
+        .filter(|e| e["kind"] == "node.decommissioned")
+        .collect();
+    assert_eq!(retired.len(), 1, "{all:?}");
+    assert_eq!(retired[0]["actor"], "operator:test-operator (dev token)");
+    let again = reqwest::Client::new()
+        .post(format!("{}/v1/nodes/register", p.api_url))
+        .bearer_auth(crate::harness::JOIN_TOKEN)
+        .json(&json!({"name": "a100", "agent_version": "x", "discovery": "simulated", "gpus": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 409);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["code"],
+        "node_decommissioned"
+    );
+    // Its lifecycle workflow ended.
+    let client = crate::harness::temporal_args()
+        .connect("test")
+        .await
+        .unwrap();
+    let handle = client.get_workflow_handle::<gpuaas_workflows::NodeLifecycle>(format!(
+        "node-lifecycle-{node_id}"
+    ));
+    p.eventually(LONG, "the lifecycle workflow completes", || async {
+        let d = handle.describe(Default::default()).await.unwrap();
+        d.raw_description
+            .workflow_execution_info
+            .as_ref()
+            .is_some_and(|i| i.status == 2) // COMPLETED
+    })
+    .await;
+    assert_eq!(p.inconsistent_free_counters().await, 0);
+}

@@ -321,6 +321,91 @@ pub async fn mark_up(pool: &PgPool, id: NodeId) -> DomainResult<Option<NodeState
     Ok(changed.map(|(_, s)| NodeState::parse(&s)))
 }
 
+/// Retires a node for good. The operator asserts that nothing of it runs any more (the host is
+/// powered off or wiped): that is the fence a dead host otherwise never gets, so its running
+/// instances fail and every GPU it still holds is released. Allowed for a `down` node, or a
+/// `cordoned` one with no instances left (drain it first). Idempotent.
+pub async fn decommission(pool: &PgPool, id: NodeId, actor: &Actor) -> DomainResult<Node> {
+    let mut tx = pool.begin().await?;
+    let (name, state): (String, String) =
+        sqlx::query_as("SELECT name, state FROM gpuaas.nodes WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                DomainError::not_found("node_not_found", format!("node {id} not found"))
+            })?;
+    if state != "decommissioned" {
+        let live: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM gpuaas.instances
+             WHERE node_id = $1 AND state IN ('pending', 'provisioning', 'running', 'terminating')",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        match state.as_str() {
+            "down" => {}
+            "cordoned" if live == 0 => {}
+            "cordoned" => {
+                return Err(DomainError::conflict(
+                    "node_not_empty",
+                    format!("node {name} still has {live} instance(s); drain it first"),
+                ));
+            }
+            other => {
+                return Err(DomainError::conflict(
+                    "node_state_conflict",
+                    format!(
+                        "node {name} is {other}; only a down node, or a cordoned one without instances, can be decommissioned"
+                    ),
+                ));
+            }
+        }
+        let failed: Vec<InstanceId> = sqlx::query_scalar(
+            "UPDATE gpuaas.instances SET state = 'failed', failure_reason = 'node_unreachable',
+                    status_message = 'its node was decommissioned', current_step = 'failed',
+                    ended_at = now(), updated_at = now()
+             WHERE node_id = $1 AND state = 'running' RETURNING id",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let released: i64 = sqlx::query_scalar(
+            "WITH released AS (
+                 UPDATE gpuaas.allocations SET released_at = now()
+                 WHERE node_id = $1 AND released_at IS NULL RETURNING gpu_id
+             ) SELECT count(*) FROM released",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        // The counter stays exact (placement ignores the node by its state).
+        sqlx::query(
+            "UPDATE gpuaas.nodes n SET state = 'decommissioned', down_from = NULL,
+                    cordon_reason = NULL, drain_deadline = NULL, updated_at = now(),
+                    free_gpus = (SELECT count(*) FROM gpuaas.gpus g
+                                 WHERE g.node_id = n.id AND g.health = 'healthy'
+                                   AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a
+                                                   WHERE a.gpu_id = g.id AND a.released_at IS NULL))
+             WHERE n.id = $1",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let message = format!(
+            "node {name} decommissioned (was {state}): {} running instance(s) failed, {released} GPU(s) released",
+            failed.len()
+        );
+        events::record(
+            &mut tx,
+            NewEvent::node("node.decommissioned", actor, id, message),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    node::get(pool, id).await
+}
+
 /// Records that the agent answered just now.
 pub async fn record_seen(pool: &PgPool, id: NodeId) -> DomainResult<()> {
     sqlx::query("UPDATE gpuaas.nodes SET last_seen_at = now() WHERE id = $1")

@@ -155,10 +155,20 @@ pub async fn register(pool: &PgPool, reg: &NodeRegistration) -> DomainResult<Nod
     .fetch_one(&mut *tx)
     .await?;
     // Serialise against placement on this node while its GPUs and counter are rewritten.
-    sqlx::query("SELECT 1 FROM gpuaas.nodes WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    let (state,): (String,) =
+        sqlx::query_as("SELECT state FROM gpuaas.nodes WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if state == "decommissioned" {
+        return Err(DomainError::conflict(
+            "node_decommissioned",
+            format!(
+                "node {} was decommissioned; register the host under a new name",
+                reg.name
+            ),
+        ));
+    }
     for gpu in &reg.gpus {
         let moved: Option<(NodeId,)> = sqlx::query_as(
             "INSERT INTO gpuaas.gpus (id, node_id, idx, uuid, model, memory_mib, health)
