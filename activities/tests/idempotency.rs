@@ -238,3 +238,162 @@ async fn allocating_for_a_deleted_instance_fails_without_retry() {
     }
     assert_eq!(live(&pool).await, 0);
 }
+
+async fn events_of_kind(pool: &PgPool, kind: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM gpuaas.events WHERE kind = $1")
+        .bind(kind)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_fleet_activities_run_twice_are_harmless() {
+    use gpuaas_activities::fleet::{
+        ApplyFix, FixKind, FleetActivities, HealthReport, NodeDown, NodeGrace, NodeState, PlanInput,
+    };
+    use gpuaas_activities::node::{GpuHealthReport, WorkloadReport};
+
+    let (pool, _) = setup(4).await;
+    let env = ActivityEnvironment::builder()
+        .register_activities(ControlPlaneActivities::new(
+            pool.clone(),
+            Default::default(),
+        ))
+        .register_activities(FleetActivities::new(pool.clone(), Default::default()))
+        .build();
+    let node: Uuid = sqlx::query_scalar("SELECT id FROM gpuaas.nodes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let id = new_instance(&pool, 2).await;
+    env.run(ControlPlaneActivities::allocate, id).await.unwrap();
+    env.run(ControlPlaneActivities::mark_running, id)
+        .await
+        .unwrap();
+
+    // The same bad-GPU report twice: the GPU leaves service and the node is cordoned once.
+    let report = HealthReport {
+        node_id: node,
+        gpus: vec![GpuHealthReport {
+            index: 3,
+            healthy: false,
+            reason: Some("XID 79".into()),
+        }],
+        recovery_s: 300,
+    };
+    let first = env
+        .run(FleetActivities::node_apply_report, report.clone())
+        .await
+        .unwrap();
+    let second = env
+        .run(FleetActivities::node_apply_report, report)
+        .await
+        .unwrap();
+    assert_eq!(first.health.unhealthy, vec![3]);
+    assert_eq!(second.health.unhealthy, vec![3]);
+    assert!(second.health.changes.is_empty(), "{second:?}");
+    assert_eq!(second.state, NodeState::Cordoned);
+    assert_eq!(free(&pool).await, 1, "4 GPUs - 2 allocated - 1 unhealthy");
+    assert_eq!(events_of_kind(&pool, "gpu.unhealthy").await, 1);
+    assert_eq!(events_of_kind(&pool, "node.auto_cordoned").await, 1);
+
+    // Down twice: one transition. The grace expiry twice: the instance fails once.
+    let down = NodeDown {
+        node_id: node,
+        why: "test".into(),
+    };
+    assert!(
+        env.run(FleetActivities::node_mark_down, down.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !env.run(FleetActivities::node_mark_down, down)
+            .await
+            .unwrap()
+    );
+    let grace = NodeGrace {
+        node_id: node,
+        down_for_s: 120,
+    };
+    assert_eq!(
+        env.run(FleetActivities::node_fail_unreachable, grace.clone())
+            .await
+            .unwrap(),
+        vec![id]
+    );
+    assert!(
+        env.run(FleetActivities::node_fail_unreachable, grace)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        live(&pool).await,
+        2,
+        "fenced: a failed instance keeps its GPUs until fenced"
+    );
+
+    // The agent is back and still runs the failed instance's process: the plan says stop it;
+    // the same fix applied twice releases once and records once.
+    let plan = PlanInput {
+        node_id: node,
+        workloads: vec![WorkloadReport {
+            instance_id: id,
+            running: true,
+        }],
+        read_at_ms: chrono_now_ms(),
+    };
+    let fixes = env
+        .run(FleetActivities::reconcile_plan, plan.clone())
+        .await
+        .unwrap();
+    assert_eq!(fixes.len(), 1, "{fixes:?}");
+    assert_eq!(fixes[0].kind, FixKind::StopOrphan);
+    assert_eq!(
+        env.run(FleetActivities::reconcile_plan, plan)
+            .await
+            .unwrap(),
+        fixes,
+        "planning reads, never writes"
+    );
+    let apply = ApplyFix {
+        node_id: node,
+        fix: fixes[0].clone(),
+        dedupe_key: "test/1".into(),
+        by_reconciler: false,
+    };
+    assert!(
+        env.run(FleetActivities::reconcile_apply, apply.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !env.run(FleetActivities::reconcile_apply, apply)
+            .await
+            .unwrap()
+    );
+    assert_eq!(live(&pool).await, 0);
+    assert_eq!(free(&pool).await, 3, "released once; the bad GPU stays out");
+    assert_eq!(events_of_kind(&pool, "reconciler.orphan_stopped").await, 1);
+
+    // Back up twice: one transition, to where it was (cordoned by the bad GPU).
+    assert_eq!(
+        env.run(FleetActivities::node_mark_up, node).await.unwrap(),
+        Some(NodeState::Cordoned)
+    );
+    assert_eq!(
+        env.run(FleetActivities::node_mark_up, node).await.unwrap(),
+        None
+    );
+    assert_eq!(events_of_kind(&pool, "node.down").await, 1);
+    assert_eq!(events_of_kind(&pool, "node.up").await, 1);
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
