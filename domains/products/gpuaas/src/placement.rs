@@ -265,25 +265,30 @@ pub async fn explain_no_capacity(
                                WHERE a.gpu_id = g.id AND a.released_at IS NULL)
              GROUP BY g.node_id
          ), judged AS (
-             SELECT n.name,
+             SELECT n.id,
                     CASE
                         WHEN n.gpu_model IS DISTINCT FROM $1 THEN 'another GPU model'
                         WHEN n.state = 'cordoned' THEN 'cordoned'
                         WHEN n.state <> 'ready' THEN n.state
                         WHEN n.free_gpus + coalesce(u.n, 0) >= $2 THEN 'unhealthy GPUs'
                         ELSE 'full'
-                    END AS reason,
-                    CASE
-                        WHEN n.gpu_model IS DISTINCT FROM $1 THEN n.name || ' has ' || coalesce(n.gpu_model, 'no GPUs')
-                        WHEN n.state = 'cordoned' THEN n.name || ' by ' || coalesce(n.cordon_reason, 'operator')
-                        WHEN n.state = 'ready' THEN n.name || ': ' || n.free_gpus || ' free'
-                        ELSE n.name
-                    END AS detail
+                    END AS reason
              FROM gpuaas.nodes n LEFT JOIN unhealthy_free u ON u.node_id = n.id
              WHERE n.state <> 'decommissioned'
+         ), grouped AS (
+             -- Counting is cheap; words are built for the three examples per reason only.
+             SELECT reason, count(*) AS nodes, (array_agg(id))[1:3] AS examples
+             FROM judged GROUP BY reason
          )
-         SELECT reason, count(*), (array_agg(detail ORDER BY name))[1:3]
-         FROM judged GROUP BY reason ORDER BY count(*) DESC, reason",
+         SELECT g.reason, g.nodes, ARRAY(
+                    SELECT CASE
+                               WHEN n.gpu_model IS DISTINCT FROM $1 THEN n.name || ' has ' || coalesce(n.gpu_model, 'no GPUs')
+                               WHEN n.state = 'cordoned' THEN n.name || ' by ' || coalesce(n.cordon_reason, 'operator')
+                               WHEN n.state = 'ready' THEN n.name || ': ' || n.free_gpus || ' free'
+                               ELSE n.name
+                           END
+                    FROM gpuaas.nodes n WHERE n.id = ANY(g.examples) ORDER BY n.name)
+         FROM grouped g ORDER BY g.nodes DESC, g.reason",
     )
     .bind(gpu_model)
     .bind(gpu_count)

@@ -193,3 +193,45 @@ async fn allocate_and_release_are_idempotent() {
         .unwrap();
     assert_eq!(free, 8, "the counter was restored exactly once");
 }
+
+#[tokio::test]
+async fn no_capacity_is_explained_per_node_reason() {
+    use gpuaas_domain::events::Actor;
+    use gpuaas_domain::lifecycle::{self, GpuSample};
+    let (pool, _) = gpuaas_shared::db::testing::fresh_database().await;
+    add_node(&pool, "full-1", 2, "H100-80GB").await;
+    let sick = add_node(&pool, "sick-1", 4, "H100-80GB").await;
+    let gone = add_node(&pool, "gone-1", 4, "H100-80GB").await;
+    let parked = add_node(&pool, "parked-1", 4, "H100-80GB").await;
+    add_node(&pool, "a100-1", 8, "A100-40GB").await;
+    // sick-1: one bad GPU, so 3 of its 4 are free; uncordoned by an operator anyway.
+    let bad = [GpuSample {
+        index: 0,
+        healthy: false,
+        reason: Some("XID 79".into()),
+    }];
+    lifecycle::apply_gpu_health(&pool, sick, &bad, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let op = Actor::Operator("test".into());
+    lifecycle::uncordon(&pool, sick, &op).await.unwrap();
+    lifecycle::mark_down(&pool, gone, "test").await.unwrap();
+    lifecycle::cordon(&pool, parked, &op).await.unwrap();
+
+    let why = placement::explain_no_capacity(&pool, "H100-80GB", 4)
+        .await
+        .unwrap();
+    assert!(
+        why.starts_with("no node has 4 free H100-80GB GPU(s): "),
+        "{why}"
+    );
+    for part in [
+        "full: 1 node(s) (full-1: 2 free)",
+        "unhealthy GPUs: 1 node(s) (sick-1: 3 free)",
+        "down: 1 node(s) (gone-1)",
+        "cordoned: 1 node(s) (parked-1 by operator)",
+        "another GPU model: 1 node(s) (a100-1 has A100-40GB)",
+    ] {
+        assert!(why.contains(part), "missing {part:?} in {why}");
+    }
+}
