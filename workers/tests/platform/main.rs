@@ -2,6 +2,7 @@
 //! Run through `scripts/test`, which starts Postgres and the Temporal test server if missing.
 
 mod api;
+mod cli;
 mod faults;
 mod fleet;
 mod harness;
