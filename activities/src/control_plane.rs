@@ -31,12 +31,7 @@ impl ControlPlaneActivities {
         activity: &str,
         result: Result<T, DomainError>,
     ) -> Result<T, ActivityError> {
-        let result = result.map_err(|e| {
-            count_activity_failure(activity, e.code());
-            to_activity_error(e)
-        })?;
-        self.faults.after_side_effect(activity)?;
-        Ok(result)
+        finish(&self.faults, activity, result)
     }
 }
 
@@ -58,6 +53,21 @@ pub struct FailInstance {
 pub struct TerminatedNote {
     pub instance_id: Uuid,
     pub message: Option<String>,
+}
+
+/// How every control-plane activity ends: a failure is counted by its code and mapped; a success
+/// passes the fault-injection hook (which may kill the process or fail it, for the fault suite).
+pub(crate) fn finish<T>(
+    faults: &Faults,
+    activity: &str,
+    result: Result<T, DomainError>,
+) -> Result<T, ActivityError> {
+    let result = result.map_err(|e| {
+        count_activity_failure(activity, e.code());
+        to_activity_error(e)
+    })?;
+    faults.after_side_effect(activity)?;
+    Ok(result)
 }
 
 /// Domain errors become failures: bad input and wrong state are not worth a retry, database

@@ -1,10 +1,9 @@
 //! Control-plane activities of the fleet: node lifecycle (liveness, GPU health, drain) and orphan
 //! reconciliation. Thin adapters over `gpuaas_domain::{lifecycle, reconcile}`; each is idempotent.
 
-use crate::control_plane::to_activity_error;
 use crate::faults::Faults;
 use crate::node::{GpuHealthReport, WorkloadReport};
-use crate::service::{count_activity_failure, metric_names};
+use crate::service::metric_names;
 use gpuaas_domain::events::Actor;
 use gpuaas_domain::lifecycle::{self, GpuSample};
 use gpuaas_domain::node;
@@ -39,12 +38,7 @@ impl FleetActivities {
         activity: &str,
         result: Result<T, DomainError>,
     ) -> Result<T, ActivityError> {
-        let result = result.map_err(|e| {
-            count_activity_failure(activity, e.code());
-            to_activity_error(e)
-        })?;
-        self.faults.after_side_effect(activity)?;
-        Ok(result)
+        crate::control_plane::finish(&self.faults, activity, result)
     }
 }
 

@@ -34,9 +34,12 @@ const TERMINATE_WORKER_STEPS: [&str; 2] = ["release", "mark_terminated"];
 const PROVISION_AGENT_STEPS: [&str; 2] = ["node.start_workload", "node.await_workload_running"];
 const TERMINATE_AGENT_STEPS: [&str; 1] = ["node.stop_workload"];
 
+fn two_gpus() -> serde_json::Value {
+    json!({"sku": "h100-80gb-sxm", "gpu_count": 2})
+}
+
 async fn create_one(p: &Platform) -> Uuid {
-    p.create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 2}))
-        .await
+    p.create_ok(two_gpus()).await
 }
 
 /// Stops an in-process agent and waits until its node is known down, so the next agent's
@@ -86,11 +89,7 @@ async fn sigkill_the_worker_after_every_step_with_the_workflow_cache_disabled() 
         }
         for step in TERMINATE_WORKER_STEPS {
             p.start_worker_process();
-            let id = create_one(&p).await;
-            assert_eq!(
-                p.wait_state(id, &["running", "failed"], LONG).await.state,
-                "running"
-            );
+            let id = p.create_running(two_gpus()).await;
             p.kill_worker_process();
             p.start_worker_process_with(&kill_after(step));
             assert_eq!(p.delete(id).await, 202);
@@ -142,11 +141,7 @@ async fn sigkill_the_agent_after_every_step() {
         for step in TERMINATE_AGENT_STEPS {
             p.start_agent_process("h100", "8xH100-80GB", &Faults::default())
                 .await;
-            let id = create_one(&p).await;
-            assert_eq!(
-                p.wait_state(id, &["running", "failed"], LONG).await.state,
-                "running"
-            );
+            let id = p.create_running(two_gpus()).await;
             p.kill_agent_process("h100");
             p.start_agent_process("h100", "8xH100-80GB", &kill_after(step))
                 .await;
@@ -212,9 +207,7 @@ async fn a_failure_at_every_step_unwinds_fully() {
     .await;
     for _ in 0..rounds() {
         p.start_agent("h100", "8xH100-80GB", 200).await;
-        let id = create_one(&p).await;
-        let running = p.wait_state(id, &["running", "failed"], LONG).await;
-        assert_eq!(running.state, "running", "{running:?}");
+        let id = p.create_running(two_gpus()).await;
         stop_agent_until_down(&mut p, "h100").await;
         let fault = Faults {
             kill_after: None,

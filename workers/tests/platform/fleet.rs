@@ -58,12 +58,8 @@ async fn a_killed_agent_is_detected_within_30s_fenced_and_its_orphans_stopped_on
     p.start_agent_process("h100", "8xH100-80GB", &Faults::default())
         .await;
     let id = p
-        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 8}))
+        .create_running(json!({"sku": "h100-80gb-sxm", "gpu_count": 8}))
         .await;
-    assert_eq!(
-        p.wait_state(id, &["running", "failed"], LONG).await.state,
-        "running"
-    );
     let pid = p.workload_pid(id).unwrap();
 
     let killed = Instant::now();
@@ -152,12 +148,8 @@ async fn an_agent_back_within_the_grace_period_keeps_its_instances() {
     p.start_agent_process("h100", "8xH100-80GB", &Faults::default())
         .await;
     let id = p
-        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 2}))
+        .create_running(json!({"sku": "h100-80gb-sxm", "gpu_count": 2}))
         .await;
-    assert_eq!(
-        p.wait_state(id, &["running", "failed"], LONG).await.state,
-        "running"
-    );
     p.kill_agent_process("h100");
     p.eventually(LONG, "down", || async {
         p.node_state("h100").await == "down"
@@ -180,12 +172,8 @@ async fn drain_terminates_at_the_deadline_leaves_the_node_cordoned_and_is_audite
     let mut p = Platform::start(Options::default()).await;
     p.start_agent("h100", "8xH100-80GB", 200).await;
     let id = p
-        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 2}))
+        .create_running(json!({"sku": "h100-80gb-sxm", "gpu_count": 2}))
         .await;
-    assert_eq!(
-        p.wait_state(id, &["running", "failed"], LONG).await.state,
-        "running"
-    );
     let pid = p.workload_pid(id).unwrap();
     let node_id = p.node("h100").await["id"].as_str().unwrap().to_string();
 
@@ -368,13 +356,7 @@ async fn the_reconciler_stops_orphans_fails_vanished_instances_and_skips_unreada
     let leaked = Platform::insert_ended_instance_holding(&p.pool, ghost, 2).await;
 
     // An instance the database thinks ended, whose process still runs (a lost terminate)...
-    sqlx::query(
-        "UPDATE gpuaas.instances SET state = 'failed', failure_reason = 'timeout' WHERE id = $1",
-    )
-    .bind(orphan)
-    .execute(&p.pool)
-    .await
-    .unwrap();
+    p.end_behind_the_platforms_back(orphan).await;
     // ...and a running instance whose process died behind the platform's back.
     // SAFETY: signalling the test's own workload process group.
     unsafe {
@@ -434,12 +416,8 @@ async fn decommissioning_a_dead_node_releases_its_fenced_gpus_and_retires_it() {
     p.start_agent("a100", "4xA100-40GB", 200).await;
     let node_id = p.node("a100").await["id"].as_str().unwrap().to_string();
     let id = p
-        .create_ok(json!({"sku": "a100-40gb", "gpu_count": 2}))
+        .create_running(json!({"sku": "a100-40gb", "gpu_count": 2}))
         .await;
-    assert_eq!(
-        p.wait_state(id, &["running", "failed"], LONG).await.state,
-        "running"
-    );
     let pid = p.workload_pid(id).unwrap();
 
     // An up node cannot be decommissioned: drain it or lose it first.

@@ -247,17 +247,14 @@ impl Platform {
 
     /// Waits until the worker process exits by itself (an injected SIGKILL); true if it did.
     pub async fn worker_process_died(&mut self, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(child) = self.worker_process.as_mut() {
-                if child.try_wait().unwrap().is_some() {
-                    self.worker_process = None;
-                    return true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let died = match self.worker_process.as_mut() {
+            Some(child) => exits_within(child, within).await,
+            None => false,
+        };
+        if died {
+            self.worker_process = None;
         }
-        false
+        died
     }
 
     /// Starts the real `gpuaas-node-agent` binary (simulated GPUs), so a test can SIGKILL it,
@@ -289,7 +286,7 @@ impl Platform {
             .spawn()
             .expect("start gpuaas-node-agent");
         self.agent_processes.insert(name.to_string(), child);
-        self.wait_node_registered(name).await;
+        self.wait_node_until(name, |s| s != "registering").await;
     }
 
     /// SIGKILLs an agent process: its workloads (own process groups) keep running.
@@ -302,17 +299,14 @@ impl Platform {
 
     /// Waits until the agent process exits by itself (an injected SIGKILL); true if it did.
     pub async fn agent_process_died(&mut self, name: &str, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Some(child) = self.agent_processes.get_mut(name) {
-                if child.try_wait().unwrap().is_some() {
-                    self.agent_processes.remove(name);
-                    return true;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let died = match self.agent_processes.get_mut(name) {
+            Some(child) => exits_within(child, within).await,
+            None => false,
+        };
+        if died {
+            self.agent_processes.remove(name);
         }
-        false
+        died
     }
 
     /// The file through which a test injects simulated GPU faults into an agent.
@@ -322,14 +316,15 @@ impl Platform {
             .join(format!("{agent}.gpu-faults"))
     }
 
-    async fn wait_node_registered(&self, name: &str) {
+    /// Waits until the node named `name` is in a state `accept` takes.
+    async fn wait_node_until(&self, name: &str, accept: impl Fn(&str) -> bool) {
         self.eventually(Duration::from_secs(30), "node registers", || async {
             let nodes = self.get_json("/v1/nodes").await;
             nodes["items"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|n| n["name"] == name && n["state"] != "registering")
+                .any(|n| n["name"] == name && n["state"].as_str().is_some_and(&accept))
         })
         .await;
     }
@@ -411,15 +406,7 @@ impl Platform {
             .await
         });
         self.agents.insert(name.to_string(), task);
-        self.eventually(Duration::from_secs(30), "node registers", || async {
-            let nodes = self.get_json("/v1/nodes").await;
-            nodes["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|n| n["name"] == name && n["state"] == "ready")
-        })
-        .await;
+        self.wait_node_until(name, |s| s == "ready").await;
     }
 
     pub fn stop_agent(&mut self, name: &str) {
@@ -495,6 +482,28 @@ impl Platform {
         let (status, body) = self.create(body, None).await;
         assert_eq!(status, 202, "create: {body}");
         body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Creates an instance and waits until it runs (asserting it does).
+    pub async fn create_running(&self, body: Value) -> Uuid {
+        let id = self.create_ok(body).await;
+        let instance = self
+            .wait_state(id, &["running", "failed"], Duration::from_secs(60))
+            .await;
+        assert_eq!(instance.state, "running", "{instance:?}");
+        id
+    }
+
+    /// Marks an instance ended in the database only, as if its termination had been lost: its
+    /// process and GPUs are now orphans for the reconciler.
+    pub async fn end_behind_the_platforms_back(&self, id: Uuid) {
+        sqlx::query(
+            "UPDATE gpuaas.instances SET state = 'failed', failure_reason = 'timeout' WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .unwrap();
     }
 
     pub async fn delete(&self, id: Uuid) -> u16 {
@@ -704,6 +713,18 @@ pub struct LeakReport {
     /// Instances not in a terminal state.
     pub unfinished_instances: i64,
     pub inconsistent_free_counters: i64,
+}
+
+/// Whether `child` exits within `within`.
+async fn exits_within(child: &mut std::process::Child, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 /// Passes faults to a child process through the environment the binaries read.

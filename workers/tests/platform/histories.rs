@@ -213,13 +213,7 @@ async fn record_fleet_histories() {
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
         .await;
     p.wait_state(orphan, &["running"], LONG).await;
-    sqlx::query(
-        "UPDATE gpuaas.instances SET state = 'failed', failure_reason = 'timeout' WHERE id = $1",
-    )
-    .bind(orphan)
-    .execute(&p.pool)
-    .await
-    .unwrap();
+    p.end_behind_the_platforms_back(orphan).await;
     let client = temporal_args().connect("recorder").await.unwrap();
     let id = format!("reconcile-recording-{orphan}");
     let handle = client
