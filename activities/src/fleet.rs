@@ -6,8 +6,8 @@ use crate::node::{GpuHealthReport, WorkloadReport};
 use crate::service::metric_names;
 use gpuaas_domain::events::Actor;
 use gpuaas_domain::lifecycle::{self, GpuSample};
-use gpuaas_domain::node;
 use gpuaas_domain::reconcile::{self, ReportedWorkload};
+use gpuaas_domain::{instance, node};
 use gpuaas_shared::DomainError;
 use gpuaas_shared::ids::{InstanceId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -92,8 +92,67 @@ pub struct ApplyFix {
     pub by_reconciler: bool,
 }
 
+/// An instance whose provisioning workflow must be started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Unstarted {
+    pub instance_id: Uuid,
+    pub project_id: Uuid,
+    pub command: String,
+    pub capacity_timeout_s: u64,
+    pub workflow_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProvisioningStarted {
+    pub instance_id: Uuid,
+    pub dedupe_key: String,
+}
+
 #[activities]
 impl FleetActivities {
+    /// Instances accepted over a minute ago whose provisioning never took a step.
+    #[activity]
+    pub async fn reconcile_unstarted(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+    ) -> Result<Vec<Unstarted>, ActivityError> {
+        let result = instance::stale_pending(&self.pool, Duration::from_secs(60))
+            .await
+            .map(|found| {
+                found
+                    .into_iter()
+                    .map(|i| Unstarted {
+                        instance_id: i.id.0,
+                        project_id: i.project_id.0,
+                        command: i.command,
+                        capacity_timeout_s: i.capacity_timeout_s.max(0) as u64,
+                        workflow_id: i.workflow_id,
+                    })
+                    .collect()
+            });
+        self.finish("reconcile_unstarted", result)
+    }
+
+    /// Records (once) that the reconciler started an instance's provisioning.
+    #[activity]
+    pub async fn reconcile_record_started(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        started: ProvisioningStarted,
+    ) -> Result<bool, ActivityError> {
+        let result = reconcile::record_provisioning_restarted(
+            &self.pool,
+            InstanceId(started.instance_id),
+            &started.dedupe_key,
+        )
+        .await;
+        if let Ok(true) = result {
+            metrics::counter!(metric_names::RECONCILER_FIXES, "kind" => "provisioning_started")
+                .increment(1);
+        }
+        self.finish("reconcile_record_started", result)
+    }
+
     /// Marks the node down (no heartbeat). True if this call did.
     #[activity]
     pub async fn node_mark_down(

@@ -1,15 +1,22 @@
 //! Orphan reconciliation. [`reconcile_node`] reads one node's agent, plans the fixes against the
 //! database and performs them, agent part first; [`ReconcileFleet`] runs it over every node whose
 //! agent should answer, on a Temporal Schedule. A node whose agent cannot be read is skipped:
-//! nothing is ever decided from a missing answer.
+//! nothing is ever decided from a missing answer. The pass also starts the provisioning of
+//! instances the API recorded but never started.
 
+use crate::provision::{ProvisionInput, ProvisionInstance};
 use crate::{NodeTimeouts, control_options, search};
-use gpuaas_activities::fleet::{ApplyFix, FleetActivities, PlanInput, ReconcileTarget};
+use gpuaas_activities::fleet::{
+    ApplyFix, FleetActivities, PlanInput, ProvisioningStarted, ReconcileTarget,
+};
 use gpuaas_activities::node::NodeActivities;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, UNIX_EPOCH};
+use temporalio_common::search_attributes::SearchAttributes;
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{WorkflowContext, WorkflowResult};
+use temporalio_sdk::{
+    ChildWorkflowOptions, ParentClosePolicy, WorkflowContext, WorkflowIdReusePolicy, WorkflowResult,
+};
 use uuid::Uuid;
 
 /// What one node's reconciliation did.
@@ -106,6 +113,61 @@ pub struct ReconcileOutcome {
     pub nodes: usize,
     pub unreadable: Vec<String>,
     pub fixes_applied: usize,
+    /// Instances the API recorded but never started, whose provisioning this run started.
+    #[serde(default)]
+    pub provisionings_started: usize,
+}
+
+/// Starts the provisioning of instances the API recorded but never started (it died in
+/// between). The workflow id is the instance's own, and reuse is rejected, so an instance whose
+/// workflow exists is never provisioned twice.
+async fn start_unstarted(
+    ctx: &WorkflowContext<ReconcileFleet>,
+    input: &ReconcileInput,
+) -> WorkflowResult<usize> {
+    let unstarted = ctx
+        .execute_local_activity(FleetActivities::reconcile_unstarted, (), control_options())
+        .await?;
+    let mut started = 0;
+    for u in unstarted {
+        let provision = ProvisionInput {
+            instance_id: u.instance_id,
+            project_id: u.project_id,
+            command: u.command,
+            capacity_timeout_s: u.capacity_timeout_s,
+            node_timeouts: input.node_timeouts,
+        };
+        let attrs = SearchAttributes::new(vec![
+            search::INSTANCE_ID.value_set(u.instance_id.to_string()),
+            search::PROJECT_ID.value_set(u.project_id.to_string()),
+            search::STEP.value_set("allocating".to_string()),
+        ]);
+        let options = ChildWorkflowOptions::builder()
+            .workflow_id(u.workflow_id.clone())
+            .parent_close_policy(ParentClosePolicy::Abandon)
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .search_attributes(attrs)
+            .build();
+        if ctx
+            .start_child_workflow(ProvisionInstance::run, provision, options)
+            .await
+            .is_err()
+        {
+            continue; // it exists: the instance is merely slow, not lost
+        }
+        let record = ProvisioningStarted {
+            instance_id: u.instance_id,
+            dedupe_key: format!("{}/{}", ctx.workflow_id(), u.workflow_id),
+        };
+        ctx.execute_local_activity(
+            FleetActivities::reconcile_record_started,
+            record,
+            control_options(),
+        )
+        .await?;
+        started += 1;
+    }
+    Ok(started)
 }
 
 /// One reconciliation pass over the fleet, started by the `gpuaas-reconciler` Schedule.
@@ -140,11 +202,16 @@ impl ReconcileFleet {
                 Err(why) => outcome.unreadable.push(format!("{}: {why}", target.name)),
             }
         }
+        // Patched: runs recorded before this step existed replay without it.
+        if ctx.patched("start-unstarted-provisioning") {
+            outcome.provisionings_started = start_unstarted(ctx, &input).await?;
+        }
         ctx.upsert_search_attributes([search::STEP.value_set("done".to_string())]);
         ctx.set_current_details(format!(
-            "{} node(s) read, {} fix(es) applied, {} node(s) skipped{}",
+            "{} node(s) read, {} fix(es) applied, {} provisioning(s) started, {} node(s) skipped{}",
             outcome.nodes - outcome.unreadable.len(),
             outcome.fixes_applied,
+            outcome.provisionings_started,
             outcome.unreadable.len(),
             if outcome.unreadable.is_empty() {
                 String::new()

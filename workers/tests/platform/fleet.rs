@@ -500,3 +500,40 @@ async fn decommissioning_a_dead_node_releases_its_fenced_gpus_and_retires_it() {
     .await;
     assert_eq!(p.inconsistent_free_counters().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_starts_a_provisioning_the_api_recorded_but_never_started() {
+    let mut p = Platform::start(Options {
+        reconcile_every_s: 2,
+        ..Options::default()
+    })
+    .await;
+    p.start_agent("h100", "8xH100-80GB", 200).await;
+    // The API died between recording the instance and starting its workflow, 2 minutes ago.
+    let id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO gpuaas.instances (id, project_id, name, sku_id, gpu_count, command, state,
+             workflow_id, current_step, created_at)
+         VALUES ($1, $2, 'orphaned-request', 'h100-80gb-sxm', 1, 'sleep infinity', 'pending',
+                 'instance-provision-' || $1, 'queued', now() - interval '2 minutes')",
+    )
+    .bind(id)
+    .bind(gpuaas_iam::DEFAULT_PROJECT.0)
+    .execute(&p.pool)
+    .await
+    .unwrap();
+    let running = p.wait_state(id, &["running", "failed"], LONG).await;
+    assert_eq!(running.state, "running", "{running:?}");
+    // Later passes find its workflow and start nothing more.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let started: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM gpuaas.events WHERE kind = 'reconciler.provisioning_started' AND instance_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&p.pool)
+    .await
+    .unwrap();
+    assert_eq!(started, 1);
+    assert_eq!(p.live_workloads().len(), 1);
+    assert_eq!(p.double_booked_gpus().await, 0);
+}

@@ -206,6 +206,25 @@ pub async fn get_explained(
     Ok(instance)
 }
 
+/// Instances accepted more than `older_than` ago whose provisioning never took a step: the API
+/// died between recording them and starting their workflow (or the workflow is badly delayed).
+/// The reconciler starts their workflow; starting one that exists is refused and harmless.
+pub async fn stale_pending(
+    pool: &PgPool,
+    older_than: std::time::Duration,
+) -> DomainResult<Vec<Instance>> {
+    let rows: Vec<InstanceRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM gpuaas.instances
+         WHERE state = 'pending' AND current_step = 'queued'
+           AND created_at < now() - make_interval(secs => $1)
+         ORDER BY created_at LIMIT 100"
+    ))
+    .bind(older_than.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
 /// Workflow id of an instance's provisioning: deterministic, so a duplicate start finds it.
 pub fn provision_workflow_id(id: InstanceId) -> String {
     format!("instance-provision-{id}")

@@ -195,3 +195,26 @@ pub async fn apply(
     // Stopping an orphan is a change even when the database had nothing to release.
     Ok(recorded && (changed || fix.kind == FixKind::StopOrphan))
 }
+
+/// Records that the reconciler started the provisioning workflow of an instance the API had
+/// recorded but never started. Returns false when this was recorded before (a retry).
+pub async fn record_provisioning_restarted(
+    pool: &PgPool,
+    instance: InstanceId,
+    dedupe_key: &str,
+) -> DomainResult<bool> {
+    let mut conn = pool.acquire().await?;
+    events::record(
+        &mut conn,
+        NewEvent {
+            kind: "reconciler.provisioning_started",
+            actor: &Actor::Reconciler,
+            node: None,
+            instance: Some(instance),
+            gpu_index: None,
+            message: "accepted but never started (the API died before starting its workflow): provisioning started".into(),
+            dedupe_key: Some(dedupe_key.to_string()),
+        },
+    )
+    .await
+}
