@@ -423,6 +423,19 @@ pub struct GpuSample {
     pub reason: Option<String>,
 }
 
+/// What one sample does to a GPU, given what the database says of it.
+enum GpuChange {
+    StaysHealthy,
+    /// Leaves service now.
+    Fails,
+    StaysBad,
+    /// First healthy sample of a bad GPU: its recovery period starts.
+    StartsHealing,
+    StillHealing,
+    /// Healthy for the whole recovery period: back in service.
+    Recovers,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthOutcome {
     /// GPUs out of service after this report.
@@ -468,47 +481,51 @@ pub async fn apply_gpu_health(
             continue;
         };
         let reason = sample.reason.clone().unwrap_or_default();
-        let (set, event) = match (health == "healthy", sample.healthy) {
-            (true, false) => {
-                free_delta -= i32::from(!allocated);
-                (
-                    "health = 'unhealthy', health_reason = $3, healthy_since = NULL",
-                    Some(("gpu.unhealthy", format!("GPU {index} unhealthy: {reason}"))),
-                )
-            }
-            (false, false) => ("health_reason = $3, healthy_since = NULL", None),
-            (false, true) if healthy_for.is_none() => ("healthy_since = now()", None),
-            (false, true) if healthy_for.unwrap_or(0.0) >= recovery.as_secs_f64() => {
-                free_delta += i32::from(!allocated);
-                (
-                    "health = 'healthy', health_reason = NULL, healthy_since = NULL",
-                    Some((
-                        "gpu.recovered",
-                        format!(
-                            "GPU {index} healthy for {}s: back in service",
-                            recovery.as_secs()
-                        ),
-                    )),
-                )
-            }
-            (false, true) => ("healthy_since = healthy_since", None),
-            (true, true) => continue,
+        let change = match (health == "healthy", sample.healthy, healthy_for) {
+            (true, true, _) => GpuChange::StaysHealthy,
+            (true, false, _) => GpuChange::Fails,
+            (false, false, _) => GpuChange::StaysBad,
+            (false, true, None) => GpuChange::StartsHealing,
+            (false, true, Some(t)) if t >= recovery.as_secs_f64() => GpuChange::Recovers,
+            (false, true, Some(_)) => GpuChange::StillHealing,
         };
-        let now_unhealthy = match event {
-            Some(("gpu.recovered", _)) => false,
-            _ => health != "healthy" || !sample.healthy,
+        let set = match change {
+            GpuChange::Fails => "health = 'unhealthy', health_reason = $3, healthy_since = NULL",
+            GpuChange::StaysBad => "health_reason = $3, healthy_since = NULL",
+            GpuChange::StartsHealing => "healthy_since = now()",
+            GpuChange::Recovers => "health = 'healthy', health_reason = NULL, healthy_since = NULL",
+            GpuChange::StaysHealthy | GpuChange::StillHealing => "",
         };
-        if now_unhealthy {
+        if !set.is_empty() {
+            sqlx::query(&format!(
+                "UPDATE gpuaas.gpus SET {set} WHERE node_id = $1 AND idx = $2"
+            ))
+            .bind(id)
+            .bind(index)
+            .bind(&reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !matches!(change, GpuChange::StaysHealthy | GpuChange::Recovers) {
             outcome.unhealthy.push(index);
         }
-        sqlx::query(&format!(
-            "UPDATE gpuaas.gpus SET {set} WHERE node_id = $1 AND idx = $2"
-        ))
-        .bind(id)
-        .bind(index)
-        .bind(&reason)
-        .execute(&mut *tx)
-        .await?;
+        // Only a free GPU moves the placement counter; an allocated one is not in it anyway.
+        let free_step = i32::from(!allocated);
+        let event = match change {
+            GpuChange::Fails => {
+                free_delta -= free_step;
+                Some(("gpu.unhealthy", format!("GPU {index} unhealthy: {reason}")))
+            }
+            GpuChange::Recovers => {
+                free_delta += free_step;
+                let message = format!(
+                    "GPU {index} healthy for {}s: back in service",
+                    recovery.as_secs()
+                );
+                Some(("gpu.recovered", message))
+            }
+            _ => None,
+        };
         if let Some((kind, message)) = event {
             let mut e = NewEvent::node(kind, &Actor::NodeLifecycle, id, message.clone());
             e.gpu_index = Some(index);
