@@ -85,8 +85,9 @@ pub async fn start_termination(state: &AppState, instance: &Instance) -> Result<
     }
 }
 
-/// Starts the node's lifecycle workflow, or finds it running (an agent re-registering). A run
-/// that ended (failed, terminated by an operator) is replaced.
+/// Starts the node's lifecycle workflow, or finds it running (an agent re-registering), and
+/// sends it the lifecycle timings this API runs with, so a changed flag reaches running
+/// workflows too. A run that ended (failed, terminated by an operator) is replaced.
 pub async fn start_node_lifecycle(
     state: &AppState,
     node: NodeId,
@@ -109,15 +110,18 @@ pub async fn start_node_lifecycle(
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
         .search_attributes(SearchAttributes::new(attrs))
         .build();
-    match state
+    state
         .temporal
-        .start_workflow(NodeLifecycle::run, input, opts)
+        .signal_with_start_workflow(
+            NodeLifecycle::run,
+            input,
+            NodeLifecycle::configure,
+            state.config.lifecycle(),
+            opts,
+        )
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if already_started(&e) => Ok(()),
-        Err(e) => Err(ApiError::internal(format!("start {workflow_id}: {e}"))),
-    }
+        .map(|_| ())
+        .map_err(|e| ApiError::internal(format!("signal-with-start {workflow_id}: {e}")))
 }
 
 /// Tells the node's lifecycle workflow that a drain was requested (the node is `draining`).

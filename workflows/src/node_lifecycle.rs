@@ -94,6 +94,9 @@ pub struct NodeLifecycle {
     drain_requests: u32,
     drains_handled: u32,
     decommissioned: bool,
+    /// Timings sent by the API when the agent (re-)registers; they replace the input's from the
+    /// next session on, so a changed flag reaches nodes whose workflow is already running.
+    config: Option<LifecycleConfig>,
 }
 
 #[workflow_methods]
@@ -121,6 +124,7 @@ impl NodeLifecycle {
         carried.drain_pending = ctx.state(|s| s.drain_requests > s.drains_handled);
         let next = NodeLifecycleInput {
             carried,
+            config: config(shared, &input),
             ..input.clone()
         };
         ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
@@ -132,6 +136,12 @@ impl NodeLifecycle {
         self.drain_requests += 1;
     }
 
+    /// Sent by the API with every registration: the timings it is configured with now.
+    #[signal]
+    pub fn configure(&mut self, _ctx: &mut SyncWorkflowContext<Self>, config: LifecycleConfig) {
+        self.config = Some(config);
+    }
+
     /// Sent by the API after it decommissioned the node: the workflow ends.
     #[signal]
     pub fn decommissioned(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _by: String) {
@@ -140,6 +150,11 @@ impl NodeLifecycle {
 }
 
 type Ctx = WorkflowContext<NodeLifecycle>;
+
+/// The timings in force: the latest the API sent, else the ones this run started with.
+fn config(ctx: &Ctx, input: &NodeLifecycleInput) -> LifecycleConfig {
+    ctx.state(|s| s.config).unwrap_or(input.config)
+}
 
 fn now_ms(ctx: &Ctx) -> u64 {
     ctx.workflow_time()
@@ -161,14 +176,13 @@ fn step(ctx: &Ctx, input: &NodeLifecycleInput, name: &str, details: impl Into<St
     ));
 }
 
-fn session_options(input: &NodeLifecycleInput) -> temporalio_sdk::ActivityOptions {
-    let c = &input.config;
+fn session_options(c: &LifecycleConfig, node_id: Uuid) -> temporalio_sdk::ActivityOptions {
     // A session that nobody picks up within a heartbeat timeout means the same as a missed
     // heartbeat: the agent is not there.
     temporalio_sdk::ActivityOptions::with_start_to_close_timeout(Duration::from_secs(
         c.report_every_s + 4 * c.heartbeat_timeout_s,
     ))
-    .task_queue(format!("node-{}", input.node_id))
+    .task_queue(format!("node-{node_id}"))
     .schedule_to_start_timeout(Duration::from_secs(c.heartbeat_timeout_s))
     .heartbeat_timeout(Duration::from_secs(c.heartbeat_timeout_s))
     .retry_policy(
@@ -196,18 +210,22 @@ fn why_silent(e: &temporalio_sdk::ActivityExecutionError, c: &LifecycleConfig) -
 /// The liveness loop. Returns the state to carry when it is time to continue as new.
 async fn liveness(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<Carried> {
     let mut carried = input.carried.clone();
-    let c = input.config;
     for _ in 0..SESSIONS_PER_RUN {
         if ctx.continue_as_new_suggested() || ctx.state(|s| s.decommissioned) {
             break;
         }
+        let c = config(ctx, input);
         let session = SessionInput {
             report_every_s: c.report_every_s,
             known_unhealthy: carried.known_unhealthy.clone(),
             report_now: carried.down_since_ms.is_some() || !carried.heard_from,
         };
         let result = ctx
-            .execute_activity(NodeActivities::session, session, session_options(input))
+            .execute_activity(
+                NodeActivities::session,
+                session,
+                session_options(&c, input.node_id),
+            )
             .await;
         match result {
             Ok(report) => on_report(ctx, input, &mut carried, report).await?,
@@ -254,7 +272,7 @@ async fn on_report(
     let health = HealthReport {
         node_id: input.node_id,
         gpus: report.gpus.clone(),
-        recovery_s: input.config.gpu_recovery_s,
+        recovery_s: config(ctx, input).gpu_recovery_s,
     };
     let outcome = ctx
         .execute_local_activity(
@@ -282,7 +300,7 @@ async fn on_report(
         format!(
             "{}; agent answering (heartbeat every ≤{}s); {running} workload(s) running; {gpus}",
             outcome.state.as_str(),
-            input.config.heartbeat_timeout_s
+            config(ctx, input).heartbeat_timeout_s
         ),
     );
     Ok(())
@@ -305,7 +323,7 @@ async fn on_silence(
         carried.down_since_ms = Some(now);
     }
     let down_for_s = (now - carried.down_since_ms.unwrap_or(now)) / 1000;
-    let grace = input.config.unreachable_grace_s;
+    let grace = config(ctx, input).unreachable_grace_s;
     if !carried.instances_failed && down_for_s >= grace {
         let expired = NodeGrace {
             node_id: input.node_id,
@@ -413,7 +431,9 @@ async fn drain(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<()> {
                 "deadline passed: terminating them".to_string()
             }
         ));
-        let wait = input.config.drain_poll_s.min(progress.seconds_left.max(1));
+        let wait = config(ctx, input)
+            .drain_poll_s
+            .min(progress.seconds_left.max(1));
         let _ = ctx.timer(Duration::from_secs(wait)).await;
     }
 }

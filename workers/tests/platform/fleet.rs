@@ -537,3 +537,36 @@ async fn the_reconciler_starts_a_provisioning_the_api_recorded_but_never_started
     assert_eq!(p.live_workloads().len(), 1);
     assert_eq!(p.double_booked_gpus().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_lifecycle_timings_reach_a_running_node_workflow() {
+    use gpuaas_workflows::{LifecycleConfig, NodeLifecycle};
+    let mut p = Platform::start(Options::default()).await; // grace: 600 s
+    p.start_agent_process("h100", "8xH100-80GB", &Faults::default())
+        .await;
+    let node_id = p.node("h100").await["id"].as_str().unwrap().to_string();
+    let id = p
+        .create_running(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
+        .await;
+    // What the API sends on every registration, here with a 1 s grace period.
+    let client = crate::harness::temporal_args()
+        .connect("test")
+        .await
+        .unwrap();
+    let lifecycle = Options::default().lifecycle;
+    let shorter = LifecycleConfig {
+        heartbeat_timeout_s: lifecycle.heartbeat_timeout_seconds,
+        report_every_s: lifecycle.report_every_seconds,
+        unreachable_grace_s: 1,
+        gpu_recovery_s: lifecycle.gpu_recovery_seconds,
+        drain_poll_s: lifecycle.drain_poll_seconds,
+    };
+    client
+        .get_workflow_handle::<NodeLifecycle>(format!("node-lifecycle-{node_id}"))
+        .signal(NodeLifecycle::configure, shorter, Default::default())
+        .await
+        .unwrap();
+    p.kill_agent_process("h100");
+    let failed = p.wait_state(id, &["failed"], Duration::from_secs(30)).await;
+    assert_eq!(failed.failure_reason.as_deref(), Some("node_unreachable"));
+}
