@@ -27,7 +27,8 @@ fn kill_after(step: &str) -> Faults {
     }
 }
 
-/// Steps that run in the control-plane worker (local activities), in workflow order.
+/// Steps that run in the control-plane worker (local activities), in workflow order (the
+/// failure path's `mark_failed` is exercised on its own).
 const PROVISION_WORKER_STEPS: [&str; 2] = ["allocate", "mark_running"];
 const TERMINATE_WORKER_STEPS: [&str; 2] = ["release", "mark_terminated"];
 /// Steps that run in the node agent.
@@ -84,9 +85,34 @@ async fn sigkill_the_worker_after_every_step_with_the_workflow_cache_disabled() 
             assert_eq!(p.live_workloads().len(), 1, "{step}: exactly one process");
             p.delete(id).await;
             p.wait_state(id, &["terminated"], LONG).await;
+            p.wait_workflow_closed(&format!("instance-provision-{id}"))
+                .await;
+            p.wait_workflow_closed(&format!("instance-terminate-{id}"))
+                .await;
             p.kill_worker_process();
             assert_clean(&p, step).await;
         }
+        // The failure path: nothing fits (no A100 node), and the worker dies right after
+        // recording the failure; the restarted worker finishes the workflow.
+        p.start_worker_process_with(&kill_after("mark_failed"));
+        let id = p
+            .create_ok(json!({"sku": "a100-40gb", "gpu_count": 1}))
+            .await;
+        assert!(
+            p.worker_process_died(LONG).await,
+            "mark_failed: the worker did not die"
+        );
+        faults += 1;
+        p.start_worker_process();
+        let failed = p.wait_state(id, &["failed"], LONG).await;
+        assert_eq!(
+            failed.failure_reason.as_deref(),
+            Some("insufficient_capacity")
+        );
+        p.wait_workflow_closed(&format!("instance-provision-{id}"))
+            .await;
+        p.kill_worker_process();
+        assert_clean(&p, "mark_failed").await;
         for step in TERMINATE_WORKER_STEPS {
             p.start_worker_process();
             let id = p.create_running(two_gpus()).await;
@@ -101,6 +127,8 @@ async fn sigkill_the_worker_after_every_step_with_the_workflow_cache_disabled() 
             p.start_worker_process();
             let done = p.wait_state(id, &["terminated"], LONG).await;
             assert!(done.ended_at.is_some(), "{step} round {round}");
+            p.wait_workflow_closed(&format!("instance-terminate-{id}"))
+                .await;
             p.kill_worker_process();
             assert_clean(&p, step).await;
         }
@@ -135,6 +163,10 @@ async fn sigkill_the_agent_after_every_step() {
             assert_eq!(p.live_workloads().len(), 1, "{step}: exactly one process");
             p.delete(id).await;
             p.wait_state(id, &["terminated"], LONG).await;
+            p.wait_workflow_closed(&format!("instance-provision-{id}"))
+                .await;
+            p.wait_workflow_closed(&format!("instance-terminate-{id}"))
+                .await;
             p.kill_agent_process("h100");
             assert_clean(&p, step).await;
         }
@@ -154,6 +186,10 @@ async fn sigkill_the_agent_after_every_step() {
             p.start_agent_process("h100", "8xH100-80GB", &Faults::default())
                 .await;
             p.wait_state(id, &["terminated"], LONG).await;
+            p.wait_workflow_closed(&format!("instance-provision-{id}"))
+                .await;
+            p.wait_workflow_closed(&format!("instance-terminate-{id}"))
+                .await;
             p.kill_agent_process("h100");
             assert_clean(&p, step).await;
         }

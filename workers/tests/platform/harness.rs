@@ -659,6 +659,23 @@ impl Platform {
         }
     }
 
+    /// Waits until the workflow `workflow_id` has closed (completed, failed, ...): its status
+    /// is no longer RUNNING.
+    pub async fn wait_workflow_closed(&self, workflow_id: &str) {
+        let client = temporal_args().connect("test").await.unwrap();
+        let handle = client
+            .get_workflow_handle::<gpuaas_workflows::ProvisionInstance>(workflow_id.to_string());
+        self.eventually(Duration::from_secs(60), workflow_id, || async {
+            let described = handle.describe(Default::default()).await.unwrap();
+            described
+                .raw_description
+                .workflow_execution_info
+                .as_ref()
+                .is_some_and(|i| i.status != 1) // 1 = RUNNING
+        })
+        .await;
+    }
+
     /// Writes, behind the platform's back, a failed instance that still holds `gpus` GPUs of
     /// `node` (a leak for the reconciler to find). Returns its id.
     pub async fn insert_ended_instance_holding(pool: &PgPool, node: Uuid, gpus: i64) -> Uuid {
