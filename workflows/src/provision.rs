@@ -184,7 +184,7 @@ async fn provision(
         input,
         "starting_workload",
         format!(
-            "starting workload on node {} ({node_queue}), GPUs {:?}; waiting up to {}s for its agent to pick up the task",
+            "waiting for the agent of node {} to start the workload on GPUs {:?} (task queue {node_queue}; node_unreachable if no agent picks it up within {}s)",
             allocation.node_name, allocation.gpu_indices, input.node_timeouts.schedule_to_start_s
         ),
     );
@@ -209,7 +209,7 @@ async fn provision(
         input,
         "awaiting_running",
         format!(
-            "waiting for node {} to report the workload running",
+            "waiting for the agent of node {} to report the workload running",
             allocation.node_name
         ),
     );
