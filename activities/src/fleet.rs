@@ -274,18 +274,12 @@ impl FleetActivities {
         self: Arc<Self>,
         _ctx: ActivityContext,
     ) -> Result<Vec<ReconcileTarget>, ActivityError> {
-        let result = node::list(&self.pool).await.map(|nodes| {
+        let result = node::answering(&self.pool).await.map(|nodes| {
             nodes
                 .into_iter()
-                .filter(|n| {
-                    matches!(
-                        n.state,
-                        NodeState::Ready | NodeState::Cordoned | NodeState::Draining
-                    )
-                })
-                .map(|n| ReconcileTarget {
-                    node_id: n.id.0,
-                    name: n.name,
+                .map(|(id, name)| ReconcileTarget {
+                    node_id: id.0,
+                    name,
                 })
                 .collect()
         });

@@ -248,12 +248,25 @@ pub async fn list(pool: &PgPool) -> DomainResult<Vec<Node>> {
     ))
     .fetch_all(pool)
     .await?;
-    let mut nodes = Vec::with_capacity(rows.len());
-    for row in rows {
-        let gpus = gpus_of(pool, row.id).await?;
-        nodes.push(node_from(row, gpus));
-    }
-    Ok(nodes)
+    // One query for every node's GPUs, not one per node.
+    let mut gpus = gpus_where(pool, "TRUE", None).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let of_node = gpus.remove(&row.id).unwrap_or_default();
+            node_from(row, of_node)
+        })
+        .collect())
+}
+
+/// Nodes whose agent should be answering (`ready`, `cordoned`, `draining`), by id and name:
+/// what the reconciler reads.
+pub async fn answering(pool: &PgPool) -> DomainResult<Vec<(NodeId, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name FROM gpuaas.nodes WHERE state IN ('ready', 'cordoned', 'draining') ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 pub async fn get(pool: &PgPool, id: NodeId) -> DomainResult<Node> {
@@ -269,33 +282,55 @@ pub async fn get(pool: &PgPool, id: NodeId) -> DomainResult<Node> {
 }
 
 async fn gpus_of(pool: &PgPool, node: NodeId) -> DomainResult<Vec<NodeGpu>> {
-    let rows: Vec<(GpuId, i32, String, String, i64, String, Option<String>, bool)> = sqlx::query_as(
-        "SELECT g.id, g.idx, g.uuid, g.model, g.memory_mib, g.health, g.health_reason,
+    Ok(gpus_where(pool, "g.node_id = $1", Some(node))
+        .await?
+        .remove(&node)
+        .unwrap_or_default())
+}
+
+/// GPUs matching `filter` (`$1` is `node`), grouped by node, in index order.
+async fn gpus_where(
+    pool: &PgPool,
+    filter: &str,
+    node: Option<NodeId>,
+) -> DomainResult<std::collections::HashMap<NodeId, Vec<NodeGpu>>> {
+    type Row = (
+        NodeId,
+        GpuId,
+        i32,
+        String,
+        String,
+        i64,
+        String,
+        Option<String>,
+        bool,
+    );
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT g.node_id, g.id, g.idx, g.uuid, g.model, g.memory_mib, g.health, g.health_reason,
                 EXISTS (SELECT 1 FROM gpuaas.allocations a WHERE a.gpu_id = g.id AND a.released_at IS NULL)
-         FROM gpuaas.gpus g WHERE g.node_id = $1 ORDER BY g.idx",
-    )
+         FROM gpuaas.gpus g WHERE {filter} ORDER BY g.node_id, g.idx"
+    ))
     .bind(node)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, index, uuid, model, memory_mib, health, health_reason, allocated)| NodeGpu {
-                id,
-                index,
-                uuid,
-                model,
-                memory_mib,
-                health: if health == "healthy" {
-                    GpuHealth::Healthy
-                } else {
-                    GpuHealth::Unhealthy
-                },
-                health_reason,
-                allocated,
+    let mut by_node: std::collections::HashMap<NodeId, Vec<NodeGpu>> = Default::default();
+    for (node_id, id, index, uuid, model, memory_mib, health, health_reason, allocated) in rows {
+        by_node.entry(node_id).or_default().push(NodeGpu {
+            id,
+            index,
+            uuid,
+            model,
+            memory_mib,
+            health: if health == "healthy" {
+                GpuHealth::Healthy
+            } else {
+                GpuHealth::Unhealthy
             },
-        )
-        .collect())
+            health_reason,
+            allocated,
+        });
+    }
+    Ok(by_node)
 }
 
 fn node_from(r: NodeRow, gpus: Vec<NodeGpu>) -> Node {
