@@ -85,15 +85,14 @@ pub async fn start_termination(state: &AppState, instance: &Instance) -> Result<
     }
 }
 
-/// Starts the node's lifecycle workflow, or finds it running (an agent re-registering), and
-/// sends it the lifecycle timings this API runs with, so a changed flag reaches running
-/// workflows too. A run that ended (failed, terminated by an operator) is replaced.
-pub async fn start_node_lifecycle(
+/// Input and start options of a node's lifecycle workflow. Every signal to it is sent with
+/// signal-with-start, so a node whose workflow is missing (registered before the workflow
+/// existed, or its run failed) gets one instead of an error.
+fn lifecycle_start(
     state: &AppState,
     node: NodeId,
     name: &str,
-) -> Result<(), ApiError> {
-    let workflow_id = gpuaas_domain::node::lifecycle_workflow_id(node);
+) -> (NodeLifecycleInput, WorkflowStartOptions) {
     let input = NodeLifecycleInput {
         node_id: node.0,
         node_name: name.to_string(),
@@ -105,11 +104,24 @@ pub async fn start_node_lifecycle(
         search::NODE_ID.value_set(node.to_string()),
         search::STEP.value_set("registering".to_string()),
     ];
-    let opts = WorkflowStartOptions::new(state.config.task_queue.clone(), workflow_id.clone())
+    let workflow_id = gpuaas_domain::node::lifecycle_workflow_id(node);
+    let opts = WorkflowStartOptions::new(state.config.task_queue.clone(), workflow_id)
         .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
         .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
         .search_attributes(SearchAttributes::new(attrs))
         .build();
+    (input, opts)
+}
+
+/// Starts the node's lifecycle workflow, or finds it running (an agent re-registering), and
+/// sends it the lifecycle timings this API runs with, so a changed flag reaches running
+/// workflows too. A run that ended (failed, terminated by an operator) is replaced.
+pub async fn start_node_lifecycle(
+    state: &AppState,
+    node: NodeId,
+    name: &str,
+) -> Result<(), ApiError> {
+    let (input, opts) = lifecycle_start(state, node, name);
     state
         .temporal
         .signal_with_start_workflow(
@@ -121,24 +133,28 @@ pub async fn start_node_lifecycle(
         )
         .await
         .map(|_| ())
-        .map_err(|e| ApiError::internal(format!("signal-with-start {workflow_id}: {e}")))
+        .map_err(|e| ApiError::internal(format!("signal-with-start node {node} lifecycle: {e}")))
 }
 
 /// Tells the node's lifecycle workflow that a drain was requested (the node is `draining`).
-pub async fn signal_drain(state: &AppState, node: NodeId, by: &str) -> Result<(), ApiError> {
-    let workflow_id = gpuaas_domain::node::lifecycle_workflow_id(node);
-    let handle = state
-        .temporal
-        .get_workflow_handle::<NodeLifecycle>(workflow_id.clone());
+pub async fn signal_drain(
+    state: &AppState,
+    node: NodeId,
+    name: &str,
+    by: &str,
+) -> Result<(), ApiError> {
+    let (input, opts) = lifecycle_start(state, node, name);
     let request = DrainRequested {
         requested_by: by.to_string(),
     };
-    handle
-        .signal(NodeLifecycle::drain, request, Default::default())
+    state
+        .temporal
+        .signal_with_start_workflow(NodeLifecycle::run, input, NodeLifecycle::drain, request, opts)
         .await
+        .map(|_| ())
         .map_err(|e| {
             ApiError::unavailable(format!(
-                "the node is draining, but its lifecycle workflow {workflow_id} could not be told ({e}); retry the request"
+                "the node is draining, but its lifecycle workflow could not be told ({e}); retry the request"
             ))
         })
 }

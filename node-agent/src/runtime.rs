@@ -212,17 +212,23 @@ impl ProcessRuntime {
         }
     }
 
-    /// Every workload on disk that was not stopped, with its status: what the agent reports to
-    /// the reconciler.
+    /// Every workload on disk with its status, except those stopped for good: what the agent
+    /// reports to the reconciler. A workload marked stopped whose process still lives (a stop
+    /// cut short by a crash, or a process stuck in the kernel) is reported running, so its GPUs
+    /// stay fenced and the stop is retried.
     pub fn known(&self) -> Vec<(Uuid, WorkloadStatus)> {
         let Ok(entries) = std::fs::read_dir(self.root.join("instances")) else {
             return Vec::new();
         };
         entries
             .flatten()
-            .filter(|entry| !entry.path().join("stopped").exists())
-            .filter_map(|entry| entry.file_name().to_string_lossy().parse::<Uuid>().ok())
-            .map(|id| (id, self.status_of(id)))
+            .filter_map(|entry| {
+                let id = entry.file_name().to_string_lossy().parse::<Uuid>().ok()?;
+                let status = self.status_of(id);
+                let stopped = entry.path().join("stopped").exists();
+                (!stopped || matches!(status, WorkloadStatus::Running { .. }))
+                    .then_some((id, status))
+            })
             .collect()
     }
 

@@ -343,3 +343,27 @@ async fn a_session_reports_at_once_when_gpu_health_changes_and_lists_workloads()
         "a stopped workload is no longer reported"
     );
 }
+
+#[tokio::test]
+async fn a_stop_cut_short_leaves_the_workload_reported_until_it_is_really_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let spec = spec("sleep 30");
+    let started = rt.start(&spec).await.unwrap();
+    // The agent died right after marking the stop, before signalling the process.
+    std::fs::write(
+        dir.path()
+            .join("instances")
+            .join(spec.instance_id.to_string())
+            .join("stopped"),
+        "",
+    )
+    .unwrap();
+    let known = rt.known();
+    assert_eq!(known.len(), 1, "a live process is never hidden: {known:?}");
+    assert!(matches!(known[0].1, WorkloadStatus::Running { .. }));
+    // The retried stop finishes the job; then it is gone from the report.
+    rt.stop(spec.instance_id).await.unwrap();
+    assert!(!alive(pid_of(&started)));
+    assert!(rt.known().is_empty());
+}

@@ -85,6 +85,9 @@ pub struct DrainRequested {
     pub requested_by: String,
 }
 
+/// Patch id: runs recorded before it did not fence at the first contact.
+const FENCE_ON_FIRST_CONTACT: &str = "fence-on-first-contact";
+
 /// Sessions per run before continuing as new (each adds about ten history events).
 const SESSIONS_PER_RUN: u32 = 500;
 
@@ -241,8 +244,13 @@ async fn on_report(
     carried: &mut Carried,
     report: SessionReport,
 ) -> WorkflowResult<()> {
+    let first_contact = !carried.heard_from;
     carried.heard_from = true;
-    if carried.down_since_ms.is_some() {
+    // Fence when the node was down, and at the first contact of a fresh run, which cannot know
+    // whether the database says `down` (a run that failed and was restarted lost that state).
+    let fence =
+        carried.down_since_ms.is_some() || (first_contact && ctx.patched(FENCE_ON_FIRST_CONTACT));
+    if fence {
         // Fence first: stop what nobody wants any more and release its GPUs; only then may the
         // node take new instances.
         step(
@@ -256,8 +264,10 @@ async fn on_report(
                 ctx,
                 input,
                 "down",
-                format!("agent answered but fencing failed ({why}); staying down"),
+                format!("agent answered but fencing failed ({why}); staying down, retrying in 5s"),
             );
+            // A stop that fails every time must not spin.
+            let _ = ctx.timer(Duration::from_secs(5)).await;
             return Ok(());
         }
         ctx.execute_local_activity(

@@ -103,6 +103,9 @@ pub(crate) async fn reconcile_node<W>(
     Ok(done)
 }
 
+/// Nodes read at once by one reconciler pass.
+const NODES_AT_ONCE: usize = 100;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReconcileInput {
     pub node_timeouts: NodeTimeouts,
@@ -188,10 +191,14 @@ impl ReconcileFleet {
             .execute_local_activity(FleetActivities::reconcile_targets, (), control_options())
             .await?;
         ctx.set_current_details(format!("reading {} node agent(s)", targets.len()));
-        let passes = targets
-            .iter()
-            .map(|t| reconcile_node(ctx, t.node_id, &input.node_timeouts, true));
-        let results = temporalio_sdk::workflows::join_all(passes).await;
+        // Bounded fan-out: Temporal caps pending activities per workflow (2,000 by default).
+        let mut results = Vec::with_capacity(targets.len());
+        for chunk in targets.chunks(NODES_AT_ONCE) {
+            let passes = chunk
+                .iter()
+                .map(|t| reconcile_node(ctx, t.node_id, &input.node_timeouts, true));
+            results.extend(temporalio_sdk::workflows::join_all(passes).await);
+        }
         let mut outcome = ReconcileOutcome {
             nodes: targets.len(),
             ..Default::default()

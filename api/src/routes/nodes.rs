@@ -52,7 +52,8 @@ pub async fn cordon(
     Ok(Json(convert::node(node)))
 }
 
-/// `POST /v1/nodes/{id}/uncordon`: the node takes new instances again.
+/// `POST /v1/nodes/{id}/uncordon`: the node takes new instances again (this also cancels a
+/// drain).
 pub async fn uncordon(
     State(state): State<AppState>,
     caller: Caller,
@@ -80,7 +81,7 @@ pub async fn drain(
     }
     let actor = caller.actor();
     let node = lifecycle::begin_drain(&state.pool, parse_id(&id)?, deadline, &actor).await?;
-    crate::workflows::signal_drain(&state, node.id, &actor.label()).await?;
+    crate::workflows::signal_drain(&state, node.id, &node.name, &actor.label()).await?;
     Ok((axum::http::StatusCode::ACCEPTED, Json(convert::node(node))))
 }
 

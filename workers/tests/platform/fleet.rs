@@ -265,6 +265,31 @@ async fn drain_terminates_at_the_deadline_leaves_the_node_cordoned_and_is_audite
         "{kinds:?}"
     );
     assert!(kinds.contains(&"node.uncordoned".to_string()));
+
+    // Uncordon cancels a drain in progress: the instance keeps running, the node stays ready.
+    p.post(&format!("/v1/nodes/{node_id}/uncordon"), json!({}))
+        .await;
+    let kept = p
+        .create_running(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
+        .await;
+    let (status, _) = p
+        .post(
+            &format!("/v1/nodes/{node_id}/drain"),
+            json!({"deadline_seconds": 2}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (status, body) = p
+        .post(&format!("/v1/nodes/{node_id}/uncordon"), json!({}))
+        .await;
+    assert_eq!((status, body["state"].as_str()), (200, Some("ready")));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(p.node_state("h100").await, "ready");
+    assert_eq!(
+        p.instance(kept).await.state,
+        "running",
+        "the cancelled drain terminated nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,6 +507,31 @@ async fn decommissioning_a_dead_node_releases_its_fenced_gpus_and_retires_it() {
         again.json::<Value>().await.unwrap()["code"],
         "node_decommissioned"
     );
+    // The same hardware, rebuilt, joins under a new name and takes its GPUs along.
+    let gpus: Vec<Value> = body["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            json!({"index": g["index"], "uuid": g["uuid"], "model": g["model"],
+                   "memory_mib": g["memory_mib"], "healthy": true})
+        })
+        .collect();
+    let rebuilt = reqwest::Client::new()
+        .post(format!("{}/v1/nodes/register", p.api_url))
+        .bearer_auth(crate::harness::JOIN_TOKEN)
+        .json(&json!({"name": "a100-rebuilt", "agent_version": "x", "discovery": "simulated", "gpus": gpus}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebuilt.status().as_u16(), 200);
+    assert_eq!(
+        p.node("a100-rebuilt").await["gpus"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
     // Its lifecycle workflow ended.
     let client = crate::harness::temporal_args()
         .connect("test")
@@ -569,4 +619,42 @@ async fn new_lifecycle_timings_reach_a_running_node_workflow() {
     p.kill_agent_process("h100");
     let failed = p.wait_state(id, &["failed"], Duration::from_secs(30)).await;
     assert_eq!(failed.failure_reason.as_deref(), Some("node_unreachable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_node_whose_lifecycle_run_was_lost_is_fenced_and_brought_back() {
+    let mut p = Platform::start(Options::default()).await;
+    p.start_agent_process("h100", "8xH100-80GB", &Faults::default())
+        .await;
+    let node_id = p.node("h100").await["id"].as_str().unwrap().to_string();
+    let id = p
+        .create_running(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
+        .await;
+    p.kill_agent_process("h100");
+    p.eventually(LONG, "down", || async {
+        p.node_state("h100").await == "down"
+    })
+    .await;
+    // The lifecycle run is lost while the node is down (an operator terminated it).
+    let client = crate::harness::temporal_args()
+        .connect("test")
+        .await
+        .unwrap();
+    client
+        .get_workflow_handle::<gpuaas_workflows::NodeLifecycle>(format!("node-lifecycle-{node_id}"))
+        .terminate(Default::default())
+        .await
+        .unwrap();
+    // The agent returns; its registration starts a fresh run, which fences at first contact.
+    p.start_agent_process("h100", "8xH100-80GB", &Faults::default())
+        .await;
+    p.eventually(LONG, "the node is back", || async {
+        p.node_state("h100").await == "ready"
+    })
+    .await;
+    assert_eq!(
+        p.instance(id).await.state,
+        "running",
+        "inside the grace period"
+    );
 }

@@ -31,13 +31,14 @@ pub async fn cordon(pool: &PgPool, id: NodeId, actor: &Actor) -> DomainResult<No
     .await
 }
 
-/// Puts a cordoned node back into placement (whatever cordoned it: the operator decides).
+/// Puts a cordoned node back into placement (whatever cordoned it: the operator decides), or
+/// cancels a drain: instances still on a draining node keep running.
 pub async fn uncordon(pool: &PgPool, id: NodeId, actor: &Actor) -> DomainResult<Node> {
     operator_transition(
         pool,
         id,
         actor,
-        &["cordoned"],
+        &["cordoned", "draining"],
         "ready",
         None,
         "node.uncordoned",
@@ -56,7 +57,7 @@ async fn operator_transition(
 ) -> DomainResult<Node> {
     let mut tx = pool.begin().await?;
     let changed: Option<(String,)> = sqlx::query_as(
-        "UPDATE gpuaas.nodes SET state = $3, cordon_reason = $4, updated_at = now()
+        "UPDATE gpuaas.nodes SET state = $3, cordon_reason = $4, drain_deadline = NULL, updated_at = now()
          WHERE id = $1 AND state = ANY($2) RETURNING name",
     )
     .bind(id)

@@ -174,8 +174,11 @@ pub async fn register(pool: &PgPool, reg: &NodeRegistration) -> DomainResult<Nod
             "INSERT INTO gpuaas.gpus (id, node_id, idx, uuid, model, memory_mib, health)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (uuid) DO UPDATE
-                SET idx = EXCLUDED.idx, model = EXCLUDED.model, memory_mib = EXCLUDED.memory_mib
+                SET idx = EXCLUDED.idx, model = EXCLUDED.model, memory_mib = EXCLUDED.memory_mib,
+                    node_id = EXCLUDED.node_id
+                -- A GPU moves only from a decommissioned node (whose allocations were released).
                 WHERE gpuaas.gpus.node_id = EXCLUDED.node_id
+                   OR gpuaas.gpus.node_id IN (SELECT id FROM gpuaas.nodes WHERE state = 'decommissioned')
              RETURNING node_id",
         )
         .bind(GpuId::new())
@@ -194,6 +197,16 @@ pub async fn register(pool: &PgPool, reg: &NodeRegistration) -> DomainResult<Nod
             ));
         }
     }
+    // GPUs taken over from a decommissioned node leave its counter.
+    sqlx::query(
+        "UPDATE gpuaas.nodes n SET free_gpus = (
+             SELECT count(*) FROM gpuaas.gpus g WHERE g.node_id = n.id AND g.health = 'healthy'
+               AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a
+                               WHERE a.gpu_id = g.id AND a.released_at IS NULL))
+         WHERE n.state = 'decommissioned'",
+    )
+    .execute(&mut *tx)
+    .await?;
     // Registration completes in one transaction: `registering` is never observed half-done. A
     // re-registering agent changes neither the node's state nor its GPUs' health: a down node
     // comes back through its lifecycle workflow once fenced, and a bad GPU through recovery.

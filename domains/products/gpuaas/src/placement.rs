@@ -227,10 +227,41 @@ async fn live_allocation(
 /// Releases every live allocation of an instance. Idempotent: returns how many GPUs it freed now
 /// (0 when a previous run already released them).
 pub async fn release(pool: &PgPool, instance: InstanceId) -> DomainResult<i64> {
+    let mut tx = pool.begin().await?;
+    lock_nodes_holding(&mut tx, instance).await?;
+    let freed = release_locked(&mut tx, instance, None).await?;
+    tx.commit().await?;
+    Ok(freed)
+}
+
+/// Locks, in id order, the nodes where `instance` holds GPUs: a health report (which takes the
+/// same lock) then cannot change a GPU's health between our reading it and counting it.
+pub(crate) async fn lock_nodes_holding(
+    tx: &mut Transaction<'_, Postgres>,
+    instance: InstanceId,
+) -> DomainResult<()> {
+    sqlx::query(
+        "SELECT 1 FROM gpuaas.nodes WHERE id IN (
+             SELECT node_id FROM gpuaas.allocations WHERE instance_id = $1 AND released_at IS NULL)
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(instance)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Releases the instance's live allocations (on `node` only, when given) and gives their
+/// healthy GPUs back to the placement counter. The caller holds the nodes' locks.
+pub(crate) async fn release_locked(
+    tx: &mut Transaction<'_, Postgres>,
+    instance: InstanceId,
+    node: Option<NodeId>,
+) -> DomainResult<i64> {
     let freed: Vec<(i64,)> = sqlx::query_as(
         "WITH released AS (
              UPDATE gpuaas.allocations SET released_at = now()
-             WHERE instance_id = $1 AND released_at IS NULL
+             WHERE instance_id = $1 AND released_at IS NULL AND ($2::uuid IS NULL OR node_id = $2)
              RETURNING node_id, gpu_id
          ), per_node AS (
              SELECT r.node_id, count(*) AS gpus,
@@ -243,7 +274,8 @@ pub async fn release(pool: &PgPool, instance: InstanceId) -> DomainResult<i64> {
          SELECT gpus FROM per_node",
     )
     .bind(instance)
-    .fetch_all(pool)
+    .bind(node)
+    .fetch_all(&mut **tx)
     .await?;
     Ok(freed.iter().map(|(n,)| n).sum())
 }

@@ -67,11 +67,13 @@ pub async fn plan(
 ) -> DomainResult<Vec<Fix>> {
     let reported_ids: Vec<InstanceId> = reported.iter().map(|w| w.instance_id).collect();
     // Every instance the report names, runs on the node, or holds GPUs there.
-    let rows: Vec<(InstanceId, String, Option<NodeId>, Option<f64>, bool)> = sqlx::query_as(
+    type Row = (InstanceId, String, Option<NodeId>, Option<f64>, bool, bool);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT i.id, i.state, i.node_id,
                 extract(epoch FROM $3 - i.running_at)::float8,
                 EXISTS (SELECT 1 FROM gpuaas.allocations a
-                        WHERE a.instance_id = i.id AND a.node_id = $1 AND a.released_at IS NULL)
+                        WHERE a.instance_id = i.id AND a.node_id = $1 AND a.released_at IS NULL),
+                coalesce(i.ended_at < $3, false)
          FROM gpuaas.instances i
          WHERE i.id = ANY($2) OR (i.node_id = $1 AND i.state = 'running')
             OR EXISTS (SELECT 1 FROM gpuaas.allocations a
@@ -92,10 +94,10 @@ pub async fn plan(
     for w in reported.iter().filter(|w| w.running) {
         let reason = match known.get(&w.instance_id) {
             None => "no such instance".to_string(),
-            Some((_, state, _, _, _)) if state == "terminated" || state == "failed" => {
+            Some((_, state, ..)) if state == "terminated" || state == "failed" => {
                 format!("its instance is {state}")
             }
-            Some((_, _, on, _, _)) if *on != Some(node) => {
+            Some((_, _, on, ..)) if *on != Some(node) => {
                 "its instance is placed on another node".to_string()
             }
             Some(_) => continue,
@@ -106,7 +108,7 @@ pub async fn plan(
             reason: format!("process runs but {reason}"),
         });
     }
-    for (id, state, on, running_for, holds_gpus) in &rows {
+    for (id, state, on, running_for, holds_gpus, ended_before_read) in &rows {
         if running_on_agent.contains(id) {
             continue;
         }
@@ -122,7 +124,10 @@ pub async fn plan(
                 instance_id: *id,
                 reason: format!("instance is running but {why}"),
             });
-        } else if *holds_gpus && (state == "terminated" || state == "failed") {
+        } else if *holds_gpus && *ended_before_read && (state == "terminated" || state == "failed")
+        {
+            // Only if it ended before the agent was read: a process started (and the instance
+            // ended) after the read would be missing from the report yet may still run.
             fixes.push(Fix {
                 kind: FixKind::ReleaseAllocation,
                 instance_id: *id,
@@ -158,26 +163,18 @@ pub async fn apply(
         changed |= failed.rows_affected() > 0;
     }
     // Release only for an ended instance: a wanted one keeps its GPUs whatever happens here.
-    let released: Vec<(i64,)> = sqlx::query_as(
-        "WITH ended AS (
-             SELECT id FROM gpuaas.instances WHERE id = $1 AND state IN ('terminated', 'failed')
-         ), released AS (
-             UPDATE gpuaas.allocations a SET released_at = now()
-             FROM ended WHERE a.instance_id = ended.id AND a.node_id = $2 AND a.released_at IS NULL
-             RETURNING a.gpu_id
-         ), bumped AS (
-             UPDATE gpuaas.nodes n SET free_gpus = n.free_gpus + (
-                 SELECT count(*) FROM released r JOIN gpuaas.gpus g ON g.id = r.gpu_id
-                 WHERE g.health = 'healthy')
-             WHERE n.id = $2 AND EXISTS (SELECT 1 FROM released) RETURNING n.id
-         )
-         SELECT count(*) FROM released",
+    let ended: Option<(String,)> = sqlx::query_as(
+        "SELECT state FROM gpuaas.instances WHERE id = $1 AND state IN ('terminated', 'failed')",
     )
     .bind(fix.instance_id)
-    .bind(node)
-    .fetch_all(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    changed |= released.first().is_some_and(|(n,)| *n > 0);
+    if ended.is_some() {
+        crate::placement::lock_nodes_holding(&mut tx, fix.instance_id).await?;
+        let released =
+            crate::placement::release_locked(&mut tx, fix.instance_id, Some(node)).await?;
+        changed |= released > 0;
+    }
     let recorded = events::record(
         &mut tx,
         NewEvent {

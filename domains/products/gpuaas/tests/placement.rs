@@ -235,3 +235,76 @@ async fn no_capacity_is_explained_per_node_reason() {
         assert!(why.contains(part), "missing {part:?} in {why}");
     }
 }
+
+/// Nodes whose placement counter disagrees with their healthy GPUs without a live allocation.
+async fn drifted_counters(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM gpuaas.nodes n WHERE n.free_gpus <> (
+             SELECT count(*) FROM gpuaas.gpus g WHERE g.node_id = n.id AND g.health = 'healthy'
+               AND NOT EXISTS (SELECT 1 FROM gpuaas.allocations a WHERE a.gpu_id = g.id AND a.released_at IS NULL))",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn releases_racing_gpu_health_reports_keep_the_counter_exact() {
+    use gpuaas_domain::lifecycle::{self, GpuSample};
+    use std::time::Duration;
+    let (pool, _) = gpuaas_shared::db::testing::fresh_database().await;
+    let node = add_node(&pool, "racy", 8, "H100-80GB").await;
+    let report = |healthy: bool| -> Vec<GpuSample> {
+        (0..8)
+            .map(|index| GpuSample {
+                index,
+                healthy,
+                reason: (!healthy).then(|| "XID 79".to_string()),
+            })
+            .collect()
+    };
+    let op = gpuaas_domain::events::Actor::Operator("test".into());
+    for round in 0..6 {
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            let id = new_instance(&pool, "h100-80gb-sxm", 1).await;
+            placed(placement::allocate(&pool, id).await.unwrap());
+            held.push(id);
+        }
+        // Even rounds: every GPU fails while its allocation is released. Odd rounds: they
+        // failed while allocated and heal (recovery 0 s) while released.
+        let failing = round % 2 == 0;
+        if !failing {
+            lifecycle::apply_gpu_health(&pool, node, &report(false), Duration::ZERO)
+                .await
+                .unwrap();
+        }
+        let mut tasks = Vec::new();
+        for id in held {
+            let pool = pool.clone();
+            tasks.push(tokio::spawn(async move {
+                placement::release(&pool, id).await.unwrap();
+            }));
+        }
+        for _ in 0..3 {
+            let (pool, samples) = (pool.clone(), report(!failing));
+            tasks.push(tokio::spawn(async move {
+                lifecycle::apply_gpu_health(&pool, node, &samples, Duration::ZERO)
+                    .await
+                    .unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(drifted_counters(&pool).await, 0, "round {round}");
+        // Back to all healthy and schedulable for the next round.
+        for _ in 0..2 {
+            lifecycle::apply_gpu_health(&pool, node, &report(true), Duration::ZERO)
+                .await
+                .unwrap();
+        }
+        let _ = lifecycle::uncordon(&pool, node, &op).await;
+        assert_eq!(drifted_counters(&pool).await, 0, "round {round}, healed");
+    }
+}
