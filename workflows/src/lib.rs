@@ -109,6 +109,22 @@ pub(crate) fn control_options() -> temporalio_sdk::LocalActivityOptions {
         .build()
 }
 
+/// Options of the node lifecycle's database steps: like [`control_options`], but retried for a
+/// week instead of an hour. A lifecycle run that gave up during a long database outage would
+/// leave its node unwatched until the agent next registers.
+pub(crate) fn lifecycle_options() -> temporalio_sdk::LocalActivityOptions {
+    temporalio_sdk::LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(30))
+        .schedule_to_close_timeout(Duration::from_secs(7 * 24 * 3600))
+        .retry_policy(
+            temporalio_common::RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(200))
+                .maximum_interval(Duration::from_secs(30))
+                .build(),
+        )
+        .build()
+}
+
 pub(crate) fn describe_exit(status: &WorkloadStatus) -> String {
     match status {
         WorkloadStatus::Running { pid } => format!("running as pid {pid}"),

@@ -14,7 +14,7 @@
 
 use crate::reconcile::reconcile_node;
 use crate::terminate::{TerminateInput, TerminateInstance};
-use crate::{NodeTimeouts, StepFailure, control_options, search};
+use crate::{NodeTimeouts, StepFailure, lifecycle_options, search};
 use gpuaas_activities::fleet::{FleetActivities, HealthReport, NodeDown, NodeGrace, NodeState};
 use gpuaas_activities::node::{NodeActivities, SessionInput, SessionReport};
 use serde::{Deserialize, Serialize};
@@ -273,7 +273,7 @@ async fn on_report(
         ctx.execute_local_activity(
             FleetActivities::node_mark_up,
             input.node_id,
-            control_options(),
+            lifecycle_options(),
         )
         .await?;
         carried.down_since_ms = None;
@@ -288,7 +288,7 @@ async fn on_report(
         .execute_local_activity(
             FleetActivities::node_apply_report,
             health,
-            control_options(),
+            lifecycle_options(),
         )
         .await?;
     carried.known_unhealthy = report
@@ -328,7 +328,7 @@ async fn on_silence(
             node_id: input.node_id,
             why: why.clone(),
         };
-        ctx.execute_local_activity(FleetActivities::node_mark_down, down, control_options())
+        ctx.execute_local_activity(FleetActivities::node_mark_down, down, lifecycle_options())
             .await?;
         carried.down_since_ms = Some(now);
     }
@@ -343,7 +343,7 @@ async fn on_silence(
             .execute_local_activity(
                 FleetActivities::node_fail_unreachable,
                 expired,
-                control_options(),
+                lifecycle_options(),
             )
             .await?;
         carried.instances_failed = true;
@@ -399,7 +399,7 @@ async fn drain(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<()> {
             .execute_local_activity(
                 FleetActivities::node_drain_progress,
                 input.node_id,
-                control_options(),
+                lifecycle_options(),
             )
             .await?;
         if !progress.draining {
@@ -409,7 +409,7 @@ async fn drain(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<()> {
             ctx.execute_local_activity(
                 FleetActivities::node_finish_drain,
                 input.node_id,
-                control_options(),
+                lifecycle_options(),
             )
             .await?;
             ctx.set_current_details(format!(
@@ -423,7 +423,7 @@ async fn drain(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<()> {
                 .execute_local_activity(
                     FleetActivities::node_terminate_for_drain,
                     input.node_id,
-                    control_options(),
+                    lifecycle_options(),
                 )
                 .await?;
             for t in to_terminate {
