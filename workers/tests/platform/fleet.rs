@@ -25,6 +25,17 @@ async fn event_kinds(p: &Platform, node_name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Asserts the node's events include every one of `kinds`.
+async fn assert_events(p: &Platform, node_name: &str, kinds: &[&str]) {
+    let recorded = event_kinds(p, node_name).await;
+    for kind in kinds {
+        assert!(
+            recorded.iter().any(|k| k == kind),
+            "missing event {kind}: {recorded:?}"
+        );
+    }
+}
+
 async fn events(p: &Platform, node_name: &str) -> Vec<Value> {
     let node = p.node(node_name).await;
     p.get_json(&format!(
@@ -111,18 +122,17 @@ async fn a_killed_agent_is_detected_within_30s_fenced_and_its_orphans_stopped_on
         "GPUs released after fencing"
     );
     assert_eq!(p.inconsistent_free_counters().await, 0);
-    let kinds = event_kinds(&p, "h100").await;
-    for kind in [
-        "node.down",
-        "instance.failed_node_unreachable",
-        "reconciler.orphan_stopped",
-        "node.up",
-    ] {
-        assert!(
-            kinds.iter().any(|k| k == kind),
-            "missing event {kind}: {kinds:?}"
-        );
-    }
+    assert_events(
+        &p,
+        "h100",
+        &[
+            "node.down",
+            "instance.failed_node_unreachable",
+            "reconciler.orphan_stopped",
+            "node.up",
+        ],
+    )
+    .await;
     // The new instance fits now.
     let placed = p
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 8}))
@@ -339,18 +349,17 @@ async fn a_failing_gpu_cordons_its_node_and_returns_after_the_recovery_period() 
     assert_eq!(node["free_gpus"], 4);
     assert_eq!(node["gpus"][1]["health"], "healthy");
     assert_eq!(p.inconsistent_free_counters().await, 0);
-    let kinds = event_kinds(&p, "l40s").await;
-    for kind in [
-        "gpu.unhealthy",
-        "node.auto_cordoned",
-        "gpu.recovered",
-        "node.auto_uncordoned",
-    ] {
-        assert!(
-            kinds.iter().any(|k| k == kind),
-            "missing event {kind}: {kinds:?}"
-        );
-    }
+    assert_events(
+        &p,
+        "l40s",
+        &[
+            "gpu.unhealthy",
+            "node.auto_cordoned",
+            "gpu.recovered",
+            "node.auto_uncordoned",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
