@@ -3,7 +3,7 @@
 
 use crate::faults::Faults;
 use crate::node::{GpuHealthReport, WorkloadReport};
-use crate::service::metric_names;
+use crate::service::{count_activity_failure, metric_names};
 use gpuaas_domain::events::Actor;
 use gpuaas_domain::lifecycle::{self, GpuSample};
 use gpuaas_domain::reconcile::{self, ReportedWorkload};
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
+use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use uuid::Uuid;
@@ -102,9 +103,14 @@ pub struct Unstarted {
     pub workflow_id: String,
 }
 
+/// A workflow the reconciler had to start, for the event log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProvisioningStarted {
-    pub instance_id: Uuid,
+pub struct WorkflowStarted {
+    /// `provisioning_started` or `lifecycle_started`.
+    pub kind: String,
+    pub node_id: Option<Uuid>,
+    pub instance_id: Option<Uuid>,
+    pub message: String,
     pub dedupe_key: String,
 }
 
@@ -133,24 +139,61 @@ impl FleetActivities {
         self.finish("reconcile_unstarted", result)
     }
 
-    /// Records (once) that the reconciler started an instance's provisioning.
+    /// Records (once) a workflow the reconciler had to start.
     #[activity]
     pub async fn reconcile_record_started(
         self: Arc<Self>,
         _ctx: ActivityContext,
-        started: ProvisioningStarted,
+        started: WorkflowStarted,
     ) -> Result<bool, ActivityError> {
-        let result = reconcile::record_provisioning_restarted(
+        let result = reconcile::record_fix(
             &self.pool,
-            InstanceId(started.instance_id),
+            &format!("reconciler.{}", started.kind),
+            started.node_id.map(NodeId),
+            started.instance_id.map(InstanceId),
+            &started.message,
             &started.dedupe_key,
         )
         .await;
         if let Ok(true) = result {
-            metrics::counter!(metric_names::RECONCILER_FIXES, "kind" => "provisioning_started")
+            metrics::counter!(metric_names::RECONCILER_FIXES, "kind" => started.kind.clone())
                 .increment(1);
         }
         self.finish("reconcile_record_started", result)
+    }
+
+    /// Nodes with no running lifecycle workflow on `task_queue` (an operator terminated it, or
+    /// it failed): nobody would notice their agent die.
+    #[activity]
+    pub async fn reconcile_unwatched(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        task_queue: String,
+    ) -> Result<Vec<ReconcileTarget>, ActivityError> {
+        use futures::StreamExt;
+        let nodes = self.finish("reconcile_unwatched", node::watched(&self.pool).await)?;
+        let query = format!(
+            "WorkflowType = 'NodeLifecycle' AND ExecutionStatus = 'Running' AND TaskQueue = '{task_queue}'"
+        );
+        let mut running = std::collections::HashSet::new();
+        let mut listed = ctx.client().list_workflows(query, Default::default());
+        while let Some(workflow) = listed.next().await {
+            let workflow = workflow.map_err(|e| {
+                count_activity_failure("reconcile_unwatched", "visibility");
+                ActivityError::application(ApplicationFailure::new(format!(
+                    "listing lifecycle workflows: {e}"
+                )))
+            })?;
+            running.insert(workflow.id().to_string());
+        }
+        Ok(nodes
+            .into_iter()
+            .filter(|(id, _)| !running.contains(&node::lifecycle_workflow_id(*id)))
+            .map(|(id, name)| ReconcileTarget {
+                node_id: id.0,
+                name,
+            })
+            .collect())
     }
 
     /// Marks the node down (no heartbeat). True if this call did.

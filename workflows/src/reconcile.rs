@@ -4,10 +4,11 @@
 //! nothing is ever decided from a missing answer. The pass also starts the provisioning of
 //! instances the API recorded but never started.
 
+use crate::node_lifecycle::{LifecycleConfig, NodeLifecycle, NodeLifecycleInput};
 use crate::provision::{ProvisionInput, ProvisionInstance};
 use crate::{NodeTimeouts, control_options, search};
 use gpuaas_activities::fleet::{
-    ApplyFix, FleetActivities, PlanInput, ProvisioningStarted, ReconcileTarget,
+    ApplyFix, FleetActivities, PlanInput, ReconcileTarget, WorkflowStarted,
 };
 use gpuaas_activities::node::NodeActivities;
 use serde::{Deserialize, Serialize};
@@ -119,6 +120,71 @@ pub struct ReconcileOutcome {
     /// Instances the API recorded but never started, whose provisioning this run started.
     #[serde(default)]
     pub provisionings_started: usize,
+    /// Nodes without a running lifecycle workflow, whose lifecycle this run started.
+    #[serde(default)]
+    pub lifecycles_started: usize,
+}
+
+/// Starts a lifecycle workflow for every node that has none running (an operator terminated
+/// it, or it failed), so no node goes unwatched until its agent happens to register again. The
+/// run starts with the default timings; the agent's next registration sends the API's.
+async fn watch_unwatched(
+    ctx: &WorkflowContext<ReconcileFleet>,
+    input: &ReconcileInput,
+) -> WorkflowResult<usize> {
+    let unwatched = ctx
+        .execute_local_activity(
+            FleetActivities::reconcile_unwatched,
+            ctx.task_queue().to_string(),
+            control_options(),
+        )
+        .await?;
+    let mut started = 0;
+    for node in unwatched {
+        let workflow_id = format!("node-lifecycle-{}", node.node_id);
+        let lifecycle = NodeLifecycleInput {
+            node_id: node.node_id,
+            node_name: node.name.clone(),
+            config: LifecycleConfig::default(),
+            node_timeouts: input.node_timeouts,
+            carried: Default::default(),
+        };
+        let attrs = SearchAttributes::new(vec![
+            search::NODE_ID.value_set(node.node_id.to_string()),
+            search::STEP.value_set("registering".to_string()),
+        ]);
+        let options = ChildWorkflowOptions::builder()
+            .workflow_id(workflow_id.clone())
+            .parent_close_policy(ParentClosePolicy::Abandon)
+            .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
+            .search_attributes(attrs)
+            .build();
+        if ctx
+            .start_child_workflow(NodeLifecycle::run, lifecycle, options)
+            .await
+            .is_err()
+        {
+            continue; // it runs after all: visibility lagged behind
+        }
+        let record = WorkflowStarted {
+            kind: "lifecycle_started".into(),
+            node_id: Some(node.node_id),
+            instance_id: None,
+            message: format!(
+                "node {} had no lifecycle workflow running: started one",
+                node.name
+            ),
+            dedupe_key: format!("{}/{workflow_id}", ctx.workflow_id()),
+        };
+        ctx.execute_local_activity(
+            FleetActivities::reconcile_record_started,
+            record,
+            control_options(),
+        )
+        .await?;
+        started += 1;
+    }
+    Ok(started)
 }
 
 /// Starts the provisioning of instances the API recorded but never started (it died in
@@ -158,8 +224,11 @@ async fn start_unstarted(
         {
             continue; // it exists: the instance is merely slow, not lost
         }
-        let record = ProvisioningStarted {
-            instance_id: u.instance_id,
+        let record = WorkflowStarted {
+            kind: "provisioning_started".into(),
+            node_id: None,
+            instance_id: Some(u.instance_id),
+            message: "accepted but never started (the API died before starting its workflow): provisioning started".into(),
             dedupe_key: format!("{}/{}", ctx.workflow_id(), u.workflow_id),
         };
         ctx.execute_local_activity(
@@ -209,16 +278,20 @@ impl ReconcileFleet {
                 Err(why) => outcome.unreadable.push(format!("{}: {why}", target.name)),
             }
         }
-        // Patched: runs recorded before this step existed replay without it.
+        // Patched: runs recorded before these steps existed replay without them.
         if ctx.patched("start-unstarted-provisioning") {
             outcome.provisionings_started = start_unstarted(ctx, &input).await?;
         }
+        if ctx.patched("watch-unwatched-nodes") {
+            outcome.lifecycles_started = watch_unwatched(ctx, &input).await?;
+        }
         ctx.upsert_search_attributes([search::STEP.value_set("done".to_string())]);
         ctx.set_current_details(format!(
-            "{} node(s) read, {} fix(es) applied, {} provisioning(s) started, {} node(s) skipped{}",
+            "{} node(s) read, {} fix(es) applied, {} provisioning(s) and {} lifecycle(s) started, {} node(s) skipped{}",
             outcome.nodes - outcome.unreadable.len(),
             outcome.fixes_applied,
             outcome.provisionings_started,
+            outcome.lifecycles_started,
             outcome.unreadable.len(),
             if outcome.unreadable.is_empty() {
                 String::new()

@@ -667,3 +667,37 @@ async fn a_down_node_whose_lifecycle_run_was_lost_is_fenced_and_brought_back() {
         "inside the grace period"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_restarts_a_lost_node_lifecycle_so_the_node_stays_watched() {
+    let mut p = Platform::start(Options {
+        reconcile_every_s: 2,
+        ..Options::default()
+    })
+    .await;
+    p.start_agent_process("h100", "8xH100-80GB", &Faults::default())
+        .await;
+    let node_id = p.node("h100").await["id"].as_str().unwrap().to_string();
+    let client = crate::harness::temporal_args()
+        .connect("test")
+        .await
+        .unwrap();
+    let handle = client.get_workflow_handle::<gpuaas_workflows::NodeLifecycle>(format!(
+        "node-lifecycle-{node_id}"
+    ));
+    handle.terminate(Default::default()).await.unwrap();
+
+    p.eventually(LONG, "the reconciler starts a new lifecycle", || async {
+        event_kinds(&p, "h100")
+            .await
+            .iter()
+            .any(|k| k == "reconciler.lifecycle_started")
+    })
+    .await;
+    // The node is watched again: its agent's death is noticed.
+    p.kill_agent_process("h100");
+    p.eventually(LONG, "the node is marked down", || async {
+        p.node_state("h100").await == "down"
+    })
+    .await;
+}

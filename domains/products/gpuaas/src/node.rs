@@ -272,6 +272,16 @@ pub async fn list(pool: &PgPool) -> DomainResult<Vec<Node>> {
         .collect())
 }
 
+/// Nodes that must have a running lifecycle workflow: every node but those registering or
+/// decommissioned.
+pub async fn watched(pool: &PgPool) -> DomainResult<Vec<(NodeId, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name FROM gpuaas.nodes WHERE state NOT IN ('registering', 'decommissioned') ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
 /// Nodes whose agent should be answering (`ready`, `cordoned`, `draining`), by id and name:
 /// what the reconciler reads.
 pub async fn answering(pool: &PgPool) -> DomainResult<Vec<(NodeId, String)>> {

@@ -193,23 +193,26 @@ pub async fn apply(
     Ok(recorded && (changed || fix.kind == FixKind::StopOrphan))
 }
 
-/// Records that the reconciler started the provisioning workflow of an instance the API had
-/// recorded but never started. Returns false when this was recorded before (a retry).
-pub async fn record_provisioning_restarted(
+/// Records (once per `dedupe_key`) a fix the reconciler made outside the node plan: a
+/// provisioning or a node lifecycle it had to start. Returns false for a repeat.
+pub async fn record_fix(
     pool: &PgPool,
-    instance: InstanceId,
+    kind: &str,
+    node: Option<NodeId>,
+    instance: Option<InstanceId>,
+    message: &str,
     dedupe_key: &str,
 ) -> DomainResult<bool> {
     let mut conn = pool.acquire().await?;
     events::record(
         &mut conn,
         NewEvent {
-            kind: "reconciler.provisioning_started",
+            kind,
             actor: &Actor::Reconciler,
-            node: None,
-            instance: Some(instance),
+            node,
+            instance,
             gpu_index: None,
-            message: "accepted but never started (the API died before starting its workflow): provisioning started".into(),
+            message: message.to_string(),
             dedupe_key: Some(dedupe_key.to_string()),
         },
     )
