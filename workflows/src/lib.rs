@@ -125,6 +125,23 @@ pub(crate) fn lifecycle_options() -> temporalio_sdk::LocalActivityOptions {
         .build()
 }
 
+/// Options of a child workflow that outlives its parent (a termination started by a drain, a
+/// provisioning or a lifecycle started by the reconciler), under its own deterministic id.
+pub(crate) fn abandoned_child(
+    workflow_id: String,
+    reuse: temporalio_sdk::WorkflowIdReusePolicy,
+    attributes: Vec<temporalio_common::search_attributes::SearchAttributeUpdate>,
+) -> temporalio_sdk::ChildWorkflowOptions {
+    temporalio_sdk::ChildWorkflowOptions::builder()
+        .workflow_id(workflow_id)
+        .parent_close_policy(temporalio_sdk::ParentClosePolicy::Abandon)
+        .id_reuse_policy(reuse)
+        .search_attributes(temporalio_common::search_attributes::SearchAttributes::new(
+            attributes,
+        ))
+        .build()
+}
+
 pub(crate) fn describe_exit(status: &WorkloadStatus) -> String {
     match status {
         WorkloadStatus::Running { pid } => format!("running as pid {pid}"),

@@ -14,15 +14,15 @@
 
 use crate::reconcile::reconcile_node;
 use crate::terminate::{TerminateInput, TerminateInstance};
-use crate::{NodeTimeouts, StepFailure, lifecycle_options, search};
+use crate::{NodeTimeouts, StepFailure, abandoned_child, lifecycle_options, search};
 use gpuaas_activities::fleet::{FleetActivities, HealthReport, NodeDown, NodeGrace, NodeState};
 use gpuaas_activities::node::{NodeActivities, SessionInput, SessionReport};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ChildWorkflowOptions, ContinueAsNewOptions, ParentClosePolicy, SyncWorkflowContext,
-    WorkflowContext, WorkflowIdReusePolicy, WorkflowResult,
+    ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext, WorkflowIdReusePolicy,
+    WorkflowResult,
 };
 use uuid::Uuid;
 
@@ -461,11 +461,11 @@ async fn start_termination(
         node_id: Some(input.node_id),
         node_timeouts: input.node_timeouts,
     };
-    let options = ChildWorkflowOptions::builder()
-        .workflow_id(workflow_id)
-        .parent_close_policy(ParentClosePolicy::Abandon)
-        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-        .build();
+    let options = abandoned_child(
+        workflow_id,
+        WorkflowIdReusePolicy::RejectDuplicate,
+        vec![search::INSTANCE_ID.value_set(instance_id.to_string())],
+    );
     // "Already started" means a termination is under way: what we wanted.
     let _ = ctx
         .start_child_workflow(TerminateInstance::run, terminate, options)

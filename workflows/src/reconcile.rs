@@ -6,18 +6,15 @@
 
 use crate::node_lifecycle::{LifecycleConfig, NodeLifecycle, NodeLifecycleInput};
 use crate::provision::{ProvisionInput, ProvisionInstance};
-use crate::{NodeTimeouts, control_options, search};
+use crate::{NodeTimeouts, abandoned_child, control_options, search};
 use gpuaas_activities::fleet::{
     ApplyFix, FleetActivities, PlanInput, ReconcileTarget, WorkflowStarted,
 };
 use gpuaas_activities::node::NodeActivities;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, UNIX_EPOCH};
-use temporalio_common::search_attributes::SearchAttributes;
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{
-    ChildWorkflowOptions, ParentClosePolicy, WorkflowContext, WorkflowIdReusePolicy, WorkflowResult,
-};
+use temporalio_sdk::{WorkflowContext, WorkflowIdReusePolicy, WorkflowResult};
 use uuid::Uuid;
 
 /// What one node's reconciliation did.
@@ -149,16 +146,14 @@ async fn watch_unwatched(
             node_timeouts: input.node_timeouts,
             carried: Default::default(),
         };
-        let attrs = SearchAttributes::new(vec![
-            search::NODE_ID.value_set(node.node_id.to_string()),
-            search::STEP.value_set("registering".to_string()),
-        ]);
-        let options = ChildWorkflowOptions::builder()
-            .workflow_id(workflow_id.clone())
-            .parent_close_policy(ParentClosePolicy::Abandon)
-            .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
-            .search_attributes(attrs)
-            .build();
+        let options = abandoned_child(
+            workflow_id.clone(),
+            WorkflowIdReusePolicy::AllowDuplicate,
+            vec![
+                search::NODE_ID.value_set(node.node_id.to_string()),
+                search::STEP.value_set("registering".to_string()),
+            ],
+        );
         if ctx
             .start_child_workflow(NodeLifecycle::run, lifecycle, options)
             .await
@@ -206,17 +201,15 @@ async fn start_unstarted(
             capacity_timeout_s: u.capacity_timeout_s,
             node_timeouts: input.node_timeouts,
         };
-        let attrs = SearchAttributes::new(vec![
-            search::INSTANCE_ID.value_set(u.instance_id.to_string()),
-            search::PROJECT_ID.value_set(u.project_id.to_string()),
-            search::STEP.value_set("allocating".to_string()),
-        ]);
-        let options = ChildWorkflowOptions::builder()
-            .workflow_id(u.workflow_id.clone())
-            .parent_close_policy(ParentClosePolicy::Abandon)
-            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-            .search_attributes(attrs)
-            .build();
+        let options = abandoned_child(
+            u.workflow_id.clone(),
+            WorkflowIdReusePolicy::RejectDuplicate,
+            vec![
+                search::INSTANCE_ID.value_set(u.instance_id.to_string()),
+                search::PROJECT_ID.value_set(u.project_id.to_string()),
+                search::STEP.value_set("allocating".to_string()),
+            ],
+        );
         if ctx
             .start_child_workflow(ProvisionInstance::run, provision, options)
             .await
