@@ -171,15 +171,24 @@ async fn watch_unwatched(
             ),
             dedupe_key: format!("{}/{workflow_id}", ctx.workflow_id()),
         };
-        ctx.execute_local_activity(
-            FleetActivities::reconcile_record_started,
-            record,
-            control_options(),
-        )
-        .await?;
+        record_started(ctx, record).await?;
         started += 1;
     }
     Ok(started)
+}
+
+/// Records (once) a workflow this pass had to start.
+async fn record_started(
+    ctx: &WorkflowContext<ReconcileFleet>,
+    record: WorkflowStarted,
+) -> WorkflowResult<()> {
+    ctx.execute_local_activity(
+        FleetActivities::reconcile_record_started,
+        record,
+        control_options(),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Starts the provisioning of instances the API recorded but never started (it died in
@@ -224,12 +233,7 @@ async fn start_unstarted(
             message: "accepted but never started (the API died before starting its workflow): provisioning started".into(),
             dedupe_key: format!("{}/{}", ctx.workflow_id(), u.workflow_id),
         };
-        ctx.execute_local_activity(
-            FleetActivities::reconcile_record_started,
-            record,
-            control_options(),
-        )
-        .await?;
+        record_started(ctx, record).await?;
         started += 1;
     }
     Ok(started)

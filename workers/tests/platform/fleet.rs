@@ -111,10 +111,7 @@ async fn a_killed_agent_is_detected_within_30s_fenced_and_its_orphans_stopped_on
     // is ready again.
     p.start_agent_process("h100", "8xH100-80GB", &Faults::default())
         .await;
-    p.eventually(LONG, "the node is back", || async {
-        p.node_state("h100").await == "ready"
-    })
-    .await;
+    p.wait_node_state("h100", "ready").await;
     assert!(!process_alive(pid), "the orphan was stopped on return");
     assert_eq!(
         p.live_allocations(id).await,
@@ -161,16 +158,10 @@ async fn an_agent_back_within_the_grace_period_keeps_its_instances() {
         .create_running(json!({"sku": "h100-80gb-sxm", "gpu_count": 2}))
         .await;
     p.kill_agent_process("h100");
-    p.eventually(LONG, "down", || async {
-        p.node_state("h100").await == "down"
-    })
-    .await;
+    p.wait_node_state("h100", "down").await;
     p.start_agent_process("h100", "8xH100-80GB", &Faults::default())
         .await;
-    p.eventually(LONG, "ready", || async {
-        p.node_state("h100").await == "ready"
-    })
-    .await;
+    p.wait_node_state("h100", "ready").await;
     let instance = p.instance(id).await;
     assert_eq!(instance.state, "running", "{instance:?}");
     assert!(process_alive(p.workload_pid(id).unwrap()));
@@ -264,10 +255,7 @@ async fn drain_terminates_at_the_deadline_leaves_the_node_cordoned_and_is_audite
         .post(&format!("/v1/nodes/{node_id}/drain"), json!({}))
         .await;
     assert_eq!(status, 202);
-    p.eventually(LONG, "the empty node is drained", || async {
-        p.node_state("h100").await == "cordoned"
-    })
-    .await;
+    p.wait_node_state("h100", "cordoned").await;
     let kinds = event_kinds(&p, "h100").await;
     assert_eq!(
         kinds.iter().filter(|k| *k == "node.drained").count(),
@@ -336,10 +324,7 @@ async fn a_failing_gpu_cordons_its_node_and_returns_after_the_recovery_period() 
     // Healthy again: back only after the recovery period of continuous health.
     std::fs::remove_file(&faults).unwrap();
     let healed = Instant::now();
-    p.eventually(LONG, "the node is uncordoned", || async {
-        p.node_state("l40s").await == "ready"
-    })
-    .await;
+    p.wait_node_state("l40s", "ready").await;
     assert!(
         healed.elapsed() >= recovery,
         "recovered after {:?}",
@@ -469,10 +454,7 @@ async fn decommissioning_a_dead_node_releases_its_fenced_gpus_and_retires_it() {
     unsafe {
         libc::kill(-pid, libc::SIGKILL);
     }
-    p.eventually(LONG, "the node is down", || async {
-        p.node_state("a100").await == "down"
-    })
-    .await;
+    p.wait_node_state("a100", "down").await;
     assert_eq!(
         p.live_allocations(id).await,
         2,
@@ -640,10 +622,7 @@ async fn a_down_node_whose_lifecycle_run_was_lost_is_fenced_and_brought_back() {
         .create_running(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
         .await;
     p.kill_agent_process("h100");
-    p.eventually(LONG, "down", || async {
-        p.node_state("h100").await == "down"
-    })
-    .await;
+    p.wait_node_state("h100", "down").await;
     // The lifecycle run is lost while the node is down (an operator terminated it).
     let client = crate::harness::temporal_args()
         .connect("test")
@@ -657,10 +636,7 @@ async fn a_down_node_whose_lifecycle_run_was_lost_is_fenced_and_brought_back() {
     // The agent returns; its registration starts a fresh run, which fences at first contact.
     p.start_agent_process("h100", "8xH100-80GB", &Faults::default())
         .await;
-    p.eventually(LONG, "the node is back", || async {
-        p.node_state("h100").await == "ready"
-    })
-    .await;
+    p.wait_node_state("h100", "ready").await;
     assert_eq!(
         p.instance(id).await.state,
         "running",
@@ -696,8 +672,5 @@ async fn the_reconciler_restarts_a_lost_node_lifecycle_so_the_node_stays_watched
     .await;
     // The node is watched again: its agent's death is noticed.
     p.kill_agent_process("h100");
-    p.eventually(LONG, "the node is marked down", || async {
-        p.node_state("h100").await == "down"
-    })
-    .await;
+    p.wait_node_state("h100", "down").await;
 }

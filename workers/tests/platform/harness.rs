@@ -329,6 +329,16 @@ impl Platform {
         .await;
     }
 
+    /// Waits until the node named `name` is in `state`.
+    pub async fn wait_node_state(&self, name: &str, state: &str) {
+        self.eventually(
+            Duration::from_secs(60),
+            &format!("node {name} is {state}"),
+            || async { self.node_state(name).await == state },
+        )
+        .await;
+    }
+
     /// The node's state as the API reports it.
     pub async fn node_state(&self, name: &str) -> String {
         self.node(name).await["state"].as_str().unwrap().to_string()

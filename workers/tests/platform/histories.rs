@@ -156,15 +156,9 @@ async fn record_fleet_histories() {
 
     // GPU failure → auto-cordon → recovery.
     std::fs::write(p.gpu_fault_file("rec"), "2 XID 79\n").unwrap();
-    p.eventually(LONG, "auto-cordoned", || async {
-        p.node_state("rec").await == "cordoned"
-    })
-    .await;
+    p.wait_node_state("rec", "cordoned").await;
     std::fs::remove_file(p.gpu_fault_file("rec")).unwrap();
-    p.eventually(LONG, "recovered", || async {
-        p.node_state("rec").await == "ready"
-    })
-    .await;
+    p.wait_node_state("rec", "ready").await;
 
     // Agent loss with a running instance: down, instance failed after grace, fenced, back.
     let lost = p
@@ -175,10 +169,7 @@ async fn record_fleet_histories() {
     p.wait_state(lost, &["failed"], LONG).await;
     p.start_agent_process("rec", "4xH100-80GB", &Faults::default())
         .await;
-    p.eventually(LONG, "back up", || async {
-        p.node_state("rec").await == "ready"
-    })
-    .await;
+    p.wait_node_state("rec", "ready").await;
 
     // Drain with an instance that outlives the deadline.
     let drained = p
@@ -193,10 +184,7 @@ async fn record_fleet_histories() {
         .await;
     assert_eq!(status, 202);
     p.wait_state(drained, &["terminated"], LONG).await;
-    p.eventually(LONG, "drained", || async {
-        p.node_state("rec").await == "cordoned"
-    })
-    .await;
+    p.wait_node_state("rec", "cordoned").await;
     save(&format!("node-lifecycle-{node_id}"), "node_lifecycle").await;
     save(
         &format!("instance-terminate-{drained}"),

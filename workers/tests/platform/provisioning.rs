@@ -218,10 +218,7 @@ async fn a_dead_node_fails_within_schedule_to_start_and_keeps_its_gpus_fenced() 
     // The start may have reached the host before it died: its GPUs stay fenced, and the node is
     // out of placement (down) until its agent confirms what runs there.
     assert_eq!(p.live_allocations(id).await, 1, "allocation stays fenced");
-    p.eventually(LONG, "the ghost node is marked down", || async {
-        p.node_state("ghost").await == "down"
-    })
-    .await;
+    p.wait_node_state("ghost", "down").await;
     assert_eq!(p.inconsistent_free_counters().await, 0);
 }
 
