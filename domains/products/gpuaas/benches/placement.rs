@@ -22,8 +22,8 @@
 //!
 //! `--no-full` skips phases 3 and 4 (with `--keep`, to profile a half-full fleet).
 
-use gpuaas_domain::{Placement, placement};
-use gpuaas_shared::ids::InstanceId;
+use product_gpuaas::{Placement, placement};
+use shared_ids::InstanceId;
 use sqlx::{Connection, PgPool};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -166,17 +166,16 @@ async fn insert_fleet(pool: &PgPool, nodes: usize) -> Result<(), sqlx::Error> {
 
 async fn insert_instances(pool: &PgPool, sizes: &[i32]) -> Result<Vec<InstanceId>, sqlx::Error> {
     let ids: Vec<InstanceId> = sizes.iter().map(|_| InstanceId::new()).collect();
-    let uuids: Vec<uuid::Uuid> = ids.iter().map(|i| i.0).collect();
+    let uuids: Vec<uuid::Uuid> = ids.iter().map(|i| i.uuid()).collect();
     sqlx::query(
         "INSERT INTO gpuaas.instances (id, project_id, name, sku_id, gpu_count, command, state,
-             workflow_id, current_step)
-         SELECT u.id, $3, 'bench-' || u.id, $4, u.gpus, 'sleep infinity', 'pending',
-                'provision-' || u.id, 'queued'
+             current_step)
+         SELECT u.id, $3, 'bench-' || u.id, $4, u.gpus, 'sleep infinity', 'pending', 'queued'
          FROM unnest($1::uuid[], $2::int[]) AS u(id, gpus)",
     )
     .bind(&uuids)
     .bind(sizes)
-    .bind(gpuaas_iam::DEFAULT_PROJECT)
+    .bind(platform_iam::DEFAULT_PROJECT.uuid())
     .bind(SKU)
     .execute(pool)
     .await?;
@@ -329,6 +328,7 @@ async fn allocate_all(pool: &PgPool, ids: Vec<InstanceId>, tasks: usize) -> Outc
             match placement::allocate(&pool, id).await {
                 Ok(Placement::Placed(_)) => Ok(true),
                 Ok(Placement::NoCapacity { .. }) => Ok(false),
+                Ok(Placement::NotWanted { state }) => Err(format!("{id} is {state:?}")),
                 Err(e) => Err(format!("{id}: {e}")),
             }
         }
@@ -504,7 +504,7 @@ async fn query_cost(pool: &PgPool, sql: &str, runs: u32) -> Result<Duration, sql
 }
 
 async fn drop_database(url: &str) -> Result<(), sqlx::Error> {
-    let server = gpuaas_shared::db::testing::server_url();
+    let server = shared_kernel::db::testing::server_url();
     let name = &url[url.rfind('/').expect("database URL") + 1..];
     let mut admin = sqlx::PgConnection::connect(&server).await?;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -523,9 +523,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let (setup_pool, url) = gpuaas_shared::db::testing::fresh_database().await;
+    let (setup_pool, url) = shared_kernel::db::testing::fresh_database().await;
     setup_pool.close().await;
-    let pool = gpuaas_shared::db::connect_and_migrate(&url, args.allocators as u32 + 2)
+    let pool = shared_kernel::db::connect_and_migrate(&url, args.allocators as u32 + 2)
         .await
         .expect("connect to the bench database");
     let result = bench(&pool, &args).await;

@@ -2,10 +2,11 @@
 //! GPU unhealthy, auto-cordon, recovery) and reconciler fixes. Written in the same transaction as
 //! the change it describes, so there is never a change without its event or the other way round.
 
-use gpuaas_shared::DomainResult;
-use gpuaas_shared::ids::{InstanceId, NodeId};
+use shared_kernel::DomainResult;
+use shared_ids::{InstanceId, NodeId};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 /// Who caused an event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,8 +65,8 @@ pub async fn record(conn: &mut PgConnection, event: NewEvent<'_>) -> DomainResul
     )
     .bind(event.kind)
     .bind(event.actor.label())
-    .bind(event.node)
-    .bind(event.instance)
+    .bind(event.node.map(NodeId::uuid))
+    .bind(event.instance.map(InstanceId::uuid))
     .bind(event.gpu_index)
     .bind(&event.message)
     .bind(&event.dedupe_key)
@@ -91,8 +92,8 @@ type EventRow = (
     chrono::DateTime<chrono::Utc>,
     String,
     String,
-    Option<NodeId>,
-    Option<InstanceId>,
+    Option<Uuid>,
+    Option<Uuid>,
     Option<i32>,
     String,
 );
@@ -103,7 +104,7 @@ pub async fn of_node(pool: &PgPool, node: NodeId, limit: i64) -> DomainResult<Ve
         "SELECT id, at, kind, actor, node_id, instance_id, gpu_index, message
          FROM gpuaas.events WHERE node_id = $1 ORDER BY id DESC LIMIT $2",
     )
-    .bind(node)
+    .bind(node.uuid())
     .bind(limit)
     .fetch_all(pool)
     .await?;
@@ -115,8 +116,8 @@ pub async fn of_node(pool: &PgPool, node: NodeId, limit: i64) -> DomainResult<Ve
                 at,
                 kind,
                 actor,
-                node_id,
-                instance_id,
+                node_id: node_id.map(NodeId::from),
+                instance_id: instance_id.map(InstanceId::from),
                 gpu_index,
                 message,
             },

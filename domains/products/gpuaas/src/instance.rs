@@ -5,11 +5,12 @@
 
 use crate::sku;
 use chrono::{DateTime, Utc};
-use gpuaas_shared::ids::{InstanceId, NodeId, ProjectId};
-use gpuaas_shared::{DomainError, DomainResult};
+use shared_ids::{InstanceId, NodeId, ProjectId};
+use shared_kernel::{DomainError, DomainResult};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -96,7 +97,8 @@ pub struct Instance {
     pub status_message: Option<String>,
     pub node_id: Option<NodeId>,
     pub gpu_indices: Vec<i32>,
-    pub workflow_id: String,
+    /// What the instance's workflow does now, as it reported it (opaque text here: the step
+    /// names are the workflow's vocabulary); `queued` until a workflow took its first step.
     pub current_step: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -106,8 +108,8 @@ pub struct Instance {
 
 #[derive(sqlx::FromRow)]
 struct InstanceRow {
-    id: InstanceId,
-    project_id: ProjectId,
+    id: Uuid,
+    project_id: Uuid,
     name: String,
     sku_id: String,
     gpu_count: i32,
@@ -116,9 +118,8 @@ struct InstanceRow {
     state: String,
     failure_reason: Option<String>,
     status_message: Option<String>,
-    node_id: Option<NodeId>,
+    node_id: Option<Uuid>,
     gpu_indices: Vec<i32>,
-    workflow_id: String,
     current_step: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -132,8 +133,8 @@ struct InstanceRow {
 impl From<InstanceRow> for Instance {
     fn from(r: InstanceRow) -> Self {
         Self {
-            id: r.id,
-            project_id: r.project_id,
+            id: r.id.into(),
+            project_id: r.project_id.into(),
             name: r.name,
             sku_id: r.sku_id,
             gpu_count: r.gpu_count,
@@ -142,9 +143,8 @@ impl From<InstanceRow> for Instance {
             state: InstanceState::parse(&r.state).unwrap_or(InstanceState::Failed),
             failure_reason: r.failure_reason.as_deref().and_then(FailureReason::parse),
             status_message: r.status_message,
-            node_id: r.node_id,
+            node_id: r.node_id.map(NodeId::from),
             gpu_indices: r.gpu_indices,
-            workflow_id: r.workflow_id,
             current_step: r.current_step,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -155,7 +155,7 @@ impl From<InstanceRow> for Instance {
 }
 
 const COLUMNS: &str = "id, project_id, name, sku_id, gpu_count, command, capacity_timeout_s, state, \
-    failure_reason, status_message, node_id, gpu_indices, workflow_id, current_step, created_at, \
+    failure_reason, status_message, node_id, gpu_indices, current_step, created_at, \
     updated_at, running_at, ended_at";
 
 /// Gets an instance and, while it waits on its node, says for what and for how long: "waiting
@@ -179,14 +179,13 @@ pub async fn get_explained(
                 extract(epoch FROM now() - n.last_seen_at)::float8
          FROM gpuaas.nodes n JOIN gpuaas.instances i ON i.id = $2 WHERE n.id = $1",
     )
-    .bind(node)
-    .bind(id)
+    .bind(node.uuid())
+    .bind(id.uuid())
     .fetch_optional(pool)
     .await?;
     if let Some((name, state, waiting_s, seen_s)) = row {
-        let what = match (instance.state, instance.current_step.as_str()) {
-            (InstanceState::Terminating, _) => "to stop the workload",
-            (_, "awaiting_running") => "to report the workload running",
+        let what = match instance.state {
+            InstanceState::Terminating => "to stop the workload",
             _ => "to start the workload",
         };
         let node_note = match (state.as_str(), seen_s) {
@@ -223,16 +222,6 @@ pub async fn stale_pending(
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(Into::into).collect())
-}
-
-/// Workflow id of an instance's provisioning: deterministic, so a duplicate start finds it.
-pub fn provision_workflow_id(id: InstanceId) -> String {
-    format!("instance-provision-{id}")
-}
-
-/// Workflow id of an instance's termination.
-pub fn terminate_workflow_id(id: InstanceId) -> String {
-    format!("instance-terminate-{id}")
 }
 
 /// The longest a request may wait for capacity.
@@ -323,23 +312,22 @@ pub async fn create(
     let name = req
         .name
         .clone()
-        .unwrap_or_else(|| format!("{}-{}", sku.id, &id.0.simple().to_string()[24..]));
+        .unwrap_or_else(|| format!("{}-{}", sku.id, &id.uuid().simple().to_string()[24..]));
     let fingerprint = req.fingerprint();
     let inserted: Option<InstanceRow> = sqlx::query_as(&format!(
         "INSERT INTO gpuaas.instances (id, project_id, name, sku_id, gpu_count, command, capacity_timeout_s,
-             state, workflow_id, current_step, idempotency_key, request_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, 'queued', $9, $10)
+             state, current_step, idempotency_key, request_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 'queued', $8, $9)
          ON CONFLICT (project_id, idempotency_key) DO NOTHING
          RETURNING {COLUMNS}"
     ))
-    .bind(id)
-    .bind(req.project_id)
+    .bind(id.uuid())
+    .bind(req.project_id.uuid())
     .bind(&name)
     .bind(&sku.id)
     .bind(req.gpu_count)
     .bind(req.command.as_deref().unwrap_or(DEFAULT_COMMAND))
     .bind(req.capacity_timeout_s.unwrap_or(0))
-    .bind(provision_workflow_id(id))
     .bind(idempotency_key)
     .bind(&fingerprint)
     .fetch_optional(pool)
@@ -354,7 +342,7 @@ pub async fn create(
     let earlier: InstanceRow = sqlx::query_as(&format!(
         "SELECT {COLUMNS}, request_hash FROM gpuaas.instances WHERE project_id = $1 AND idempotency_key = $2"
     ))
-    .bind(req.project_id)
+    .bind(req.project_id.uuid())
     .bind(idempotency_key)
     .fetch_one(pool)
     .await?;
@@ -374,8 +362,8 @@ pub async fn get(pool: &PgPool, project: ProjectId, id: InstanceId) -> DomainRes
     sqlx::query_as::<_, InstanceRow>(&format!(
         "SELECT {COLUMNS} FROM gpuaas.instances WHERE id = $1 AND project_id = $2"
     ))
-    .bind(id)
-    .bind(project)
+    .bind(id.uuid())
+    .bind(project.uuid())
     .fetch_optional(pool)
     .await?
     .map(Into::into)
@@ -387,7 +375,7 @@ pub async fn get_any(pool: &PgPool, id: InstanceId) -> DomainResult<Instance> {
     sqlx::query_as::<_, InstanceRow>(&format!(
         "SELECT {COLUMNS} FROM gpuaas.instances WHERE id = $1"
     ))
-    .bind(id)
+    .bind(id.uuid())
     .fetch_optional(pool)
     .await?
     .map(Into::into)
@@ -407,8 +395,8 @@ pub async fn list(
          WHERE project_id = $1 AND ($2::uuid IS NULL OR id < $2)
          ORDER BY id DESC LIMIT $3"
     ))
-    .bind(project)
-    .bind(after)
+    .bind(project.uuid())
+    .bind(after.map(InstanceId::uuid))
     .bind(limit)
     .fetch_all(pool)
     .await?;
@@ -437,11 +425,11 @@ async fn transition(
     message: Option<&str>,
 ) -> DomainResult<Transition> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    let applied: Option<(InstanceId,)> = sqlx::query_as(&format!(
+    let applied: Option<(Uuid,)> = sqlx::query_as(&format!(
         "UPDATE gpuaas.instances SET state = $3, updated_at = now() {set}
          WHERE id = $1 AND state = ANY($2) RETURNING id"
     ))
-    .bind(id)
+    .bind(id.uuid())
     .bind(&from)
     .bind(to.as_str())
     .bind(reason.map(FailureReason::as_str))
@@ -470,7 +458,7 @@ pub async fn set_step(
         "UPDATE gpuaas.instances SET current_step = $2, status_message = $3, updated_at = now()
          WHERE id = $1 AND state IN ('pending', 'provisioning', 'terminating')",
     )
-    .bind(id)
+    .bind(id.uuid())
     .bind(step)
     .bind(message)
     .execute(pool)
@@ -521,8 +509,8 @@ pub async fn begin_termination(
          FROM old WHERE i.id = $1 AND old.state IN ('pending', 'provisioning', 'running')
          RETURNING old.state",
     )
-    .bind(id)
-    .bind(project)
+    .bind(id.uuid())
+    .bind(project.uuid())
     .fetch_optional(pool)
     .await?;
     let instance = get(pool, project, id).await?;

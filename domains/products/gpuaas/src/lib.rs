@@ -2,14 +2,16 @@
 //! node lifecycle (liveness, drain, GPU health), orphan reconciliation and the fleet event log.
 //!
 //! Plain async Rust over sqlx; owns the `gpuaas` schema. Knows nothing of Temporal or HTTP:
-//! the API and the activities call these functions and map [`DomainError`]s themselves.
+//! the API and the activities call these functions and map [`DomainError`]s themselves. Workflow
+//! ids, task queues and step names are Temporal's vocabulary and live outside this crate
+//! (`activities::gpuaas::vocabulary`).
 //!
-//! [`DomainError`]: gpuaas_shared::DomainError
+//! [`DomainError`]: shared_kernel::DomainError
 
 pub mod events;
 pub mod instance;
-pub mod lifecycle;
 pub mod node;
+pub mod node_lifecycle;
 pub mod placement;
 pub mod reconcile;
 pub mod sku;

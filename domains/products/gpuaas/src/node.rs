@@ -1,11 +1,12 @@
 //! GPU hosts and their GPUs. An agent registers with its name and discovered GPUs and gets a
 //! stable node id back; registering again (after an agent restart) returns the same id.
 
-use gpuaas_shared::ids::{GpuId, NodeId};
-use gpuaas_shared::{DomainError, DomainResult};
+use shared_ids::{GpuId, NodeId};
+use shared_kernel::{DomainError, DomainResult};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::collections::HashSet;
+use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,7 +140,7 @@ pub async fn register(pool: &PgPool, reg: &NodeRegistration) -> DomainResult<Nod
     reg.validate()?;
     let mut tx = pool.begin().await?;
     let gpu_model = reg.gpus.first().map(|g| g.model.clone());
-    let (id,): (NodeId,) = sqlx::query_as(
+    let (id,): (Uuid,) = sqlx::query_as(
         "INSERT INTO gpuaas.nodes (id, name, state, gpu_model, agent_version, discovery)
          VALUES ($1, $2, 'registering', $3, $4, $5)
          ON CONFLICT (name) DO UPDATE
@@ -147,17 +148,18 @@ pub async fn register(pool: &PgPool, reg: &NodeRegistration) -> DomainResult<Nod
                 discovery = EXCLUDED.discovery, updated_at = now()
          RETURNING id",
     )
-    .bind(NodeId::new())
+    .bind(NodeId::new().uuid())
     .bind(&reg.name)
     .bind(&gpu_model)
     .bind(&reg.agent_version)
     .bind(&reg.discovery)
     .fetch_one(&mut *tx)
     .await?;
+    let id = NodeId::from(id);
     // Serialise against placement on this node while its GPUs and counter are rewritten.
     let (state,): (String,) =
         sqlx::query_as("SELECT state FROM gpuaas.nodes WHERE id = $1 FOR UPDATE")
-            .bind(id)
+            .bind(id.uuid())
             .fetch_one(&mut *tx)
             .await?;
     if state == "decommissioned" {
@@ -170,7 +172,7 @@ pub async fn register(pool: &PgPool, reg: &NodeRegistration) -> DomainResult<Nod
         ));
     }
     for gpu in &reg.gpus {
-        let moved: Option<(NodeId,)> = sqlx::query_as(
+        let moved: Option<(Uuid,)> = sqlx::query_as(
             "INSERT INTO gpuaas.gpus (id, node_id, idx, uuid, model, memory_mib, health)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (uuid) DO UPDATE
@@ -181,8 +183,8 @@ pub async fn register(pool: &PgPool, reg: &NodeRegistration) -> DomainResult<Nod
                    OR gpuaas.gpus.node_id IN (SELECT id FROM gpuaas.nodes WHERE state = 'decommissioned')
              RETURNING node_id",
         )
-        .bind(GpuId::new())
-        .bind(id)
+        .bind(GpuId::new().uuid())
+        .bind(id.uuid())
         .bind(gpu.index)
         .bind(&gpu.uuid)
         .bind(&gpu.model)
@@ -219,7 +221,7 @@ pub async fn register(pool: &PgPool, reg: &NodeRegistration) -> DomainResult<Nod
             updated_at = now()
          WHERE n.id = $1",
     )
-    .bind(id)
+    .bind(id.uuid())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -237,7 +239,7 @@ type Timestamp = chrono::DateTime<chrono::Utc>;
 
 #[derive(sqlx::FromRow)]
 struct NodeRow {
-    id: NodeId,
+    id: Uuid,
     name: String,
     state: String,
     gpu_model: Option<String>,
@@ -266,7 +268,7 @@ pub async fn list(pool: &PgPool) -> DomainResult<Vec<Node>> {
     Ok(rows
         .into_iter()
         .map(|row| {
-            let of_node = gpus.remove(&row.id).unwrap_or_default();
+            let of_node = gpus.remove(&NodeId::from(row.id)).unwrap_or_default();
             node_from(row, of_node)
         })
         .collect())
@@ -275,28 +277,36 @@ pub async fn list(pool: &PgPool) -> DomainResult<Vec<Node>> {
 /// Nodes that must have a running lifecycle workflow: every node but those registering or
 /// decommissioned.
 pub async fn watched(pool: &PgPool) -> DomainResult<Vec<(NodeId, String)>> {
-    Ok(sqlx::query_as(
+    ids_and_names(
+        pool,
         "SELECT id, name FROM gpuaas.nodes WHERE state NOT IN ('registering', 'decommissioned') ORDER BY name",
     )
-    .fetch_all(pool)
-    .await?)
+    .await
 }
 
 /// Nodes whose agent should be answering (`ready`, `cordoned`, `draining`), by id and name:
 /// what the reconciler reads.
 pub async fn answering(pool: &PgPool) -> DomainResult<Vec<(NodeId, String)>> {
-    Ok(sqlx::query_as(
+    ids_and_names(
+        pool,
         "SELECT id, name FROM gpuaas.nodes WHERE state IN ('ready', 'cordoned', 'draining') ORDER BY name",
     )
-    .fetch_all(pool)
-    .await?)
+    .await
+}
+
+async fn ids_and_names(pool: &PgPool, query: &'static str) -> DomainResult<Vec<(NodeId, String)>> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(query).fetch_all(pool).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name)| (id.into(), name))
+        .collect())
 }
 
 pub async fn get(pool: &PgPool, id: NodeId) -> DomainResult<Node> {
     let row: NodeRow = sqlx::query_as(&format!(
         "SELECT {NODE_COLUMNS} FROM gpuaas.nodes WHERE id = $1"
     ))
-    .bind(id)
+    .bind(id.uuid())
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| DomainError::not_found("node_not_found", format!("node {id} not found")))?;
@@ -318,8 +328,8 @@ async fn gpus_where(
     node: Option<NodeId>,
 ) -> DomainResult<std::collections::HashMap<NodeId, Vec<NodeGpu>>> {
     type Row = (
-        NodeId,
-        GpuId,
+        Uuid,
+        Uuid,
         i32,
         String,
         String,
@@ -333,13 +343,13 @@ async fn gpus_where(
                 EXISTS (SELECT 1 FROM gpuaas.allocations a WHERE a.gpu_id = g.id AND a.released_at IS NULL)
          FROM gpuaas.gpus g WHERE {filter} ORDER BY g.node_id, g.idx"
     ))
-    .bind(node)
+    .bind(node.map(NodeId::uuid))
     .fetch_all(pool)
     .await?;
     let mut by_node: std::collections::HashMap<NodeId, Vec<NodeGpu>> = Default::default();
     for (node_id, id, index, uuid, model, memory_mib, health, health_reason, allocated) in rows {
-        by_node.entry(node_id).or_default().push(NodeGpu {
-            id,
+        by_node.entry(node_id.into()).or_default().push(NodeGpu {
+            id: id.into(),
             index,
             uuid,
             model,
@@ -358,7 +368,7 @@ async fn gpus_where(
 
 fn node_from(r: NodeRow, gpus: Vec<NodeGpu>) -> Node {
     Node {
-        id: r.id,
+        id: r.id.into(),
         name: r.name,
         state: NodeState::parse(&r.state),
         gpu_model: r.gpu_model,
@@ -373,14 +383,4 @@ fn node_from(r: NodeRow, gpus: Vec<NodeGpu>) -> Node {
         drain_deadline: r.drain_deadline,
         gpus,
     }
-}
-
-/// Workflow id of a node's lifecycle workflow: one per node, deterministic.
-pub fn lifecycle_workflow_id(node: NodeId) -> String {
-    format!("node-lifecycle-{node}")
-}
-
-/// Task queue of a node's agent: the only way the control plane reaches a host.
-pub fn task_queue(node: NodeId) -> String {
-    format!("node-{node}")
 }

@@ -7,10 +7,11 @@
 //! `allocations_one_live_per_gpu`, not this choreography: a racing insert fails instead of
 //! leasing a GPU twice.
 
-use gpuaas_shared::ids::{InstanceId, NodeId};
-use gpuaas_shared::{DomainError, DomainResult};
+use shared_ids::{InstanceId, NodeId};
+use shared_kernel::{DomainError, DomainResult};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
 
 /// The GPUs an instance holds on one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,9 +27,9 @@ pub struct Allocation {
 pub enum Placement {
     Placed(Allocation),
     /// No node fits now; the text says why, per kind of node.
-    NoCapacity {
-        explanation: String,
-    },
+    NoCapacity { explanation: String },
+    /// The instance no longer wants GPUs (it was deleted while waiting): nothing was allocated.
+    NotWanted { state: crate::InstanceState },
 }
 
 /// Allocates GPUs for a `pending`/`provisioning` instance. Idempotent: an instance that already
@@ -71,7 +72,7 @@ async fn try_allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Attem
          FROM gpuaas.instances i JOIN gpuaas.skus s ON s.id = i.sku_id
          WHERE i.id = $1 FOR UPDATE OF i",
     )
-    .bind(instance)
+    .bind(instance.uuid())
     .fetch_optional(&mut *tx)
     .await?;
     let Some((state, gpu_model, gpu_count)) = row else {
@@ -80,11 +81,12 @@ async fn try_allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Attem
             format!("instance {instance} not found"),
         ));
     };
-    if state != "pending" && state != "provisioning" {
-        return Err(DomainError::conflict(
-            "instance_not_provisionable",
-            format!("instance {instance} is {state}; it no longer wants GPUs"),
-        ));
+    match crate::InstanceState::parse(&state) {
+        Some(crate::InstanceState::Pending | crate::InstanceState::Provisioning) => {}
+        other => {
+            let state = other.unwrap_or(crate::InstanceState::Failed);
+            return Ok(Attempt::Done(Placement::NotWanted { state }));
+        }
     }
     if let Some(existing) = live_allocation(&mut tx, instance).await? {
         tx.commit().await?;
@@ -109,7 +111,7 @@ async fn try_allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Attem
         let explanation = explain_no_capacity(pool, &gpu_model, gpu_count).await?;
         return Ok(Attempt::Done(Placement::NoCapacity { explanation }));
     }
-    let node_id = picked[0].0;
+    let node_id = NodeId::from(picked[0].0);
     let allocation = Allocation {
         instance_id: instance,
         node_id,
@@ -118,17 +120,17 @@ async fn try_allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Attem
         gpu_uuids: picked.iter().map(|p| p.3.clone()).collect(),
     };
     sqlx::query("UPDATE gpuaas.nodes SET free_gpus = free_gpus - $2 WHERE id = $1")
-        .bind(node_id)
+        .bind(node_id.uuid())
         .bind(gpu_count)
         .execute(&mut *tx)
         .await?;
     sqlx::query(
         "UPDATE gpuaas.instances SET state = 'provisioning', node_id = $2, gpu_indices = $3,
-             current_step = 'starting_workload', status_message = NULL, updated_at = now()
+             status_message = NULL, updated_at = now()
          WHERE id = $1",
     )
-    .bind(instance)
-    .bind(node_id)
+    .bind(instance.uuid())
+    .bind(node_id.uuid())
     .bind(&allocation.gpu_indices)
     .execute(&mut *tx)
     .await?;
@@ -143,7 +145,7 @@ async fn lock_best_node(
     gpu_model: &str,
     gpu_count: i32,
 ) -> DomainResult<Option<NodeId>> {
-    Ok(sqlx::query_scalar(
+    let node: Option<Uuid> = sqlx::query_scalar(
         "SELECT id FROM gpuaas.nodes
          WHERE state = 'ready' AND gpu_model = $1 AND free_gpus >= $2
          ORDER BY free_gpus, id LIMIT 1 FOR UPDATE SKIP LOCKED",
@@ -151,7 +153,8 @@ async fn lock_best_node(
     .bind(gpu_model)
     .bind(gpu_count)
     .fetch_optional(&mut **tx)
-    .await?)
+    .await?;
+    Ok(node.map(NodeId::from))
 }
 
 /// Whether any node fits, locked or not: one step down `nodes_placement` (an `EXISTS` here
@@ -176,7 +179,7 @@ async fn pick_and_insert(
     node: NodeId,
     gpu_count: i32,
     instance: InstanceId,
-) -> DomainResult<Vec<(NodeId, String, i32, String)>> {
+) -> DomainResult<Vec<(Uuid, String, i32, String)>> {
     Ok(sqlx::query_as(
         "WITH picked AS (
              SELECT g.id, g.idx, g.uuid, g.node_id, n.name
@@ -191,9 +194,9 @@ async fn pick_and_insert(
          )
          SELECT p.node_id, p.name, p.idx, p.uuid FROM picked p JOIN inserted i ON i.gpu_id = p.id ORDER BY p.idx",
     )
-    .bind(node)
+    .bind(node.uuid())
     .bind(gpu_count)
-    .bind(instance)
+    .bind(instance.uuid())
     .fetch_all(&mut **tx)
     .await?)
 }
@@ -202,14 +205,14 @@ async fn live_allocation(
     tx: &mut Transaction<'_, Postgres>,
     instance: InstanceId,
 ) -> DomainResult<Option<Allocation>> {
-    let rows: Vec<(NodeId, String, i32, String)> = sqlx::query_as(
+    let rows: Vec<(Uuid, String, i32, String)> = sqlx::query_as(
         "SELECT a.node_id, n.name, a.gpu_index, g.uuid
          FROM gpuaas.allocations a
          JOIN gpuaas.nodes n ON n.id = a.node_id
          JOIN gpuaas.gpus g ON g.id = a.gpu_id
          WHERE a.instance_id = $1 AND a.released_at IS NULL ORDER BY a.gpu_index",
     )
-    .bind(instance)
+    .bind(instance.uuid())
     .fetch_all(&mut **tx)
     .await?;
     let Some(first) = rows.first() else {
@@ -217,7 +220,7 @@ async fn live_allocation(
     };
     Ok(Some(Allocation {
         instance_id: instance,
-        node_id: first.0,
+        node_id: first.0.into(),
         node_name: first.1.clone(),
         gpu_indices: rows.iter().map(|r| r.2).collect(),
         gpu_uuids: rows.iter().map(|r| r.3.clone()).collect(),
@@ -245,7 +248,7 @@ pub(crate) async fn lock_nodes_holding(
              SELECT node_id FROM gpuaas.allocations WHERE instance_id = $1 AND released_at IS NULL)
          ORDER BY id FOR UPDATE",
     )
-    .bind(instance)
+    .bind(instance.uuid())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -273,8 +276,8 @@ pub(crate) async fn release_locked(
          )
          SELECT gpus FROM per_node",
     )
-    .bind(instance)
-    .bind(node)
+    .bind(instance.uuid())
+    .bind(node.map(NodeId::uuid))
     .fetch_all(&mut **tx)
     .await?;
     Ok(freed.iter().map(|(n,)| n).sum())

@@ -6,11 +6,12 @@
 //! only once its process is known to be gone. A node whose agent cannot be read is never planned.
 
 use crate::events::{self, Actor, NewEvent};
-use gpuaas_shared::DomainResult;
-use gpuaas_shared::ids::{InstanceId, NodeId};
+use shared_kernel::DomainResult;
+use shared_ids::{InstanceId, NodeId};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
 
 /// A workload as the node's agent reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,9 +66,9 @@ pub async fn plan(
     reported: &[ReportedWorkload],
     read_at: chrono::DateTime<chrono::Utc>,
 ) -> DomainResult<Vec<Fix>> {
-    let reported_ids: Vec<InstanceId> = reported.iter().map(|w| w.instance_id).collect();
+    let reported_ids: Vec<Uuid> = reported.iter().map(|w| w.instance_id.uuid()).collect();
     // Every instance the report names, runs on the node, or holds GPUs there.
-    type Row = (InstanceId, String, Option<NodeId>, Option<f64>, bool, bool);
+    type Row = (Uuid, String, Option<Uuid>, Option<f64>, bool, bool);
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT i.id, i.state, i.node_id,
                 extract(epoch FROM $3 - i.running_at)::float8,
@@ -79,11 +80,17 @@ pub async fn plan(
             OR EXISTS (SELECT 1 FROM gpuaas.allocations a
                        WHERE a.instance_id = i.id AND a.node_id = $1 AND a.released_at IS NULL)",
     )
-    .bind(node)
+    .bind(node.uuid())
     .bind(&reported_ids)
     .bind(read_at)
     .fetch_all(pool)
     .await?;
+    let rows: Vec<(InstanceId, String, Option<NodeId>, Option<f64>, bool, bool)> = rows
+        .into_iter()
+        .map(|(id, state, on, running_for, holds, ended)| {
+            (id.into(), state, on.map(NodeId::from), running_for, holds, ended)
+        })
+        .collect();
     let known: HashMap<InstanceId, _> = rows.iter().map(|r| (r.0, r)).collect();
     let running_on_agent: HashSet<InstanceId> = reported
         .iter()
@@ -155,8 +162,8 @@ pub async fn apply(
                     status_message = $3, current_step = 'failed', ended_at = now(), updated_at = now()
              WHERE id = $1 AND node_id = $2 AND state = 'running'",
         )
-        .bind(fix.instance_id)
-        .bind(node)
+        .bind(fix.instance_id.uuid())
+        .bind(node.uuid())
         .bind(&fix.reason)
         .execute(&mut *tx)
         .await?;
@@ -166,7 +173,7 @@ pub async fn apply(
     let ended: Option<(String,)> = sqlx::query_as(
         "SELECT state FROM gpuaas.instances WHERE id = $1 AND state IN ('terminated', 'failed')",
     )
-    .bind(fix.instance_id)
+    .bind(fix.instance_id.uuid())
     .fetch_optional(&mut *tx)
     .await?;
     if ended.is_some() {

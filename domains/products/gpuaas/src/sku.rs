@@ -1,7 +1,7 @@
 //! GPU SKUs: a GPU model, its memory and form factor, the GPU counts an instance may ask for, and a
 //! price per GPU-hour in integer minor units (billing reads it later).
 
-use gpuaas_shared::{DomainError, DomainResult};
+use shared_kernel::{DomainError, DomainResult};
 use serde::Serialize;
 use sqlx::PgPool;
 

@@ -1,6 +1,6 @@
 //! Fleet counts for monitoring, computed at read time from the tables this crate owns.
 
-use gpuaas_shared::DomainResult;
+use shared_kernel::DomainResult;
 use sqlx::PgPool;
 
 #[derive(Debug, Clone, Default)]

@@ -1,9 +1,9 @@
 //! Placement and allocation against a real Postgres.
 
-use gpuaas_domain::{
+use product_gpuaas::{
     GpuHealth, GpuSpec, NewInstance, NodeRegistration, Placement, instance, node, placement,
 };
-use gpuaas_shared::ids::{InstanceId, NodeId};
+use shared_ids::{InstanceId, NodeId};
 use sqlx::PgPool;
 
 async fn add_node(pool: &PgPool, name: &str, gpus: i32, model: &str) -> NodeId {
@@ -26,7 +26,7 @@ async fn add_node(pool: &PgPool, name: &str, gpus: i32, model: &str) -> NodeId {
 
 async fn new_instance(pool: &PgPool, sku: &str, gpus: i32) -> InstanceId {
     let req = NewInstance {
-        project_id: gpuaas_iam::DEFAULT_PROJECT,
+        project_id: platform_iam::DEFAULT_PROJECT,
         name: None,
         sku: sku.into(),
         gpu_count: gpus,
@@ -40,7 +40,7 @@ async fn new_instance(pool: &PgPool, sku: &str, gpus: i32) -> InstanceId {
         .id
 }
 
-fn placed(p: Placement) -> gpuaas_domain::Allocation {
+fn placed(p: Placement) -> product_gpuaas::Allocation {
     match p {
         Placement::Placed(a) => a,
         other => panic!("expected a placement, got {other:?}"),
@@ -59,7 +59,7 @@ async fn double_booked(pool: &PgPool) -> i64 {
 
 #[tokio::test]
 async fn best_fit_prefers_the_fullest_node_that_still_fits() {
-    let (pool, _) = gpuaas_shared::db::testing::fresh_database().await;
+    let (pool, _) = shared_kernel::db::testing::fresh_database().await;
     let roomy = add_node(&pool, "roomy", 8, "H100-80GB").await;
     let tight = add_node(&pool, "tight", 4, "H100-80GB").await;
     add_node(&pool, "other-model", 8, "A100-40GB").await;
@@ -106,7 +106,7 @@ async fn best_fit_prefers_the_fullest_node_that_still_fits() {
 
 #[tokio::test]
 async fn concurrent_allocations_never_double_book() {
-    let (pool, _) = gpuaas_shared::db::testing::fresh_database().await;
+    let (pool, _) = shared_kernel::db::testing::fresh_database().await;
     for n in 0..3 {
         add_node(&pool, &format!("n{n}"), 8, "H100-80GB").await;
     }
@@ -143,7 +143,7 @@ async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>
 
 #[tokio::test]
 async fn the_database_refuses_a_second_live_allocation_of_a_gpu() {
-    let (pool, _) = gpuaas_shared::db::testing::fresh_database().await;
+    let (pool, _) = shared_kernel::db::testing::fresh_database().await;
     add_node(&pool, "n", 1, "H100-80GB").await;
     let first = new_instance(&pool, "h100-80gb-sxm", 1).await;
     let second = new_instance(&pool, "h100-80gb-sxm", 1).await;
@@ -153,8 +153,8 @@ async fn the_database_refuses_a_second_live_allocation_of_a_gpu() {
         "INSERT INTO gpuaas.allocations (instance_id, gpu_id, node_id, gpu_index)
          SELECT $1, gpu_id, node_id, gpu_index FROM gpuaas.allocations WHERE instance_id = $2",
     )
-    .bind(second)
-    .bind(first)
+    .bind(second.uuid())
+    .bind(first.uuid())
     .execute(&pool)
     .await;
     let err = forced.expect_err("double booking must be refused");
@@ -169,7 +169,7 @@ async fn the_database_refuses_a_second_live_allocation_of_a_gpu() {
 
 #[tokio::test]
 async fn allocate_and_release_are_idempotent() {
-    let (pool, _) = gpuaas_shared::db::testing::fresh_database().await;
+    let (pool, _) = shared_kernel::db::testing::fresh_database().await;
     add_node(&pool, "n", 8, "H100-80GB").await;
     let id = new_instance(&pool, "h100-80gb-sxm", 4).await;
     let once = placed(placement::allocate(&pool, id).await.unwrap());
@@ -196,9 +196,9 @@ async fn allocate_and_release_are_idempotent() {
 
 #[tokio::test]
 async fn no_capacity_is_explained_per_node_reason() {
-    use gpuaas_domain::events::Actor;
-    use gpuaas_domain::lifecycle::{self, GpuSample};
-    let (pool, _) = gpuaas_shared::db::testing::fresh_database().await;
+    use product_gpuaas::events::Actor;
+    use product_gpuaas::node_lifecycle::{self, GpuSample};
+    let (pool, _) = shared_kernel::db::testing::fresh_database().await;
     add_node(&pool, "full-1", 2, "H100-80GB").await;
     let sick = add_node(&pool, "sick-1", 4, "H100-80GB").await;
     let gone = add_node(&pool, "gone-1", 4, "H100-80GB").await;
@@ -210,13 +210,13 @@ async fn no_capacity_is_explained_per_node_reason() {
         healthy: false,
         reason: Some("XID 79".into()),
     }];
-    lifecycle::apply_gpu_health(&pool, sick, &bad, std::time::Duration::from_secs(60))
+    node_lifecycle::apply_gpu_health(&pool, sick, &bad, std::time::Duration::from_secs(60))
         .await
         .unwrap();
     let op = Actor::Operator("test".into());
-    lifecycle::uncordon(&pool, sick, &op).await.unwrap();
-    lifecycle::mark_down(&pool, gone, "test").await.unwrap();
-    lifecycle::cordon(&pool, parked, &op).await.unwrap();
+    node_lifecycle::uncordon(&pool, sick, &op).await.unwrap();
+    node_lifecycle::mark_down(&pool, gone, "test").await.unwrap();
+    node_lifecycle::cordon(&pool, parked, &op).await.unwrap();
 
     let why = placement::explain_no_capacity(&pool, "H100-80GB", 4)
         .await
@@ -250,9 +250,9 @@ async fn drifted_counters(pool: &PgPool) -> i64 {
 
 #[tokio::test]
 async fn releases_racing_gpu_health_reports_keep_the_counter_exact() {
-    use gpuaas_domain::lifecycle::{self, GpuSample};
+    use product_gpuaas::node_lifecycle::{self, GpuSample};
     use std::time::Duration;
-    let (pool, _) = gpuaas_shared::db::testing::fresh_database().await;
+    let (pool, _) = shared_kernel::db::testing::fresh_database().await;
     let node = add_node(&pool, "racy", 8, "H100-80GB").await;
     let report = |healthy: bool| -> Vec<GpuSample> {
         (0..8)
@@ -263,7 +263,7 @@ async fn releases_racing_gpu_health_reports_keep_the_counter_exact() {
             })
             .collect()
     };
-    let op = gpuaas_domain::events::Actor::Operator("test".into());
+    let op = product_gpuaas::events::Actor::Operator("test".into());
     for round in 0..6 {
         let mut held = Vec::new();
         for _ in 0..8 {
@@ -275,7 +275,7 @@ async fn releases_racing_gpu_health_reports_keep_the_counter_exact() {
         // failed while allocated and heal (recovery 0 s) while released.
         let failing = round % 2 == 0;
         if !failing {
-            lifecycle::apply_gpu_health(&pool, node, &report(false), Duration::ZERO)
+            node_lifecycle::apply_gpu_health(&pool, node, &report(false), Duration::ZERO)
                 .await
                 .unwrap();
         }
@@ -289,7 +289,7 @@ async fn releases_racing_gpu_health_reports_keep_the_counter_exact() {
         for _ in 0..3 {
             let (pool, samples) = (pool.clone(), report(!failing));
             tasks.push(tokio::spawn(async move {
-                lifecycle::apply_gpu_health(&pool, node, &samples, Duration::ZERO)
+                node_lifecycle::apply_gpu_health(&pool, node, &samples, Duration::ZERO)
                     .await
                     .unwrap();
             }));
@@ -300,11 +300,11 @@ async fn releases_racing_gpu_health_reports_keep_the_counter_exact() {
         assert_eq!(drifted_counters(&pool).await, 0, "round {round}");
         // Back to all healthy and schedulable for the next round.
         for _ in 0..2 {
-            lifecycle::apply_gpu_health(&pool, node, &report(true), Duration::ZERO)
+            node_lifecycle::apply_gpu_health(&pool, node, &report(true), Duration::ZERO)
                 .await
                 .unwrap();
         }
-        let _ = lifecycle::uncordon(&pool, node, &op).await;
+        let _ = node_lifecycle::uncordon(&pool, node, &op).await;
         assert_eq!(drifted_counters(&pool).await, 0, "round {round}, healed");
     }
 }

@@ -11,11 +11,12 @@
 
 use crate::events::{self, Actor, NewEvent};
 use crate::node::{self, Node, NodeState};
-use gpuaas_shared::ids::{InstanceId, NodeId};
-use gpuaas_shared::{DomainError, DomainResult};
+use shared_ids::{InstanceId, NodeId};
+use shared_kernel::{DomainError, DomainResult};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// Takes a ready node out of placement. Idempotent; running instances are left alone.
 pub async fn cordon(pool: &PgPool, id: NodeId, actor: &Actor) -> DomainResult<Node> {
@@ -60,7 +61,7 @@ async fn operator_transition(
         "UPDATE gpuaas.nodes SET state = $3, cordon_reason = $4, drain_deadline = NULL, updated_at = now()
          WHERE id = $1 AND state = ANY($2) RETURNING name",
     )
-    .bind(id)
+    .bind(id.uuid())
     .bind(from)
     .bind(to)
     .bind(cordon_reason)
@@ -100,7 +101,7 @@ pub async fn begin_drain(
                 drain_deadline = now() + make_interval(secs => $2)
          WHERE id = $1 AND state IN ('ready', 'cordoned') RETURNING name",
     )
-    .bind(id)
+    .bind(id.uuid())
     .bind(deadline.as_secs_f64())
     .fetch_optional(&mut *tx)
     .await?;
@@ -146,42 +147,35 @@ pub async fn drain_progress(pool: &PgPool, id: NodeId) -> DomainResult<DrainProg
                 greatest(0, extract(epoch FROM coalesce(drain_deadline, now()) - now()))::float8
          FROM gpuaas.nodes WHERE id = $1",
     )
-    .bind(id)
+    .bind(id.uuid())
     .fetch_one(pool)
     .await?;
-    let live_instances: Vec<InstanceId> = sqlx::query_scalar(
+    let live_instances: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM gpuaas.instances
          WHERE node_id = $1 AND state IN ('pending', 'provisioning', 'running', 'terminating') ORDER BY id",
     )
-    .bind(id)
+    .bind(id.uuid())
     .fetch_all(pool)
     .await?;
     Ok(DrainProgress {
         draining: state == "draining" || down_from.as_deref() == Some("draining"),
-        live_instances,
+        live_instances: live_instances.into_iter().map(InstanceId::from).collect(),
         seconds_left: seconds_left.ceil() as u64,
     })
 }
 
-/// An instance a drain terminated that needs a TerminateInstance workflow.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DrainTermination {
-    pub instance_id: InstanceId,
-    pub workflow_id: String,
-}
-
 /// The drain deadline passed: starts terminating what is still on the node. Returns every
-/// instance there that is terminating after having run, which needs a TerminateInstance
-/// workflow (starting one that exists is harmless); provisioning ones unwind themselves once
-/// they see `terminating`. Idempotent: a retry returns the same list.
-pub async fn terminate_for_drain(pool: &PgPool, id: NodeId) -> DomainResult<Vec<DrainTermination>> {
+/// instance there that is terminating after having run: each needs its termination started
+/// (starting one that exists is harmless); provisioning ones unwind themselves once they see
+/// `terminating`. Idempotent: a retry returns the same list.
+pub async fn terminate_for_drain(pool: &PgPool, id: NodeId) -> DomainResult<Vec<InstanceId>> {
     let mut tx = pool.begin().await?;
-    let moved: Vec<InstanceId> = sqlx::query_scalar(
+    let moved: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE gpuaas.instances SET state = 'terminating', current_step = 'terminating',
                 status_message = 'terminated by the drain of its node', updated_at = now()
          WHERE node_id = $1 AND state IN ('pending', 'provisioning', 'running') RETURNING id",
     )
-    .bind(id)
+    .bind(id.uuid())
     .fetch_all(&mut *tx)
     .await?;
     for instance in &moved {
@@ -191,24 +185,18 @@ pub async fn terminate_for_drain(pool: &PgPool, id: NodeId) -> DomainResult<Vec<
             id,
             "drain deadline passed; instance terminated",
         );
-        event.instance = Some(*instance);
+        event.instance = Some(InstanceId::from(*instance));
         events::record(&mut tx, event).await?;
     }
-    let to_terminate: Vec<InstanceId> = sqlx::query_scalar(
+    let to_terminate: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM gpuaas.instances
          WHERE node_id = $1 AND state = 'terminating' AND running_at IS NOT NULL ORDER BY id",
     )
-    .bind(id)
+    .bind(id.uuid())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(to_terminate
-        .into_iter()
-        .map(|instance_id| DrainTermination {
-            instance_id,
-            workflow_id: crate::instance::terminate_workflow_id(instance_id),
-        })
-        .collect())
+    Ok(to_terminate.into_iter().map(InstanceId::from).collect())
 }
 
 /// Ends a drain: the node becomes `cordoned` (reason `drained`), also when it is down meanwhile
@@ -222,7 +210,7 @@ pub async fn finish_drain(pool: &PgPool, id: NodeId) -> DomainResult<bool> {
              cordon_reason = 'drained', drain_deadline = NULL, updated_at = now()
          WHERE id = $1 AND (state = 'draining' OR down_from = 'draining') RETURNING name",
     )
-    .bind(id)
+    .bind(id.uuid())
     .fetch_optional(&mut *tx)
     .await?;
     if let Some((name,)) = &changed {
@@ -245,7 +233,7 @@ pub async fn mark_down(pool: &PgPool, id: NodeId, why: &str) -> DomainResult<boo
         "UPDATE gpuaas.nodes SET down_from = state, state = 'down', down_since = now(), updated_at = now()
          WHERE id = $1 AND state IN ('ready', 'cordoned', 'draining') RETURNING name",
     )
-    .bind(id)
+    .bind(id.uuid())
     .fetch_optional(&mut *tx)
     .await?;
     if let Some((name,)) = &changed {
@@ -273,17 +261,18 @@ pub async fn fail_unreachable_instances(
         "node unreachable for {}s; the GPUs stay fenced until the node's agent confirms the workload stopped",
         down_for.as_secs()
     );
-    let failed: Vec<InstanceId> = sqlx::query_scalar(
+    let failed: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE gpuaas.instances i SET state = 'failed', failure_reason = 'node_unreachable',
                 status_message = $2, current_step = 'failed', ended_at = now(), updated_at = now()
          FROM gpuaas.nodes n
          WHERE n.id = $1 AND n.state = 'down' AND i.node_id = n.id AND i.state = 'running'
          RETURNING i.id",
     )
-    .bind(id)
+    .bind(id.uuid())
     .bind(&message)
     .fetch_all(&mut *tx)
     .await?;
+    let failed: Vec<InstanceId> = failed.into_iter().map(InstanceId::from).collect();
     for instance in &failed {
         let mut event = NewEvent::node(
             "instance.failed_node_unreachable",
@@ -307,7 +296,7 @@ pub async fn mark_up(pool: &PgPool, id: NodeId) -> DomainResult<Option<NodeState
                 down_since = NULL, last_seen_at = now(), updated_at = now()
          WHERE id = $1 AND state = 'down' RETURNING name, state",
     )
-    .bind(id)
+    .bind(id.uuid())
     .fetch_optional(&mut *tx)
     .await?;
     if let Some((name, state)) = &changed {
@@ -330,7 +319,7 @@ pub async fn decommission(pool: &PgPool, id: NodeId, actor: &Actor) -> DomainRes
     let mut tx = pool.begin().await?;
     let (name, state): (String, String) =
         sqlx::query_as("SELECT name, state FROM gpuaas.nodes WHERE id = $1 FOR UPDATE")
-            .bind(id)
+            .bind(id.uuid())
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| {
@@ -341,7 +330,7 @@ pub async fn decommission(pool: &PgPool, id: NodeId, actor: &Actor) -> DomainRes
             "SELECT count(*) FROM gpuaas.instances
              WHERE node_id = $1 AND state IN ('pending', 'provisioning', 'running', 'terminating')",
         )
-        .bind(id)
+        .bind(id.uuid())
         .fetch_one(&mut *tx)
         .await?;
         match state.as_str() {
@@ -362,13 +351,13 @@ pub async fn decommission(pool: &PgPool, id: NodeId, actor: &Actor) -> DomainRes
                 ));
             }
         }
-        let failed: Vec<InstanceId> = sqlx::query_scalar(
+        let failed: Vec<Uuid> = sqlx::query_scalar(
             "UPDATE gpuaas.instances SET state = 'failed', failure_reason = 'node_unreachable',
                     status_message = 'its node was decommissioned', current_step = 'failed',
                     ended_at = now(), updated_at = now()
              WHERE node_id = $1 AND state = 'running' RETURNING id",
         )
-        .bind(id)
+        .bind(id.uuid())
         .fetch_all(&mut *tx)
         .await?;
         let released: i64 = sqlx::query_scalar(
@@ -377,7 +366,7 @@ pub async fn decommission(pool: &PgPool, id: NodeId, actor: &Actor) -> DomainRes
                  WHERE node_id = $1 AND released_at IS NULL RETURNING gpu_id
              ) SELECT count(*) FROM released",
         )
-        .bind(id)
+        .bind(id.uuid())
         .fetch_one(&mut *tx)
         .await?;
         // The counter stays exact (placement ignores the node by its state).
@@ -390,7 +379,7 @@ pub async fn decommission(pool: &PgPool, id: NodeId, actor: &Actor) -> DomainRes
                                                    WHERE a.gpu_id = g.id AND a.released_at IS NULL))
              WHERE n.id = $1",
         )
-        .bind(id)
+        .bind(id.uuid())
         .execute(&mut *tx)
         .await?;
         let message = format!(
@@ -410,7 +399,7 @@ pub async fn decommission(pool: &PgPool, id: NodeId, actor: &Actor) -> DomainRes
 /// Records that the agent answered just now.
 pub async fn record_seen(pool: &PgPool, id: NodeId) -> DomainResult<()> {
     sqlx::query("UPDATE gpuaas.nodes SET last_seen_at = now() WHERE id = $1")
-        .bind(id)
+        .bind(id.uuid())
         .execute(pool)
         .await?;
     Ok(())
@@ -460,7 +449,7 @@ pub async fn apply_gpu_health(
     let (name, state, cordon_reason): (String, String, Option<String>) = sqlx::query_as(
         "SELECT name, state, cordon_reason FROM gpuaas.nodes WHERE id = $1 FOR UPDATE",
     )
-    .bind(id)
+    .bind(id.uuid())
     .fetch_one(&mut *tx)
     .await?;
     let gpus: Vec<(i32, String, bool, Option<f64>)> = sqlx::query_as(
@@ -469,7 +458,7 @@ pub async fn apply_gpu_health(
                 extract(epoch FROM now() - g.healthy_since)::float8
          FROM gpuaas.gpus g WHERE g.node_id = $1 ORDER BY g.idx",
     )
-    .bind(id)
+    .bind(id.uuid())
     .fetch_all(&mut *tx)
     .await?;
     let mut outcome = HealthOutcome::default();
@@ -501,7 +490,7 @@ pub async fn apply_gpu_health(
             sqlx::query(&format!(
                 "UPDATE gpuaas.gpus SET {set} WHERE node_id = $1 AND idx = $2"
             ))
-            .bind(id)
+            .bind(id.uuid())
             .bind(index)
             .bind(&reason)
             .execute(&mut *tx)
@@ -538,7 +527,7 @@ pub async fn apply_gpu_health(
         sqlx::query(
             "UPDATE gpuaas.nodes SET free_gpus = free_gpus + $2, updated_at = now() WHERE id = $1",
         )
-        .bind(id)
+        .bind(id.uuid())
         .bind(free_delta)
         .execute(&mut *tx)
         .await?;
@@ -569,7 +558,7 @@ pub async fn apply_gpu_health(
         sqlx::query(
             "UPDATE gpuaas.nodes SET state = $2, cordon_reason = $3, updated_at = now() WHERE id = $1",
         )
-        .bind(id)
+        .bind(id.uuid())
         .bind(to)
         .bind(reason)
         .execute(&mut *tx)

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Every domain's migrations, in one stream: sqlx refuses several sources against one database.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../../migrations");
 
 /// Connects to `url` (creating the database if it does not exist yet) and runs all pending
 /// migrations.
