@@ -1,27 +1,59 @@
-//! Temporal activities. Two halves:
-//! - [`node`]: the contract of the activities every node agent runs on its own task queue
-//!   (`node-<node_id>`). Declared here, implemented in `node-agent/`.
-//! - [`control_plane`] (feature `control-plane`): adapters over the domain crates, run by the
-//!   control-plane worker. They map domain errors to retryable or non-retryable failures and hold
-//!   no business rules.
+//! Temporal activities of the control plane, one module per product (and per platform domain
+//! that has workflows). Thin adapters over the domain crates: they map domain errors to
+//! retryable or non-retryable failures and hold no business rules. Each product's Temporal
+//! vocabulary (`<product>/vocabulary.rs`) sits here, in the lowest layer that speaks Temporal.
+//!
+//! The node agent's activities are not here: their contract is `contract-node`, implemented by
+//! `node-agent`.
 
-pub mod faults;
-pub mod node;
-pub mod service;
-pub mod temporal;
+pub mod appplatform;
+pub mod billing;
+pub mod gpuaas;
+pub mod tokenfactory;
 
-#[cfg(feature = "control-plane")]
-pub mod control_plane;
-#[cfg(feature = "control-plane")]
-pub mod fleet;
+use shared_kernel::DomainError;
+use std::sync::Arc;
+use temporalio_common::error::ApplicationFailure;
+use temporalio_sdk::activities::ActivityError;
 
-/// Task queue of the control-plane worker (workflows and DB activities).
-pub const CONTROL_TASK_QUEUE: &str = "gpuaas-control";
+/// Told how each activity ended, before its result goes back to Temporal: `(activity, failure
+/// type if it failed)`. The process counts failures and, in the fault suite, may kill itself or
+/// fail the activity after its side effect (`runtime::ActivityHooks::into_hook`).
+pub type FinishHook = Arc<dyn Fn(&str, Option<&str>) -> Result<(), ActivityError> + Send + Sync>;
 
-/// Failure type names the workflows match on, carried in `ApplicationFailure::type_name`.
-pub mod failure_types {
-    /// The workload could not be started or exited right after starting.
-    pub const START_FAILED: &str = "StartFailed";
-    /// The instance is no longer wanted (it was deleted while provisioning).
-    pub const NOT_WANTED: &str = "InstanceNotWanted";
+/// A hook that does nothing (tests that call activities directly).
+pub fn no_hook() -> FinishHook {
+    Arc::new(|_, _| Ok(()))
+}
+
+/// How every activity ends: a failure is reported to the hook by its code and mapped; a success
+/// passes the hook, which may still turn it into a failure (fault injection).
+pub(crate) fn finish<T>(
+    hook: &FinishHook,
+    activity: &str,
+    result: Result<T, DomainError>,
+) -> Result<T, ActivityError> {
+    match result {
+        Ok(value) => {
+            hook(activity, None)?;
+            Ok(value)
+        }
+        Err(e) => {
+            hook(activity, Some(e.code()))?;
+            Err(to_activity_error(e))
+        }
+    }
+}
+
+/// Domain errors become failures typed by their stable code: bad input and wrong state are not
+/// worth a retry, database trouble and contention are.
+fn to_activity_error(e: DomainError) -> ActivityError {
+    let retryable = e.is_retryable();
+    let type_name = e.code().to_string();
+    ActivityError::application(
+        ApplicationFailure::builder(e)
+            .type_name(type_name)
+            .non_retryable(!retryable)
+            .build(),
+    )
 }

@@ -1,15 +1,20 @@
-//! The node-agent activity contract: names, inputs and outputs. The agent implements these with
-//! `#[activity(definition = ...)]`, so a mismatch fails to compile on either side.
+//! The node agent's contract: what the control plane asks of a host over the host's own task
+//! queue ([`vocabulary::task_queue`]), the payloads, and the failures it answers with. The
+//! agent implements the activities with `#[activity(definition = ...)]`, so a mismatch fails to
+//! compile on either side. The agent links this crate and nothing of the control plane.
+
+pub mod vocabulary;
 
 use serde::{Deserialize, Serialize};
+use shared_ids::InstanceId;
 use temporalio_common::ActivityError;
 use temporalio_macros::activity_definitions;
-use uuid::Uuid;
+use vocabulary::activity;
 
 /// What to run for an instance, and on which GPUs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadSpec {
-    pub instance_id: Uuid,
+    pub instance_id: InstanceId,
     /// A shell command line, run with `sh -c`.
     pub command: String,
     pub gpu_indices: Vec<i32>,
@@ -53,7 +58,7 @@ pub struct GpuHealthReport {
 /// A workload the agent knows, running or exited.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadReport {
-    pub instance_id: Uuid,
+    pub instance_id: InstanceId,
     pub running: bool,
 }
 
@@ -70,35 +75,35 @@ pub struct NodeActivities;
 impl NodeActivities {
     /// Starts the workload as a process group. Idempotent by instance id: a second call returns
     /// the status of the process the first one started.
-    #[activity(name = "node.start_workload")]
+    #[activity(name = activity::START_WORKLOAD)]
     pub fn start_workload(spec: WorkloadSpec) -> Result<WorkloadStatus, ActivityError> {
         unimplemented!()
     }
 
     /// Waits until the workload has stayed up for the agent's settle period. Fails with
-    /// `StartFailed` (non-retryable) if it exited.
-    #[activity(name = "node.await_workload_running")]
-    pub fn await_workload_running(instance_id: Uuid) -> Result<WorkloadStatus, ActivityError> {
+    /// [`vocabulary::NodeFailure::StartFailed`] (non-retryable) if it exited.
+    #[activity(name = activity::AWAIT_WORKLOAD_RUNNING)]
+    pub fn await_workload_running(instance_id: InstanceId) -> Result<WorkloadStatus, ActivityError> {
         unimplemented!()
     }
 
     /// Stops the workload's process group (SIGTERM, then SIGKILL) and forgets it. Idempotent:
     /// stopping an unknown or already stopped instance succeeds.
-    #[activity(name = "node.stop_workload")]
-    pub fn stop_workload(instance_id: Uuid) -> Result<WorkloadStatus, ActivityError> {
+    #[activity(name = activity::STOP_WORKLOAD)]
+    pub fn stop_workload(instance_id: InstanceId) -> Result<WorkloadStatus, ActivityError> {
         unimplemented!()
     }
 
     /// The node's liveness session: runs on the node's queue, heartbeating every second, and
     /// returns a report when the GPUs' health changes or `report_every_s` passes. A missed
     /// heartbeat is how the control plane learns that the agent (or its host) is gone.
-    #[activity(name = "node.session")]
+    #[activity(name = activity::SESSION)]
     pub fn session(input: SessionInput) -> Result<SessionReport, ActivityError> {
         unimplemented!()
     }
 
     /// Every workload the agent knows, for the reconciler.
-    #[activity(name = "node.list_workloads")]
+    #[activity(name = activity::LIST_WORKLOADS)]
     pub fn list_workloads() -> Result<Vec<WorkloadReport>, ActivityError> {
         unimplemented!()
     }

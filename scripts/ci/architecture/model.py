@@ -130,8 +130,9 @@ def cargo(root: Path, *args: str, timeout: int = 60) -> str:
     except (OSError, subprocess.TimeoutExpired) as e:
         raise CargoError(str(e)) from e
     if p.returncode != 0:
-        msg = [ln for ln in p.stderr.splitlines() if ln.strip() and "Blocking waiting" not in ln]
-        raise CargoError(" / ".join(msg[:4]) or f"exit {p.returncode}")
+        msg = [ln.strip() for ln in p.stderr.splitlines() if ln.strip() and "Blocking waiting" not in ln]
+        errors = [ln for ln in msg if ln.startswith("error")]
+        raise CargoError(" / ".join(errors[:2] or msg[:4]) or f"exit {p.returncode}")
     return p.stdout
 
 
@@ -188,7 +189,7 @@ def load_agent_trees(root: Path, agent: str | None, specs: list[str]) -> AgentTr
         try:
             return cargo(root, *args), None
         except CargoError as e:
-            return None, f"`cargo tree {' '.join(args[1:])}` failed: {e}"
+            return None, f"`cargo {' '.join(args)}` failed: {e}"
 
     jobs = {}
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -77,14 +77,21 @@ def check(crates: list[Crate], agent_tree: str | None, inverted: dict[str, str],
                 f"{agent.where(d)}: {agent.name} depends on workspace crate {d.name}: the agent may use only "
                 f"{', '.join(layout.NODE_AGENT_ALLOWED)} (move what it needs into the node contract or runtime)"
             )
+    by_cause: dict[str, list[str]] = {}
     for e in errors or []:
-        out.append(f"{agent.manifest}: cannot resolve the agent's dependency tree: {e} "
-                   "(a stale Cargo.lock? run `cargo update --workspace --offline`)")
+        command, _, cause = e.partition(" failed: ")
+        by_cause.setdefault(cause, []).append(command)
+    for cause, commands in by_cause.items():
+        more = f" and {len(commands) - 1} more" if len(commands) > 1 else ""
+        hint = (" (Cargo.lock is stale: update it with `cargo update --workspace --offline`)"
+                if "lock file" in cause else "")
+        out.append(f"{agent.manifest}: cannot resolve the agent's dependency tree: {commands[0]}{more} failed: "
+                   f"{cause}{hint}")
     if agent_tree is not None:
         pkgs = tree_packages(agent_tree)
         if not pkgs or pkgs[0][0] != agent.name:
             out.append(f"{agent.manifest}: `cargo tree -p {agent.name}` output does not start with {agent.name}")
-        seen = set()
+        seen: set[tuple[str, str]] = set()
         for name, version in pkgs[1:]:
             if is_forbidden(name, crates) and (name, version) not in seen:
                 seen.add((name, version))
@@ -93,7 +100,10 @@ def check(crates: list[Crate], agent_tree: str | None, inverted: dict[str, str],
                     "the node agent never links the database or the control plane; find the path with "
                     f"`cargo tree -p {agent.name} -e normal -i {name}` and cut it"
                 )
+    linked_alone = {name for name, _ in tree_packages(agent_tree or "")[1:]}
     for spec, text in sorted(inverted.items()):
+        if spec.split("@")[0] in linked_alone:  # reported above: the agent links it on its own
+            continue
         if any(name == agent.name for name, _ in tree_packages(text)[1:]):
             out.append(
                 f"{agent.manifest}: a workspace build links {spec} into {agent.name} "
@@ -151,6 +161,10 @@ def self_test() -> list[str]:
           check(renamed, _GOOD_AGENT + "gpuaas-shared v0.1.0 (/w/domains/shared/kernel)\n", inv), "gpuaas-shared")
     e.bad("tree of another crate", check(good, "api v0.1.0 (/w/api)\nserde v1.0.0\n", inv), "does not start with")
     e.bad("tree not resolved", check(good, None, {}, ["`cargo tree -p node-agent` failed: lock"]), "cannot resolve")
+    stale = [f"`cargo tree -i {n}` failed: error: cannot update the lock file" for n in ("a", "b", "c")]
+    one = check(good, None, {}, stale)
+    if len(one) != 1 or "and 2 more" not in one[0] or "stale" not in one[0]:
+        e.failures.append(f"rule 4: one failure cause is reported once, with a hint: got {one}")
     # (b) the workspace-unified tree
     e.bad("unified: agent under sqlx", check(good, _GOOD_AGENT, {"sqlx": _GOOD_SQLX_INVERTED
                                                              + "shared-ids v0.1.0 (/w/domains/shared/ids)\n"
@@ -158,6 +172,9 @@ def self_test() -> list[str]:
     e.bad("unified: agent under sqlx-core, deduplicated",
           check(good, _GOOD_AGENT, {"sqlx-core@0.8.6": "sqlx-core v0.8.6\nnode-agent v0.1.0 (/w/node-agent) (*)\n"}),
           "sqlx-core@0.8.6")
+    both = check(good, _GOOD_AGENT + "sqlx v0.8.6\n", {"sqlx": "sqlx v0.8.6\nnode-agent v0.1.0 (/w/node-agent)\n"})
+    if len(both) != 1:
+        e.failures.append(f"rule 4: a crate the agent links on its own is reported once, got {both}")
     e.good("unified: agent as the root only", check(good, _GOOD_AGENT, {"x": "node-agent v0.1.0 (/w/node-agent)\n"}))
     # (c) shared-ids and the database
     for dep in (Dep("sqlx", optional=True), Dep("sqlx"), Dep("sqlx-core"), Dep("sqlx", "dev"), Dep("tokio-postgres")):
@@ -168,7 +185,7 @@ def self_test() -> list[str]:
     locked = [("sqlx", "0.8.6"), ("sqlx", "0.7.4"), ("sqlx-core", "0.8.6"), ("postgres-types", "0.2.0"),
               ("serde", "1.0.0"), ("shared-kernel", "0.1.0"), ("platform-iam", "0.1.0")]
     got = specs(good, locked)
-    want = ["platform-iam", "shared-kernel", "sqlx-core", "sqlx@0.7.4", "sqlx@0.8.6",
+    want = ["platform-iam", "shared-kernel", "sqlx@0.7.4", "sqlx@0.8.6", "sqlx-core",
             "activities", "api", "product-gpuaas", "workers", "workflows"]
     if got != want:
         e.failures.append(f"rule 4: specs(): got {got}, want {want}")

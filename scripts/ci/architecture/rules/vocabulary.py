@@ -82,14 +82,14 @@ def check(files: list[Source], lib_sh: str | None) -> list[str]:
                 out.append(f"{at}: {s!r} spells a Temporal name by hand: use the constant for it in "
                            f"{names[s].rsplit(':', 1)[0]} (line {names[s].rsplit(':', 1)[1]})")
                 continue
-            hit = None
-            for p, (tpl, owner) in prefixes.items():
+            hit = None  # the longest prefix (or suffix) it matches names the template meant
+            for p in sorted(prefixes, key=len, reverse=True):
                 if ("{" in s and s.startswith(p)) or s == p:
-                    hit = (f"prefix {p!r}", tpl, owner)
+                    hit = (f"prefix {p!r}", *prefixes[p])
                     break
-            for x, (tpl, owner) in suffixes.items():
+            for x in sorted(suffixes, key=len, reverse=True):
                 if hit is None and (("{" in s and s.endswith(x)) or s == x):
-                    hit = (f"suffix {x!r}", tpl, owner)
+                    hit = (f"suffix {x!r}", *suffixes[x])
             if hit:
                 what, tpl, owner = hit
                 out.append(f"{at}: {s!r} builds a Temporal id or queue by hand ({what} of {tpl!r}): call the "
@@ -159,7 +159,7 @@ def self_test() -> list[str]:
         ("vocabulary.rs outside the vocabulary dirs", "workflows/src/vocabulary.rs", 'const X: &str = "ProvisionInstance";',
          "workflows/src/vocabulary.rs:1", "ProvisionInstance"),
         ("id by hand in an e2e test", "e2e/tests/platform/fleet.rs", 'fn f() { format!("node-lifecycle-{node_id}"); }', ":1",
-         "prefix 'node-"),
+         "prefix 'node-lifecycle-' of 'node-lifecycle-{node}'"),
         ("queue by hand in a workflow", "workflows/src/reconcile.rs", 'let q = format!("node-{}", n);', ":1", "prefix 'node-'"),
         ("id by hand in a bench", "workers/benches/b.rs", '"instance-provision-{id}"', ":1", "'instance-provision-{id}'"),
         ("suffix by hand", "api/src/a.rs", 'let id = format!("{}-reconciler", r);', ":1", "suffix '-reconciler'"),
@@ -184,6 +184,6 @@ def self_test() -> list[str]:
             [True] * 6 + [False] * 4 + [True]:
         e.failures.append("rule 10: is_name() misclassifies")
     if template_parts("instance-provision-{id}") != ("instance-provision-", None) or \
-            template_parts("{region}-reconciler") != (None, "-reconciler") or template_parts("ab-{x}") != (None, None):
+            template_parts("{region}-reconciler") != (None, "-reconciler") or template_parts("a-{x}-") != (None, None):
         e.failures.append("rule 10: template_parts() misparses")
     return e.failures

@@ -1,0 +1,57 @@
+"""Rule 12: integration tests are one binary: integration-test targets (cargo target kind `test`:
+`tests/*.rs`, `tests/*/main.rs`, `[[test]]`) exist only in the crate at layout.E2E_PATH, and it has
+exactly one. Lib and bin unit tests, benches and binaries are allowed anywhere."""
+
+from __future__ import annotations
+
+from .. import layout
+from ..model import Crate, Target
+from ._selftest import Expect, good_crates, mutate, without
+
+NAME = "12 one-e2e-binary"
+SUMMARY = "integration-test targets exist only in e2e, and it has exactly one"
+
+
+def check(crates: list[Crate]) -> list[str]:
+    out = []
+    e2e = next((c for c in crates if c.path == layout.E2E_PATH), None)
+    for c in crates:
+        tests = [t for t in c.targets if "test" in t.kinds]
+        if c is e2e:
+            if not tests:
+                out.append(f"{c.manifest}: {c.name} has no integration-test target: add the one test binary "
+                           f"({layout.E2E_PATH}/tests/<name>/main.rs with a module per area)")
+            elif len(tests) > 1:
+                names = ", ".join(f"{t.name} ({t.src_path})" for t in tests)
+                out.append(f"{c.manifest}: {c.name} has {len(tests)} integration-test targets ({names}): keep one "
+                           "binary and make the others modules of it (each test binary links everything again)")
+            continue
+        for t in tests:
+            out.append(f"{t.src_path}: integration-test target `{t.name}` in {c.name}: integration tests live in the "
+                       f"one {layout.E2E_PATH} test binary; move it there as a module, or make it a unit test "
+                       "(`#[cfg(test)]` in src/)")
+    if e2e is None:
+        out.append(f"no workspace crate at {layout.E2E_PATH}/: the integration tests have no home (layout.E2E_PATH)")
+    return out
+
+
+def self_test() -> list[str]:
+    e = Expect("12")
+    e.good("good targets", check(good_crates()))
+
+    def add_target(crate: str, target: Target):
+        return mutate(lambda c: c[crate].targets.append(target))
+
+    e.bad("test target in a domain crate", check(add_target("product-gpuaas", Target(
+        "placement", ["test"], "domains/products/gpuaas/tests/placement.rs"))),
+        "domains/products/gpuaas/tests/placement.rs", "product-gpuaas")
+    e.bad("test target in workers", check(add_target("workers", Target("platform", ["test"], "workers/tests/platform/main.rs"))),
+          "workers/tests/platform/main.rs")
+    e.bad("two e2e binaries", check(add_target("e2e", Target("fleet", ["test"], "e2e/tests/fleet.rs"))),
+          "e2e/Cargo.toml", "2 integration-test targets")
+    e.bad("no e2e binary", check(mutate(lambda c: setattr(c["e2e"], "targets", [Target("e2e", ["lib"], "e2e/src/lib.rs")]))),
+          "e2e/Cargo.toml", "no integration-test target")
+    e.bad("no e2e crate", check(without("e2e")), "e2e/")
+    e.good("a bench", check(add_target("workers", Target("b", ["bench"], "workers/benches/b.rs"))))
+    e.good("a bin", check(add_target("api", Target("x", ["bin"], "api/src/bin/x.rs"))))
+    return e.failures
