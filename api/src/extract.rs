@@ -4,8 +4,8 @@ use crate::AppState;
 use crate::problem::ApiError;
 use axum::extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection};
 use axum::http::{StatusCode, header, request::Parts};
-use gpuaas_shared::ids::ProjectId;
 use sha2::{Digest, Sha256};
+use shared_ids::ProjectId;
 
 /// `Json<T>`, but a malformed or mistyped body is a problem+json 400/422, never a plain-text error.
 pub struct ApiJson<T>(pub T);
@@ -43,8 +43,8 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn actor(&self) -> gpuaas_domain::events::Actor {
-        gpuaas_domain::events::Actor::Operator(self.operator.clone())
+    pub fn actor(&self) -> product_gpuaas::events::Actor {
+        product_gpuaas::events::Actor::Operator(self.operator.clone())
     }
 }
 
@@ -63,7 +63,7 @@ impl FromRequestParts<AppState> for Caller {
                 .map(|v| v.trim())
                 .filter(|v| !v.is_empty() && v.len() <= 64);
             Ok(Self {
-                project: gpuaas_iam::DEFAULT_PROJECT,
+                project: platform_iam::DEFAULT_PROJECT,
                 operator: match named {
                     Some(name) => format!("{name} (dev token)"),
                     None => "dev token".to_string(),

@@ -6,19 +6,14 @@ use clap::Parser;
 #[command(version, about = "GPUaaS REST API")]
 struct Cli {
     #[command(flatten)]
-    config: gpuaas_api::ApiConfig,
+    config: api::ApiConfig,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    gpuaas_activities::service::init_logging();
+    runtime::init_logging();
     let cli = Cli::parse();
     let listener = tokio::net::TcpListener::bind(&cli.config.listen).await?;
-    let state = gpuaas_api::AppState::connect(cli.config).await?;
-    gpuaas_api::serve(
-        listener,
-        state,
-        gpuaas_activities::service::shutdown_signal(),
-    )
-    .await
+    let state = api::AppState::connect(cli.config).await?;
+    api::serve(listener, state, runtime::shutdown_signal()).await
 }

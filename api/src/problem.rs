@@ -1,9 +1,9 @@
 //! RFC 9457 `application/problem+json` errors with a stable machine `code` and the request id.
 
+use api_types::Problem;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gpuaas_api_types::Problem;
-use gpuaas_shared::DomainError;
+use shared_kernel::DomainError;
 
 tokio::task_local! {
     /// The current request's id, set by the request-id middleware for the handler's task.

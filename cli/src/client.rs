@@ -2,9 +2,8 @@
 //! the dev stack writes (`$GPUAAS_PROFILE`, else `~/.config/gpuaas/profile.json`).
 
 use crate::ExitCode;
-use gpuaas_api_types::{
-    CreateInstanceRequest, DrainNodeRequest, Instance, List, Node, NodeEvent, Page, Problem, Sku,
-};
+use api_types::gpuaas::{CreateInstanceRequest, DrainNodeRequest, Instance, Node, NodeEvent, Sku};
+use api_types::{List, Page, Problem};
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 

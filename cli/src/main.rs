@@ -4,9 +4,9 @@
 mod client;
 mod output;
 
+use api_types::gpuaas::{CreateInstanceRequest, Instance, Node};
 use clap::{Parser, Subcommand, ValueEnum};
 use client::{ApiClient, CliError};
-use gpuaas_api_types::{CreateInstanceRequest, Instance, Node};
 use output::{Format, print_instance, print_instances, print_node_events, print_nodes, print_skus};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};

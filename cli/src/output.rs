@@ -1,6 +1,6 @@
 //! Tables for people, JSON for scripts.
 
-use gpuaas_api_types::{Instance, Node, NodeEvent, Sku};
+use api_types::gpuaas::{Instance, Node, NodeEvent, Sku};
 use serde::Serialize;
 
 #[derive(Clone, Copy)]

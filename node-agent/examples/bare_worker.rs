@@ -24,13 +24,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let client = gpuaas_activities::temporal::connect(
-            &address,
-            "default",
-            "bare-worker",
-            Duration::from_secs(30),
-        )
-        .await?;
+        let client =
+            runtime::temporal::connect(&address, "default", "bare-worker", Duration::from_secs(30))
+                .await?;
         let runtime = Runtime::from_current_tokio(Default::default())?;
         let options = WorkerOptions::new(format!("bare-{}", std::process::id()))
             .register_activities(Noop)

@@ -1,20 +1,20 @@
-//! The node activities (contract: `gpuaas_activities::node`), served on `node-<node_id>`.
+//! The node activities (contract: `contract_node`), served on the node's own task queue.
 
 use crate::gpu::GpuHealthProbe;
-use crate::runtime::{ProcessRuntime, RuntimeError};
-use gpuaas_activities::failure_types;
-use gpuaas_activities::faults::Faults;
-use gpuaas_activities::node::{
+use crate::metrics;
+use crate::workload::{ProcessRuntime, RuntimeError};
+use contract_node::vocabulary::{NodeFailure, activity};
+use contract_node::{
     GpuHealthReport, SessionInput, SessionReport, WorkloadReport, WorkloadSpec, WorkloadStatus,
     definitions,
 };
-use gpuaas_activities::service::{count_activity_failure, metric_names};
+use runtime::ActivityHooks;
+use shared_ids::InstanceId;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
-use uuid::Uuid;
 
 pub struct NodeAgentActivities {
     processes: Arc<ProcessRuntime>,
@@ -22,7 +22,7 @@ pub struct NodeAgentActivities {
     gpu_indices: Vec<i32>,
     /// How often a session samples GPU health (and heartbeats).
     probe_interval: Duration,
-    faults: Faults,
+    hooks: ActivityHooks,
 }
 
 impl NodeAgentActivities {
@@ -31,33 +31,37 @@ impl NodeAgentActivities {
         health: Arc<dyn GpuHealthProbe>,
         gpu_indices: Vec<i32>,
         probe_interval: Duration,
-        faults: Faults,
+        hooks: ActivityHooks,
     ) -> Self {
         Self {
             processes,
             health,
             gpu_indices,
             probe_interval,
-            faults,
+            hooks,
         }
     }
 
-    /// Fault hook and failure count around an activity's result.
+    /// The process's hooks around an activity's result: failures counted, faults injected.
     fn finish<T>(
         &self,
         activity: &str,
         result: Result<T, RuntimeError>,
     ) -> Result<T, ActivityError> {
-        let result = result.map_err(|e| {
-            let kind = match e {
-                RuntimeError::StartFailed(..) => failure_types::START_FAILED,
-                RuntimeError::Io(_) => "io",
-            };
-            count_activity_failure(activity, kind);
-            to_activity_error(e)
-        })?;
-        self.faults.after_side_effect(activity)?;
-        Ok(result)
+        match result {
+            Ok(value) => {
+                self.hooks.finish(activity, None)?;
+                Ok(value)
+            }
+            Err(e) => {
+                let kind = match e {
+                    RuntimeError::StartFailed(..) => NodeFailure::StartFailed.as_str(),
+                    RuntimeError::Io(_) => "io",
+                };
+                self.hooks.finish(activity, Some(kind))?;
+                Err(to_activity_error(e))
+            }
+        }
     }
 
     async fn sample_health(&self) -> Vec<GpuHealthReport> {
@@ -76,7 +80,7 @@ impl NodeAgentActivities {
             })
             .collect();
         let unhealthy = reports.iter().filter(|g| !g.healthy).count();
-        metrics::gauge!(metric_names::AGENT_GPUS_UNHEALTHY).set(unhealthy as f64);
+        ::metrics::gauge!(metrics::AGENT_GPUS_UNHEALTHY).set(unhealthy as f64);
         reports
     }
 
@@ -86,8 +90,8 @@ impl NodeAgentActivities {
             .iter()
             .filter(|(_, s)| matches!(s, WorkloadStatus::Running { .. }))
             .count();
-        metrics::gauge!(metric_names::AGENT_WORKLOADS, "status" => "running").set(running as f64);
-        metrics::gauge!(metric_names::AGENT_WORKLOADS, "status" => "exited")
+        ::metrics::gauge!(metrics::AGENT_WORKLOADS, "status" => "running").set(running as f64);
+        ::metrics::gauge!(metrics::AGENT_WORKLOADS, "status" => "exited")
             .set((known.len() - running) as f64);
         known
             .into_iter()
@@ -113,7 +117,7 @@ fn to_activity_error(e: RuntimeError) -> ActivityError {
     match e {
         RuntimeError::StartFailed(..) => ActivityError::application(
             ApplicationFailure::builder(e)
-                .type_name(failure_types::START_FAILED.to_string())
+                .type_name(NodeFailure::StartFailed.as_str().to_string())
                 .non_retryable(true)
                 .build(),
         ),
@@ -130,27 +134,27 @@ impl NodeAgentActivities {
         spec: WorkloadSpec,
     ) -> Result<WorkloadStatus, ActivityError> {
         let result = self.processes.start(&spec).await;
-        self.finish("node.start_workload", result)
+        self.finish(activity::START_WORKLOAD, result)
     }
 
     #[activity(definition = definitions::AwaitWorkloadRunning)]
     pub async fn await_workload_running(
         self: Arc<Self>,
         _ctx: ActivityContext,
-        instance_id: Uuid,
+        instance_id: InstanceId,
     ) -> Result<WorkloadStatus, ActivityError> {
         let result = self.processes.await_running(instance_id).await;
-        self.finish("node.await_workload_running", result)
+        self.finish(activity::AWAIT_WORKLOAD_RUNNING, result)
     }
 
     #[activity(definition = definitions::StopWorkload)]
     pub async fn stop_workload(
         self: Arc<Self>,
         _ctx: ActivityContext,
-        instance_id: Uuid,
+        instance_id: InstanceId,
     ) -> Result<WorkloadStatus, ActivityError> {
         let result = self.processes.stop(instance_id).await;
-        self.finish("node.stop_workload", result)
+        self.finish(activity::STOP_WORKLOAD, result)
     }
 
     /// Heartbeats every probe interval while sampling GPU health; returns a report when the set
@@ -168,7 +172,7 @@ impl NodeAgentActivities {
         loop {
             let gpus = self.sample_health().await;
             if input.report_now || unhealthy_set(&gpus) != known || Instant::now() >= due {
-                metrics::counter!(metric_names::AGENT_SESSIONS).increment(1);
+                ::metrics::counter!(metrics::AGENT_SESSIONS).increment(1);
                 return Ok(SessionReport {
                     gpus,
                     workloads: self.workloads(),

@@ -1,15 +1,16 @@
 //! `gpuaas-node-agent`: runs on every GPU host. It discovers the GPUs, registers the node with
-//! the API (join token), then serves the node activities on the Temporal task queue
-//! `node-<node_id>`. It never touches the database.
+//! the API (join token), then serves the node contract's activities on the node's own Temporal
+//! task queue. It links `contract-node`, never database code (scripts/ci/check-architecture,
+//! rule 4, proves it on the resolved dependency tree).
 
 pub mod activities;
 pub mod gpu;
-pub mod runtime;
+pub mod metrics;
+pub mod workload;
 
 use activities::NodeAgentActivities;
-use gpuaas_activities::faults::Faults;
-use gpuaas_activities::service::{MetricsArgs, TemporalArgs};
-use gpuaas_api_types::{GpuReport, RegisterNodeRequest, RegisterNodeResponse};
+use api_types::gpuaas::{GpuReport, RegisterNodeRequest, RegisterNodeResponse};
+use runtime::{ActivityHooks, MetricsArgs, TemporalArgs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +55,7 @@ pub struct AgentConfig {
     #[command(flatten)]
     pub metrics: MetricsArgs,
     #[command(flatten)]
-    pub faults: Faults,
+    pub hooks: ActivityHooks,
 }
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -128,7 +129,8 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    gpuaas_activities::service::init_metrics(config.metrics.listen)?;
+    runtime::metrics::init(config.metrics.listen)?;
+    metrics::describe();
     let name = config.node_name();
     let (discovery, gpus) =
         gpu::discover(&gpu::default_sources(config.simulate_gpus.clone(), &name))?;
@@ -144,7 +146,7 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| runtime_dir.join("gpu-faults"));
     let health: Arc<dyn gpu::GpuHealthProbe> = Arc::from(gpu::health_probe(discovery, fault_file));
-    let processes = Arc::new(runtime::ProcessRuntime::new(
+    let processes = Arc::new(workload::ProcessRuntime::new(
         runtime_dir,
         Duration::from_millis(config.settle_ms),
         Duration::from_millis(config.stop_grace_ms),
@@ -161,7 +163,7 @@ pub async fn run(
             health,
             gpu_indices,
             Duration::from_millis(config.probe_interval_ms),
-            config.faults.clone(),
+            config.hooks.clone(),
         ))
         .graceful_shutdown_period(Duration::from_secs(2))
         .build();

@@ -9,19 +9,16 @@ use clap::Parser;
 )]
 struct Cli {
     #[command(flatten)]
-    config: gpuaas_node_agent::AgentConfig,
+    config: node_agent::AgentConfig,
 }
 
 fn main() -> anyhow::Result<()> {
-    gpuaas_activities::service::init_logging();
+    runtime::init_logging();
     let cli = Cli::parse();
     // Two threads are plenty for an agent and keep its resident memory small.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let tokio_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(gpuaas_node_agent::run(
-        cli.config,
-        gpuaas_activities::service::shutdown_signal(),
-    ))
+    tokio_runtime.block_on(node_agent::run(cli.config, runtime::shutdown_signal()))
 }

@@ -20,7 +20,9 @@ pub fn init(listen: Option<SocketAddr>) -> anyhow::Result<&'static PrometheusHan
     let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(handle) = HANDLE.get() {
         if let Some(addr) = listen {
-            anyhow::bail!("metrics are already installed in this process; cannot also serve them on {addr}");
+            anyhow::bail!(
+                "metrics are already installed in this process; cannot also serve them on {addr}"
+            );
         }
         return Ok(handle);
     }

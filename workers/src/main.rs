@@ -9,12 +9,12 @@ use clap::Parser;
 )]
 struct Cli {
     #[command(flatten)]
-    config: gpuaas_workers::WorkerConfig,
+    config: workers::WorkerConfig,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    gpuaas_activities::service::init_logging();
+    runtime::init_logging();
     let cli = Cli::parse();
-    gpuaas_workers::run(cli.config, gpuaas_activities::service::shutdown_signal()).await
+    workers::run(cli.config, runtime::shutdown_signal()).await
 }

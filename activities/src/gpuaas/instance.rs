@@ -3,7 +3,7 @@
 //! once).
 
 use super::metrics;
-use super::vocabulary::{InstanceStep, Step, activity};
+use super::vocabulary::{InstanceStep, activity};
 use crate::{FinishHook, finish};
 use product_gpuaas::{FailureReason, Placement, Transition, instance, placement};
 use serde::{Deserialize, Serialize};

@@ -7,6 +7,8 @@ pub mod reconcile;
 pub mod vocabulary;
 
 // The domain types that cross the workflow boundary, so workflows need not name the domain crate.
-pub use product_gpuaas::node_lifecycle::{DrainProgress, HealthOutcome};
+pub use product_gpuaas::node_lifecycle::{DrainProgress, DrainTermination, HealthOutcome};
 pub use product_gpuaas::reconcile::{Fix, FixKind};
-pub use product_gpuaas::{Allocation, FailureReason, InstanceState, NodeState, Placement, Transition};
+pub use product_gpuaas::{
+    Allocation, FailureReason, InstanceState, NodeState, Placement, Transition,
+};

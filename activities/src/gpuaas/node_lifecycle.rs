@@ -5,7 +5,9 @@ use super::metrics;
 use super::vocabulary::activity;
 use crate::{FinishHook, finish};
 use contract_node::GpuHealthReport;
-use product_gpuaas::node_lifecycle::{self, DrainProgress, GpuSample, HealthOutcome};
+use product_gpuaas::node_lifecycle::{
+    self, DrainProgress, DrainTermination, GpuSample, HealthOutcome,
+};
 use product_gpuaas::{NodeState, node};
 use serde::{Deserialize, Serialize};
 use shared_ids::{InstanceId, NodeId};
@@ -153,7 +155,7 @@ impl NodeLifecycleActivities {
         self: Arc<Self>,
         _ctx: ActivityContext,
         node_id: NodeId,
-    ) -> Result<Vec<InstanceId>, ActivityError> {
+    ) -> Result<Vec<DrainTermination>, ActivityError> {
         let result = node_lifecycle::terminate_for_drain(&self.pool, node_id).await;
         finish(&self.hook, activity::NODE_TERMINATE_FOR_DRAIN, result)
     }

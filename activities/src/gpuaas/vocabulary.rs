@@ -110,13 +110,17 @@ macro_rules! steps {
 
         impl $name {
             pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
         }
 
         impl Step for $name {
             fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$variant => $text,)+
-                }
+                $name::as_str(self)
             }
         }
     };
@@ -134,7 +138,6 @@ steps!(
         Compensating => "compensating",
         Failed => "failed",
         StoppingWorkload => "stopping_workload",
-        Releasing => "releasing",
         Terminated => "terminated",
     }
 );

@@ -83,7 +83,9 @@ impl NodeActivities {
     /// Waits until the workload has stayed up for the agent's settle period. Fails with
     /// [`vocabulary::NodeFailure::StartFailed`] (non-retryable) if it exited.
     #[activity(name = activity::AWAIT_WORKLOAD_RUNNING)]
-    pub fn await_workload_running(instance_id: InstanceId) -> Result<WorkloadStatus, ActivityError> {
+    pub fn await_workload_running(
+        instance_id: InstanceId,
+    ) -> Result<WorkloadStatus, ActivityError> {
         unimplemented!()
     }
 

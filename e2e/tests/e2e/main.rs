@@ -1,1 +1,23 @@
+//! Every integration and end-to-end test, in one binary (each binary links the whole platform):
+//! real Postgres, real Temporal, real HTTP, real processes. Run through `scripts/test`, which
+//! starts Postgres and the Temporal test server if missing. One module per resource, then the
+//! cross-cutting suites.
 
+use e2e::harness;
+
+// Resources.
+mod instances;
+mod nodes;
+mod reconcile;
+// The layers, each through its own seam.
+mod activities;
+mod agent;
+mod replay;
+// The contract and the operator's surfaces.
+mod cli;
+mod openapi;
+mod platform;
+mod vocabulary;
+// Failure and recording.
+mod faults;
+mod histories;

@@ -26,22 +26,26 @@ impl GpuDiscovery for Nvml {
                 Ok(lib) => lib,
                 Err(_) => return Ok(None),
             };
-            let init: libloading::Symbol<unsafe extern "C" fn() -> c_int> =
+            let init: libloading::Symbol<'_, unsafe extern "C" fn() -> c_int> =
                 lib.get(b"nvmlInit_v2")?;
-            let shutdown: libloading::Symbol<unsafe extern "C" fn() -> c_int> =
+            let shutdown: libloading::Symbol<'_, unsafe extern "C" fn() -> c_int> =
                 lib.get(b"nvmlShutdown")?;
-            let count: libloading::Symbol<unsafe extern "C" fn(*mut c_uint) -> c_int> =
+            let count: libloading::Symbol<'_, unsafe extern "C" fn(*mut c_uint) -> c_int> =
                 lib.get(b"nvmlDeviceGetCount_v2")?;
             let by_index: libloading::Symbol<
+                '_,
                 unsafe extern "C" fn(c_uint, *mut NvmlDevice) -> c_int,
             > = lib.get(b"nvmlDeviceGetHandleByIndex_v2")?;
             let get_name: libloading::Symbol<
+                '_,
                 unsafe extern "C" fn(NvmlDevice, *mut c_char, c_uint) -> c_int,
             > = lib.get(b"nvmlDeviceGetName")?;
             let get_uuid: libloading::Symbol<
+                '_,
                 unsafe extern "C" fn(NvmlDevice, *mut c_char, c_uint) -> c_int,
             > = lib.get(b"nvmlDeviceGetUUID")?;
             let get_memory: libloading::Symbol<
+                '_,
                 unsafe extern "C" fn(NvmlDevice, *mut NvmlMemory) -> c_int,
             > = lib.get(b"nvmlDeviceGetMemoryInfo")?;
             if init() != 0 {

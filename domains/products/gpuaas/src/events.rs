@@ -2,9 +2,9 @@
 //! GPU unhealthy, auto-cordon, recovery) and reconciler fixes. Written in the same transaction as
 //! the change it describes, so there is never a change without its event or the other way round.
 
-use shared_kernel::DomainResult;
-use shared_ids::{InstanceId, NodeId};
 use serde::{Deserialize, Serialize};
+use shared_ids::{InstanceId, NodeId};
+use shared_kernel::DomainResult;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 

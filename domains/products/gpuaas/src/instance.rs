@@ -5,10 +5,10 @@
 
 use crate::sku;
 use chrono::{DateTime, Utc};
-use shared_ids::{InstanceId, NodeId, ProjectId};
-use shared_kernel::{DomainError, DomainResult};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use shared_ids::{InstanceId, NodeId, ProjectId};
+use shared_kernel::{DomainError, DomainResult};
 use sqlx::PgPool;
 use uuid::Uuid;
 

@@ -1,9 +1,9 @@
 //! GPU hosts and their GPUs. An agent registers with its name and discovered GPUs and gets a
 //! stable node id back; registering again (after an agent restart) returns the same id.
 
+use serde::{Deserialize, Serialize};
 use shared_ids::{GpuId, NodeId};
 use shared_kernel::{DomainError, DomainResult};
-use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::collections::HashSet;
 use uuid::Uuid;

@@ -11,9 +11,9 @@
 
 use crate::events::{self, Actor, NewEvent};
 use crate::node::{self, Node, NodeState};
-use shared_ids::{InstanceId, NodeId};
-use shared_kernel::{DomainError, DomainResult};
 use serde::{Deserialize, Serialize};
+use shared_ids::{InstanceId, NodeId, ProjectId};
+use shared_kernel::{DomainError, DomainResult};
 use sqlx::PgPool;
 use std::time::Duration;
 use uuid::Uuid;
@@ -164,11 +164,18 @@ pub async fn drain_progress(pool: &PgPool, id: NodeId) -> DomainResult<DrainProg
     })
 }
 
+/// An instance a drain terminated whose termination must be started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainTermination {
+    pub instance_id: InstanceId,
+    pub project_id: ProjectId,
+}
+
 /// The drain deadline passed: starts terminating what is still on the node. Returns every
 /// instance there that is terminating after having run: each needs its termination started
 /// (starting one that exists is harmless); provisioning ones unwind themselves once they see
 /// `terminating`. Idempotent: a retry returns the same list.
-pub async fn terminate_for_drain(pool: &PgPool, id: NodeId) -> DomainResult<Vec<InstanceId>> {
+pub async fn terminate_for_drain(pool: &PgPool, id: NodeId) -> DomainResult<Vec<DrainTermination>> {
     let mut tx = pool.begin().await?;
     let moved: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE gpuaas.instances SET state = 'terminating', current_step = 'terminating',
@@ -188,15 +195,21 @@ pub async fn terminate_for_drain(pool: &PgPool, id: NodeId) -> DomainResult<Vec<
         event.instance = Some(InstanceId::from(*instance));
         events::record(&mut tx, event).await?;
     }
-    let to_terminate: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM gpuaas.instances
+    let to_terminate: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT id, project_id FROM gpuaas.instances
          WHERE node_id = $1 AND state = 'terminating' AND running_at IS NOT NULL ORDER BY id",
     )
     .bind(id.uuid())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(to_terminate.into_iter().map(InstanceId::from).collect())
+    Ok(to_terminate
+        .into_iter()
+        .map(|(instance, project)| DrainTermination {
+            instance_id: instance.into(),
+            project_id: project.into(),
+        })
+        .collect())
 }
 
 /// Ends a drain: the node becomes `cordoned` (reason `drained`), also when it is down meanwhile

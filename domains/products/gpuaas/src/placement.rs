@@ -7,9 +7,9 @@
 //! `allocations_one_live_per_gpu`, not this choreography: a racing insert fails instead of
 //! leasing a GPU twice.
 
+use serde::{Deserialize, Serialize};
 use shared_ids::{InstanceId, NodeId};
 use shared_kernel::{DomainError, DomainResult};
-use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -27,9 +27,13 @@ pub struct Allocation {
 pub enum Placement {
     Placed(Allocation),
     /// No node fits now; the text says why, per kind of node.
-    NoCapacity { explanation: String },
+    NoCapacity {
+        explanation: String,
+    },
     /// The instance no longer wants GPUs (it was deleted while waiting): nothing was allocated.
-    NotWanted { state: crate::InstanceState },
+    NotWanted {
+        state: crate::InstanceState,
+    },
 }
 
 /// Allocates GPUs for a `pending`/`provisioning` instance. Idempotent: an instance that already

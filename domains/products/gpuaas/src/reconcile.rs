@@ -6,9 +6,9 @@
 //! only once its process is known to be gone. A node whose agent cannot be read is never planned.
 
 use crate::events::{self, Actor, NewEvent};
-use shared_kernel::DomainResult;
-use shared_ids::{InstanceId, NodeId};
 use serde::{Deserialize, Serialize};
+use shared_ids::{InstanceId, NodeId};
+use shared_kernel::DomainResult;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
@@ -88,7 +88,14 @@ pub async fn plan(
     let rows: Vec<(InstanceId, String, Option<NodeId>, Option<f64>, bool, bool)> = rows
         .into_iter()
         .map(|(id, state, on, running_for, holds, ended)| {
-            (id.into(), state, on.map(NodeId::from), running_for, holds, ended)
+            (
+                id.into(),
+                state,
+                on.map(NodeId::from),
+                running_for,
+                holds,
+                ended,
+            )
         })
         .collect();
     let known: HashMap<InstanceId, _> = rows.iter().map(|r| (r.0, r)).collect();

@@ -1,8 +1,8 @@
 //! GPU SKUs: a GPU model, its memory and form factor, the GPU counts an instance may ask for, and a
 //! price per GPU-hour in integer minor units (billing reads it later).
 
-use shared_kernel::{DomainError, DomainResult};
 use serde::Serialize;
+use shared_kernel::{DomainError, DomainResult};
 use sqlx::PgPool;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -215,7 +215,9 @@ async fn no_capacity_is_explained_per_node_reason() {
         .unwrap();
     let op = Actor::Operator("test".into());
     node_lifecycle::uncordon(&pool, sick, &op).await.unwrap();
-    node_lifecycle::mark_down(&pool, gone, "test").await.unwrap();
+    node_lifecycle::mark_down(&pool, gone, "test")
+        .await
+        .unwrap();
     node_lifecycle::cordon(&pool, parked, &op).await.unwrap();
 
     let why = placement::explain_no_capacity(&pool, "H100-80GB", 4)

@@ -1,0 +1,165 @@
+//! `/v1/nodes`: agents register; operators list, cordon, drain, decommission and audit hosts.
+
+use super::convert;
+use crate::AppState;
+use crate::extract::{ApiJson, Caller, JoiningNode};
+use crate::problem::{ApiError, ApiResult};
+use api_types::List;
+use api_types::gpuaas::{
+    DrainNodeRequest, Node, NodeEvent, RegisterNodeRequest, RegisterNodeResponse,
+};
+use axum::Json;
+use axum::extract::{Path, State};
+use product_gpuaas::{events, node, node_lifecycle};
+use shared_ids::NodeId;
+use std::time::Duration;
+use workflows::gpuaas::node_lifecycle as lifecycle_workflow;
+use workflows::gpuaas::{DrainRequested, NodeLifecycleInput};
+
+pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<List<Node>>> {
+    let nodes = node::list(&state.pool).await?;
+    Ok(Json(List {
+        items: nodes.into_iter().map(convert::node).collect(),
+    }))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Node>> {
+    Ok(Json(convert::node(
+        node::get(&state.pool, parse_id(&id)?).await?,
+    )))
+}
+
+/// Agents register with the join token; registering again returns the same node id.
+pub async fn register(
+    State(state): State<AppState>,
+    _node: JoiningNode,
+    ApiJson(req): ApiJson<RegisterNodeRequest>,
+) -> ApiResult<Json<RegisterNodeResponse>> {
+    let name = req.name.clone();
+    let node_id = node::register(&state.pool, &convert::registration(req)).await?;
+    let gpuaas = &state.config.gpuaas;
+    lifecycle_workflow::start_or_configure(
+        &state.temporal,
+        &gpuaas.task_queue,
+        lifecycle_input(&state, node_id, &name),
+    )
+    .await
+    .map_err(|e| ApiError::internal(format!("signal-with-start node {node_id} lifecycle: {e}")))?;
+    Ok(Json(RegisterNodeResponse {
+        node_id,
+        task_queue: contract_node::vocabulary::task_queue(node_id),
+    }))
+}
+
+/// `POST /v1/nodes/{id}/cordon`: no new instances are placed on the node.
+pub async fn cordon(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Node>> {
+    let node = node_lifecycle::cordon(&state.pool, parse_id(&id)?, &caller.actor()).await?;
+    Ok(Json(convert::node(node)))
+}
+
+/// `POST /v1/nodes/{id}/uncordon`: the node takes new instances again (this also cancels a
+/// drain).
+pub async fn uncordon(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Node>> {
+    let node = node_lifecycle::uncordon(&state.pool, parse_id(&id)?, &caller.actor()).await?;
+    Ok(Json(convert::node(node)))
+}
+
+/// `POST /v1/nodes/{id}/drain`: no new instances; the node's lifecycle workflow waits for its
+/// instances to end, terminates the rest at the deadline, and leaves the node cordoned.
+pub async fn drain(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<DrainNodeRequest>,
+) -> ApiResult<(axum::http::StatusCode, Json<Node>)> {
+    let deadline = Duration::from_secs(req.deadline_seconds.unwrap_or(3600));
+    if deadline > Duration::from_secs(7 * 24 * 3600) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_drain_deadline",
+            "deadline_seconds must be at most 604800 (7 days)",
+        ));
+    }
+    let actor = caller.actor();
+    let node = node_lifecycle::begin_drain(&state.pool, parse_id(&id)?, deadline, &actor).await?;
+    let request = DrainRequested {
+        requested_by: actor.label(),
+    };
+    let input = lifecycle_input(&state, node.id, &node.name);
+    lifecycle_workflow::request_drain(&state.temporal, &state.config.gpuaas.task_queue, input, request)
+        .await
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "the node is draining, but its lifecycle workflow could not be told ({e}); retry the request"
+            ))
+        })?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(convert::node(node))))
+}
+
+/// `POST /v1/nodes/{id}/decommission`: retires a down (or drained) node; the operator asserts the
+/// host runs nothing any more, so its GPUs are released.
+pub async fn decommission(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Node>> {
+    let actor = caller.actor();
+    let node = node_lifecycle::decommission(&state.pool, parse_id(&id)?, &actor).await?;
+    lifecycle_workflow::tell_decommissioned(&state.temporal, node.id, &actor.label())
+        .await
+        .map_err(|e| {
+            ApiError::unavailable(format!(
+                "the node is decommissioned, but its lifecycle workflow could not be told ({e}); retry the request"
+            ))
+        })?;
+    Ok(Json(convert::node(node)))
+}
+
+/// `GET /v1/nodes/{id}/events`: newest first; the audit trail of the node.
+pub async fn events(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<List<NodeEvent>>> {
+    let id = parse_id(&id)?;
+    node::get(&state.pool, id).await?;
+    let items = events::of_node(&state.pool, id, 200).await?;
+    Ok(Json(List {
+        items: items.into_iter().map(convert::event).collect(),
+    }))
+}
+
+/// Ids that do not parse cannot exist: 404, like any other unknown id.
+fn parse_id(id: &str) -> Result<NodeId, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "node_not_found",
+            format!("node {id} not found"),
+        )
+    })
+}
+
+/// The lifecycle workflow's input with the timings this API runs with.
+fn lifecycle_input(state: &AppState, node: NodeId, name: &str) -> NodeLifecycleInput {
+    let gpuaas = &state.config.gpuaas;
+    NodeLifecycleInput {
+        node_id: node,
+        node_name: name.to_string(),
+        config: gpuaas.lifecycle(),
+        node_timeouts: gpuaas.node_timeouts(),
+        carried: Default::default(),
+    }
+}

@@ -1,0 +1,17 @@
+//! `/v1/skus`: what can be launched, and at what price.
+
+use super::convert;
+use crate::AppState;
+use crate::extract::Caller;
+use crate::problem::ApiResult;
+use api_types::List;
+use api_types::gpuaas::Sku;
+use axum::Json;
+use axum::extract::State;
+
+pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<List<Sku>>> {
+    let skus = product_gpuaas::sku::list(&state.pool).await?;
+    Ok(Json(List {
+        items: skus.into_iter().map(convert::sku).collect(),
+    }))
+}

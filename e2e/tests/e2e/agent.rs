@@ -1,0 +1,369 @@
+//! The node activities, run twice, are harmless; workloads are real processes.
+
+use contract_node::{SessionInput, WorkloadReport, WorkloadSpec, WorkloadStatus};
+use node_agent::activities::NodeAgentActivities;
+use node_agent::workload::ProcessRuntime;
+use std::sync::Arc;
+use std::time::Duration;
+use temporalio_sdk::activities::ActivityError;
+use temporalio_sdk::testing::{ActivityEnvironment, ActivityEnvironmentError};
+use uuid::Uuid;
+
+fn runtime(dir: &std::path::Path) -> Arc<ProcessRuntime> {
+    Arc::new(
+        ProcessRuntime::new(dir, Duration::from_millis(200), Duration::from_millis(500)).unwrap(),
+    )
+}
+
+fn env(rt: Arc<ProcessRuntime>) -> ActivityEnvironment {
+    env_with_faults(rt, std::path::PathBuf::from("/nonexistent/gpu-faults"))
+}
+
+/// An environment whose 4 simulated GPUs read their faults from `fault_file`.
+fn env_with_faults(rt: Arc<ProcessRuntime>, fault_file: std::path::PathBuf) -> ActivityEnvironment {
+    let health = Arc::from(node_agent::gpu::health_probe(
+        "simulated",
+        fault_file,
+    ));
+    ActivityEnvironment::builder()
+        .register_activities(NodeAgentActivities::new(
+            rt,
+            health,
+            vec![0, 1, 2, 3],
+            Duration::from_millis(50),
+            Default::default(),
+        ))
+        .build()
+}
+
+fn spec(command: &str) -> WorkloadSpec {
+    WorkloadSpec {
+        instance_id: Uuid::now_v7(),
+        command: command.into(),
+        gpu_indices: vec![1, 3],
+        gpu_uuids: vec!["GPU-a".into(), "GPU-b".into()],
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next())
+                != Some("Z")
+        })
+        .unwrap_or(false)
+}
+
+fn pid_of(status: &WorkloadStatus) -> i32 {
+    match status {
+        WorkloadStatus::Running { pid } => *pid,
+        other => panic!("expected running, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn start_await_and_stop_run_twice_are_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(runtime(dir.path()));
+    let spec = spec("sleep 600 & echo $! > child.pid; echo devices=$CUDA_VISIBLE_DEVICES; wait");
+    let id = spec.instance_id;
+
+    let pid = pid_of(
+        &env.run(NodeAgentActivities::start_workload, spec.clone())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        pid_of(
+            &env.run(NodeAgentActivities::start_workload, spec.clone())
+                .await
+                .unwrap()
+        ),
+        pid,
+        "one process, not two"
+    );
+    assert_eq!(
+        pid_of(
+            &env.run(NodeAgentActivities::await_workload_running, id)
+                .await
+                .unwrap()
+        ),
+        pid
+    );
+    assert_eq!(
+        pid_of(
+            &env.run(NodeAgentActivities::await_workload_running, id)
+                .await
+                .unwrap()
+        ),
+        pid
+    );
+
+    let work = dir.path().join("instances").join(id.to_string());
+    let log = std::fs::read_to_string(work.join("output.log")).unwrap();
+    assert!(
+        log.contains("devices=1,3"),
+        "only its GPUs are visible: {log}"
+    );
+    let child: i32 = std::fs::read_to_string(work.join("child.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(child));
+
+    let stopped = env
+        .run(NodeAgentActivities::stop_workload, id)
+        .await
+        .unwrap();
+    assert!(
+        matches!(stopped, WorkloadStatus::Exited { .. }),
+        "{stopped:?}"
+    );
+    assert!(!alive(pid), "group leader stopped");
+    // The whole process group goes, including children of the workload.
+    for _ in 0..50 {
+        if !alive(child) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(child), "the workload's children stopped too");
+    assert!(matches!(
+        env.run(NodeAgentActivities::stop_workload, id)
+            .await
+            .unwrap(),
+        WorkloadStatus::Exited { .. }
+    ));
+    // A late, retried start after the stop does not resurrect the workload.
+    let late = env
+        .run(NodeAgentActivities::start_workload, spec)
+        .await
+        .unwrap();
+    assert!(matches!(late, WorkloadStatus::Exited { .. }), "{late:?}");
+}
+
+#[tokio::test]
+async fn a_stop_that_overtakes_its_start_prevents_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(runtime(dir.path()));
+    let spec = spec("sleep 600");
+    assert_eq!(
+        env.run(NodeAgentActivities::stop_workload, spec.instance_id)
+            .await
+            .unwrap(),
+        WorkloadStatus::Unknown
+    );
+    let status = env
+        .run(NodeAgentActivities::start_workload, spec)
+        .await
+        .unwrap();
+    assert!(
+        !matches!(status, WorkloadStatus::Running { .. }),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_workload_that_exits_during_settle_fails_start_without_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(runtime(dir.path()));
+    let spec = spec("echo failing-now >&2; exit 42");
+    env.run(NodeAgentActivities::start_workload, spec.clone())
+        .await
+        .unwrap();
+    match env
+        .run(
+            NodeAgentActivities::await_workload_running,
+            spec.instance_id,
+        )
+        .await
+    {
+        Err(ActivityEnvironmentError::Activity(ActivityError::Application(failure))) => {
+            assert_eq!(
+                failure.type_name(),
+                Some(gpuaas_activities::failure_types::START_FAILED)
+            );
+            assert!(failure.is_non_retryable());
+            let message = failure.source_error().to_string();
+            assert!(
+                message.contains("exit code 42") && message.contains("failing-now"),
+                "{message}"
+            );
+        }
+        other => panic!("expected StartFailed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_agent_re_adopts_running_workloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec("sleep 600");
+    let pid = {
+        let first = runtime(dir.path());
+        pid_of(&first.start(&spec).await.unwrap())
+        // The first runtime is dropped here: the agent "restarts"; its workload keeps running.
+    };
+    let gone = spec_with_dead_process(dir.path()).await;
+    let second = runtime(dir.path());
+    let adopted = second.adopt();
+    assert!(
+        adopted.contains(&(spec.instance_id, WorkloadStatus::Running { pid })),
+        "{adopted:?}"
+    );
+    assert!(
+        adopted
+            .iter()
+            .any(|(id, s)| *id == gone && matches!(s, WorkloadStatus::Exited { .. })),
+        "vanished one reported"
+    );
+    // The new agent can still stop what the old one started.
+    second.stop(spec.instance_id).await.unwrap();
+    assert!(!alive(pid));
+}
+
+/// A workload whose process died while no agent watched it.
+async fn spec_with_dead_process(dir: &std::path::Path) -> Uuid {
+    let rt = runtime(dir);
+    let s = spec("sleep 600");
+    let pid = pid_of(&rt.start(&s).await.unwrap());
+    // SAFETY: killing the test's own workload process.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    while alive(pid) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.instance_id
+}
+
+#[tokio::test]
+async fn a_workload_is_running_straight_through_its_shell_exec() {
+    // No settle time: await_running checks while `sh` is still exec'ing the command, the moment
+    // at which reading /proc/<pid>/environ can come back empty.
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Arc::new(
+        ProcessRuntime::new(dir.path(), Duration::ZERO, Duration::from_millis(500)).unwrap(),
+    );
+    let mut specs = Vec::new();
+    for _ in 0..30 {
+        let s = spec("sleep 600");
+        rt.start(&s).await.unwrap();
+        let status = rt.await_running(s.instance_id).await;
+        assert!(
+            matches!(status, Ok(WorkloadStatus::Running { .. })),
+            "{status:?}"
+        );
+        specs.push(s);
+    }
+    for s in specs {
+        rt.stop(s.instance_id).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_workload_started_just_before_the_agent_died_is_found_by_its_own_pid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec("sleep 600");
+    let pid = pid_of(&runtime(dir.path()).start(&s).await.unwrap());
+    // The agent died after spawning but before recording the identity.
+    let work = dir.path().join("instances").join(s.instance_id.to_string());
+    while !work.join("pid").exists() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    std::fs::remove_file(work.join("identity")).unwrap();
+    let restarted = runtime(dir.path());
+    assert_eq!(
+        restarted.status_of(s.instance_id),
+        WorkloadStatus::Running { pid }
+    );
+    restarted.stop(s.instance_id).await.unwrap();
+    assert!(!alive(pid));
+}
+
+#[tokio::test]
+async fn a_session_reports_at_once_when_gpu_health_changes_and_lists_workloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = dir.path().join("gpu-faults");
+    let env = env_with_faults(runtime(dir.path()), faults.clone());
+    let spec = spec("sleep 30");
+    let started = env
+        .run(NodeAgentActivities::start_workload, spec.clone())
+        .await
+        .unwrap();
+    // Nothing changed: the session runs until its report is due.
+    let quiet = SessionInput {
+        report_every_s: 1,
+        known_unhealthy: vec![],
+        report_now: false,
+    };
+    let t = std::time::Instant::now();
+    let report = env
+        .run(NodeAgentActivities::session, quiet.clone())
+        .await
+        .unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(900), "returned early");
+    assert!(report.gpus.iter().all(|g| g.healthy));
+    assert_eq!(
+        report.workloads,
+        vec![WorkloadReport {
+            instance_id: spec.instance_id,
+            running: true
+        }]
+    );
+    // A GPU fails: the session returns within a probe interval, not at the report time.
+    std::fs::write(&faults, "2 XID 79: fallen off the bus\n").unwrap();
+    let slow = SessionInput {
+        report_every_s: 60,
+        ..quiet
+    };
+    let t = std::time::Instant::now();
+    let report = env.run(NodeAgentActivities::session, slow).await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let bad: Vec<_> = report.gpus.iter().filter(|g| !g.healthy).collect();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].index, 2);
+    assert!(bad[0].reason.as_deref().unwrap().contains("XID 79"));
+    let listed = env
+        .run(NodeAgentActivities::list_workloads, ())
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    env.run(NodeAgentActivities::stop_workload, spec.instance_id)
+        .await
+        .unwrap();
+    assert!(!alive(pid_of(&started)));
+    let listed = env
+        .run(NodeAgentActivities::list_workloads, ())
+        .await
+        .unwrap();
+    assert!(
+        listed.is_empty(),
+        "a stopped workload is no longer reported"
+    );
+}
+
+#[tokio::test]
+async fn a_stop_cut_short_leaves_the_workload_reported_until_it_is_really_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime(dir.path());
+    let spec = spec("sleep 30");
+    let started = rt.start(&spec).await.unwrap();
+    // The agent died right after marking the stop, before signalling the process.
+    std::fs::write(
+        dir.path()
+            .join("instances")
+            .join(spec.instance_id.to_string())
+            .join("stopped"),
+        "",
+    )
+    .unwrap();
+    let known = rt.known();
+    assert_eq!(known.len(), 1, "a live process is never hidden: {known:?}");
+    assert!(matches!(known[0].1, WorkloadStatus::Running { .. }));
+    // The retried stop finishes the job; then it is gone from the report.
+    rt.stop(spec.instance_id).await.unwrap();
+    assert!(!alive(pid_of(&started)));
+    assert!(rt.known().is_empty());
+}

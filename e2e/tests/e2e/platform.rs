@@ -1,0 +1,106 @@
+//! The platform route family and the operators' metrics: every documented route is served,
+//! the API's fleet gauges, and the `/metrics` endpoint of the worker process.
+
+use crate::harness::{Options, Platform, TOKEN};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_is_served() {
+    let p = Platform::start(Options::default()).await;
+    for (method, path) in api::ROUTES {
+        let url = format!(
+            "{}{}",
+            p.api_url,
+            path.replace("{id}", &uuid::Uuid::now_v7().to_string())
+        );
+        let req = p
+            .http
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(TOKEN)
+            .json(&json!({}));
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_ne!(body["code"], "route_not_found", "{method} {path} is routed");
+        assert_ne!(
+            body["code"], "method_not_allowed",
+            "{method} {path} is routed"
+        );
+        assert!(status < 500, "{method} {path}: {status} {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_the_fleet_in_prometheus_format() {
+    let mut p = Platform::start(Options::default()).await;
+    p.start_agent("h100", "8xH100-80GB", 100).await;
+    let running = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 2}))
+        .await;
+    p.wait_state(running, &["running"], std::time::Duration::from_secs(60))
+        .await;
+    let failed = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 8}))
+        .await;
+    p.wait_state(failed, &["failed"], std::time::Duration::from_secs(60))
+        .await;
+    let resp = p
+        .http
+        .get(format!("{}/metrics", p.api_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let body = resp.text().await.unwrap();
+    for line in [
+        "# TYPE gpuaas_instances gauge",
+        "gpuaas_instances{state=\"running\"} 1",
+        "gpuaas_instances{state=\"failed\"} 1",
+        "gpuaas_instances{state=\"pending\"} 0",
+        "gpuaas_nodes{state=\"ready\"} 1",
+        "gpuaas_gpus 8",
+        "gpuaas_gpus_allocated 2",
+        "gpuaas_gpus_unhealthy 0",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing `{line}` in:\n{body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_process_serves_its_metrics_over_http() {
+    let mut p = Platform::start(Options {
+        in_process_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    p.start_worker_process_serving_metrics(listen);
+    p.start_agent("h100", "8xH100-80GB", 200).await;
+    p.create_running(json!({"sku": "h100-80gb-sxm", "gpu_count": 2}))
+        .await;
+    let page = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .expect("the worker answers on its metrics address")
+        .text()
+        .await
+        .unwrap();
+    // Our buckets (a default recorder would render a summary, not buckets up to 600 s).
+    assert!(
+        page.contains(r#"gpuaas_provisioning_duration_seconds_bucket{le="600"} 1"#),
+        "{page}"
+    );
+    assert!(page.contains("# HELP gpuaas_provisioning_duration_seconds"), "{page}");
+    assert!(page.contains("# TYPE gpuaas_provisioning_duration_seconds histogram"), "{page}");
+}

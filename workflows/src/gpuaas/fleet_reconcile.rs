@@ -1,0 +1,256 @@
+//! `ReconcileFleet`: one reconciliation pass over the fleet, started by a Temporal Schedule
+//! ([`ensure_schedule`]). It runs [`reconcile_node`] over every node whose agent should answer,
+//! starts the provisioning of instances the API recorded but never started, and starts a
+//! lifecycle for every node nobody watches.
+
+use super::instance_provision::{self, ProvisionInput, ProvisionInstance};
+use super::node_lifecycle::{self, LifecycleConfig, NodeLifecycle, NodeLifecycleInput};
+use super::node_reconcile::reconcile_node;
+use super::options::control_options;
+use super::vocabulary::{self, ReconcileStep, workflow};
+use super::{NodeTimeouts, show_step};
+use activities::gpuaas::reconcile::{
+    ReconcileActivities, ReconcileTarget, Started, WorkflowStarted,
+};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use temporalio_client::Client;
+use temporalio_client::schedules::{
+    CreateScheduleOptions, ScheduleAction, ScheduleError, ScheduleOverlapPolicy, ScheduleSpec,
+};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{WorkflowContext, WorkflowResult};
+
+/// Nodes read at once by one reconciler pass (Temporal caps pending activities per workflow at
+/// 2,000 by default).
+const NODES_AT_ONCE: usize = 100;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReconcileInput {
+    pub node_timeouts: NodeTimeouts,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReconcileOutcome {
+    pub nodes: usize,
+    pub unreadable: Vec<String>,
+    pub fixes_applied: usize,
+    /// Instances the API recorded but never started, whose provisioning this run started.
+    pub provisionings_started: usize,
+    /// Nodes without a running lifecycle workflow, whose lifecycle this run started.
+    pub lifecycles_started: usize,
+}
+
+/// What [`ensure_schedule`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleChange {
+    Created,
+    Updated,
+}
+
+/// Creates the reconciler's Schedule on `task_queue`, or updates its interval if it exists.
+pub async fn ensure_schedule(
+    client: &Client,
+    task_queue: &str,
+    every: Duration,
+) -> Result<ScheduleChange, ScheduleError> {
+    let id = vocabulary::reconciler_schedule_id(task_queue);
+    let action = ScheduleAction::start_workflow(
+        ReconcileFleet::run,
+        ReconcileInput {
+            node_timeouts: NodeTimeouts::default(),
+        },
+        task_queue.to_string(),
+        id.clone(),
+    );
+    let options = CreateScheduleOptions::builder()
+        .action(action)
+        .spec(ScheduleSpec::from_interval(every))
+        .overlap_policy(ScheduleOverlapPolicy::Skip)
+        .note("gpuaas orphan reconciler (created by gpuaas-worker)")
+        .build();
+    match client.create_schedule(id.clone(), options).await {
+        Ok(_) => Ok(ScheduleChange::Created),
+        Err(ScheduleError::Rpc(status))
+            if status.code() == temporalio_client::tonic::Code::AlreadyExists =>
+        {
+            let spec = ScheduleSpec::from_interval(every);
+            client
+                .get_schedule_handle(id)
+                .update(
+                    move |u| {
+                        u.set_spec(spec);
+                    },
+                    Default::default(),
+                )
+                .await?;
+            Ok(ScheduleChange::Updated)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[workflow]
+#[derive(Default)]
+pub struct ReconcileFleet;
+
+#[workflow_methods]
+impl ReconcileFleet {
+    #[run(name = workflow::RECONCILE_FLEET)]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: ReconcileInput,
+    ) -> WorkflowResult<ReconcileOutcome> {
+        let ctx = &*ctx;
+        let targets: Vec<ReconcileTarget> = ctx
+            .execute_local_activity(ReconcileActivities::targets, (), control_options())
+            .await?;
+        // After the local activity, before the agents' reads: no command beside a local
+        // activity (see the module docs of `workflows::gpuaas`).
+        show_step(ctx, ReconcileStep::ReadingAgents);
+        ctx.set_current_details(format!("reading {} node agent(s)", targets.len()));
+        let mut results = Vec::with_capacity(targets.len());
+        for chunk in targets.chunks(NODES_AT_ONCE) {
+            let passes = chunk
+                .iter()
+                .map(|t| reconcile_node(ctx, t.node_id, &input.node_timeouts, true));
+            results.extend(temporalio_sdk::workflows::join_all(passes).await);
+        }
+        let mut outcome = ReconcileOutcome {
+            nodes: targets.len(),
+            ..Default::default()
+        };
+        for (target, result) in targets.iter().zip(results) {
+            match result {
+                Ok(done) => outcome.fixes_applied += done.applied,
+                Err(why) => outcome.unreadable.push(format!("{}: {why}", target.name)),
+            }
+        }
+        outcome.provisionings_started = start_unstarted(ctx, &input).await?;
+        outcome.lifecycles_started = watch_unwatched(ctx, &input).await?;
+        show_step(ctx, ReconcileStep::Done);
+        ctx.set_current_details(format!(
+            "{} node(s) read, {} fix(es) applied, {} provisioning(s) and {} lifecycle(s) started, {} node(s) skipped{}",
+            outcome.nodes - outcome.unreadable.len(),
+            outcome.fixes_applied,
+            outcome.provisionings_started,
+            outcome.lifecycles_started,
+            outcome.unreadable.len(),
+            if outcome.unreadable.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", outcome.unreadable.join("; "))
+            }
+        ));
+        Ok(outcome)
+    }
+}
+
+/// Starts the provisioning of instances the API recorded but never started (it died in
+/// between). The workflow id is the instance's own, and reuse is rejected, so an instance whose
+/// workflow exists is never provisioned twice.
+async fn start_unstarted(
+    ctx: &WorkflowContext<ReconcileFleet>,
+    input: &ReconcileInput,
+) -> WorkflowResult<usize> {
+    let unstarted = ctx
+        .execute_local_activity(ReconcileActivities::unstarted, (), control_options())
+        .await?;
+    let mut started = 0;
+    for u in unstarted {
+        let provision = ProvisionInput {
+            instance_id: u.instance_id,
+            project_id: u.project_id,
+            command: u.command,
+            capacity_timeout_s: u.capacity_timeout_s,
+            node_timeouts: input.node_timeouts,
+        };
+        let options = instance_provision::child_options(&provision);
+        if ctx
+            .start_child_workflow(ProvisionInstance::run, provision, options)
+            .await
+            .is_err()
+        {
+            continue; // it exists: the instance is merely slow, not lost
+        }
+        let record = WorkflowStarted {
+            kind: Started::Provisioning,
+            node_id: None,
+            instance_id: Some(u.instance_id),
+            message: "accepted but never started (the API died before starting its workflow): provisioning started".into(),
+            dedupe_key: format!(
+                "{}/{}",
+                ctx.workflow_id(),
+                instance_provision::workflow_id(u.instance_id)
+            ),
+        };
+        record_started(ctx, record).await?;
+        started += 1;
+    }
+    Ok(started)
+}
+
+/// Starts a lifecycle workflow for every node that has none running (an operator terminated
+/// it, or it failed), so no node goes unwatched until its agent happens to register again. The
+/// run starts with the default timings; the agent's next registration sends the API's.
+async fn watch_unwatched(
+    ctx: &WorkflowContext<ReconcileFleet>,
+    input: &ReconcileInput,
+) -> WorkflowResult<usize> {
+    let unwatched = ctx
+        .execute_local_activity(
+            ReconcileActivities::unwatched,
+            ctx.task_queue().to_string(),
+            control_options(),
+        )
+        .await?;
+    let mut started = 0;
+    for node in unwatched {
+        let lifecycle = NodeLifecycleInput {
+            node_id: node.node_id,
+            node_name: node.name.clone(),
+            config: LifecycleConfig::default(),
+            node_timeouts: input.node_timeouts,
+            carried: Default::default(),
+        };
+        let options = node_lifecycle::child_options(&lifecycle);
+        if ctx
+            .start_child_workflow(NodeLifecycle::run, lifecycle, options)
+            .await
+            .is_err()
+        {
+            continue; // it runs after all: visibility lagged behind
+        }
+        let record = WorkflowStarted {
+            kind: Started::Lifecycle,
+            node_id: Some(node.node_id),
+            instance_id: None,
+            message: format!(
+                "node {} had no lifecycle workflow running: started one",
+                node.name
+            ),
+            dedupe_key: format!(
+                "{}/{}",
+                ctx.workflow_id(),
+                node_lifecycle::workflow_id(node.node_id)
+            ),
+        };
+        record_started(ctx, record).await?;
+        started += 1;
+    }
+    Ok(started)
+}
+
+/// Records (once) a workflow this pass had to start.
+async fn record_started(
+    ctx: &WorkflowContext<ReconcileFleet>,
+    record: WorkflowStarted,
+) -> WorkflowResult<()> {
+    ctx.execute_local_activity(
+        ReconcileActivities::record_started,
+        record,
+        control_options(),
+    )
+    .await?;
+    Ok(())
+}

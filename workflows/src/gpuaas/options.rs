@@ -1,0 +1,91 @@
+//! Activity and child-workflow options the gpuaas workflows share. Always explicit: timeouts,
+//! retries, and for node activities a schedule-to-start timeout, so a dead host fails fast.
+
+use std::time::Duration;
+use temporalio_common::search_attributes::{SearchAttributeUpdate, SearchAttributes};
+use temporalio_sdk::{ChildWorkflowOptions, ParentClosePolicy, WorkflowIdReusePolicy};
+
+/// Timeouts of the node activities, given in the workflow input so tests can shorten them.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct NodeTimeouts {
+    /// How long a task may wait for the node's agent before the node counts as unreachable.
+    pub schedule_to_start_s: u64,
+    /// How long the agent may take to start and settle a workload.
+    pub start_to_close_s: u64,
+}
+
+impl Default for NodeTimeouts {
+    fn default() -> Self {
+        Self {
+            schedule_to_start_s: 30,
+            start_to_close_s: 120,
+        }
+    }
+}
+
+impl NodeTimeouts {
+    /// Options of an activity on `node_queue`.
+    pub(crate) fn options(&self, node_queue: &str) -> temporalio_sdk::ActivityOptions {
+        temporalio_sdk::ActivityOptions::with_start_to_close_timeout(Duration::from_secs(
+            self.start_to_close_s,
+        ))
+        .task_queue(node_queue.to_string())
+        .schedule_to_start_timeout(Duration::from_secs(self.schedule_to_start_s))
+        .retry_policy(
+            temporalio_common::RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(500))
+                .maximum_interval(Duration::from_secs(5))
+                .maximum_attempts(5)
+                .build(),
+        )
+        .build()
+    }
+}
+
+/// Options of control-plane (database) activities. They run as *local* activities: short,
+/// idempotent calls executed by the worker that runs the workflow, recorded as markers, with no
+/// round trip through a task queue (see doc/architecture/0003). Retried until the database
+/// answers, for up to an hour.
+pub(crate) fn control_options() -> temporalio_sdk::LocalActivityOptions {
+    temporalio_sdk::LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(30))
+        .schedule_to_close_timeout(Duration::from_secs(3600))
+        .retry_policy(
+            temporalio_common::RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(200))
+                .maximum_interval(Duration::from_secs(10))
+                .build(),
+        )
+        .build()
+}
+
+/// Options of the node lifecycle's database steps: like [`control_options`], but retried for a
+/// week instead of an hour. A lifecycle run that gave up during a long database outage would
+/// leave its node unwatched until the agent next registers.
+pub(crate) fn lifecycle_options() -> temporalio_sdk::LocalActivityOptions {
+    temporalio_sdk::LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(30))
+        .schedule_to_close_timeout(Duration::from_secs(7 * 24 * 3600))
+        .retry_policy(
+            temporalio_common::RetryPolicy::builder()
+                .initial_interval(Duration::from_millis(200))
+                .maximum_interval(Duration::from_secs(30))
+                .build(),
+        )
+        .build()
+}
+
+/// Options of a child workflow that outlives its parent (a termination started by a drain, a
+/// provisioning or a lifecycle started by the reconciler), under its own deterministic id.
+pub(crate) fn abandoned_child(
+    workflow_id: String,
+    reuse: WorkflowIdReusePolicy,
+    attributes: Vec<SearchAttributeUpdate>,
+) -> ChildWorkflowOptions {
+    ChildWorkflowOptions::builder()
+        .workflow_id(workflow_id)
+        .parent_close_policy(ParentClosePolicy::Abandon)
+        .id_reuse_policy(reuse)
+        .search_attributes(SearchAttributes::new(attributes))
+        .build()
+}
