@@ -2,9 +2,7 @@
 //! (the SDK's own floor) measured in the same run. Both run as release binaries built by
 //! `scripts/bench agent-memory`, which passes their paths.
 
-#[path = "../tests/platform/harness.rs"]
-#[allow(dead_code)]
-mod harness;
+use e2e::harness;
 
 use harness::{JOIN_TOKEN, Options, Platform};
 use std::process::{Child, Command};

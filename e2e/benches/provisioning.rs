@@ -4,9 +4,7 @@
 //!
 //!     scripts/bench provisioning [--instances N] [--rounds R]
 
-#[path = "../tests/platform/harness.rs"]
-#[allow(dead_code)]
-mod harness;
+use e2e::harness;
 
 use harness::{Options, Platform};
 use serde_json::json;
@@ -19,6 +17,7 @@ use temporalio_sdk::{
     ActivityOptions, LocalActivityOptions, Runtime, Worker, WorkerOptions, WorkflowContext,
     WorkflowResult,
 };
+use workflows::gpuaas::vocabulary::{self as vocabulary};
 
 #[workflow]
 #[derive(Default)]
@@ -136,9 +135,9 @@ async fn platform_round(p: &Platform, client: &Client, n: usize) -> Stats {
         let id = p
             .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1, "command": "sleep 600"}))
             .await;
-        let handle = client.get_workflow_handle::<workflows::gpuaas::ProvisionInstance>(format!(
-            "instance-provision-{id}"
-        ));
+        let handle = client.get_workflow_handle::<workflows::gpuaas::ProvisionInstance>(
+            vocabulary::instance_provision_id(id),
+        );
         let outcome = handle
             .get_result(WorkflowGetResultOptions::default())
             .await

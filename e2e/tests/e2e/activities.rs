@@ -1,14 +1,13 @@
 //! Every control-plane activity, run twice (as Temporal may), is harmless. Real Postgres; the
 //! activities run through the SDK's ActivityEnvironment, exactly as a worker would call them.
 
-use gpuaas_activities::control_plane::{
-    ControlPlaneActivities, FailInstance, FailureReason, Placement, StepUpdate, TerminatedNote,
-    Transition,
-};
+use activities::gpuaas::instance::{FailInstance, InstanceActivities, TerminatedNote};
+use activities::gpuaas::{FailureReason, InstanceState, Placement, Transition};
+use activities::no_hook;
 use product_gpuaas::{GpuHealth, GpuSpec, NewInstance, NodeRegistration, instance, node};
+use shared_ids::{InstanceId, NodeId};
 use sqlx::PgPool;
-use temporalio_sdk::activities::ActivityError;
-use temporalio_sdk::testing::{ActivityEnvironment, ActivityEnvironmentError};
+use temporalio_sdk::testing::ActivityEnvironment;
 use uuid::Uuid;
 
 async fn setup(gpus: i32) -> (PgPool, ActivityEnvironment) {
@@ -29,15 +28,12 @@ async fn setup(gpus: i32) -> (PgPool, ActivityEnvironment) {
     };
     node::register(&pool, &reg).await.unwrap();
     let env = ActivityEnvironment::builder()
-        .register_activities(ControlPlaneActivities::new(
-            pool.clone(),
-            Default::default(),
-        ))
+        .register_activities(InstanceActivities::new(pool.clone(), no_hook()))
         .build();
     (pool, env)
 }
 
-async fn new_instance(pool: &PgPool, gpus: i32) -> Uuid {
+async fn new_instance(pool: &PgPool, gpus: i32) -> InstanceId {
     let req = NewInstance {
         project_id: platform_iam::DEFAULT_PROJECT,
         name: None,
@@ -51,7 +47,6 @@ async fn new_instance(pool: &PgPool, gpus: i32) -> Uuid {
         .unwrap()
         .instance
         .id
-        .0
 }
 
 async fn live(pool: &PgPool) -> i64 {
@@ -73,52 +68,26 @@ async fn the_happy_path_activities_run_twice_are_harmless() {
     let (pool, env) = setup(8).await;
     let id = new_instance(&pool, 2).await;
 
-    let first = env.run(ControlPlaneActivities::allocate, id).await.unwrap();
-    let second = env.run(ControlPlaneActivities::allocate, id).await.unwrap();
+    let first = env.run(InstanceActivities::allocate, id).await.unwrap();
+    let second = env.run(InstanceActivities::allocate, id).await.unwrap();
     assert_eq!(first, second);
     assert!(matches!(first, Placement::Placed(_)));
     assert_eq!((live(&pool).await, free(&pool).await), (2, 6));
 
-    let step = StepUpdate {
-        instance_id: id,
-        step: "awaiting_running".into(),
-        message: None,
-    };
-    env.run(ControlPlaneActivities::set_step, step.clone())
-        .await
-        .unwrap();
-    env.run(ControlPlaneActivities::set_step, step)
-        .await
-        .unwrap();
-
     assert_eq!(
-        env.run(ControlPlaneActivities::mark_running, id)
-            .await
-            .unwrap(),
+        env.run(InstanceActivities::mark_running, id).await.unwrap(),
         Transition::Applied
     );
     assert_eq!(
-        env.run(ControlPlaneActivities::mark_running, id)
-            .await
-            .unwrap(),
+        env.run(InstanceActivities::mark_running, id).await.unwrap(),
         Transition::AlreadyThere
     );
 
-    instance::begin_termination(
-        &pool,
-        platform_iam::DEFAULT_PROJECT,
-        shared_ids::InstanceId(id),
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        env.run(ControlPlaneActivities::release, id).await.unwrap(),
-        2
-    );
-    assert_eq!(
-        env.run(ControlPlaneActivities::release, id).await.unwrap(),
-        0
-    );
+    instance::begin_termination(&pool, platform_iam::DEFAULT_PROJECT, id)
+        .await
+        .unwrap();
+    assert_eq!(env.run(InstanceActivities::release, id).await.unwrap(), 2);
+    assert_eq!(env.run(InstanceActivities::release, id).await.unwrap(), 0);
     assert_eq!((live(&pool).await, free(&pool).await), (0, 8));
 
     let note = TerminatedNote {
@@ -126,13 +95,13 @@ async fn the_happy_path_activities_run_twice_are_harmless() {
         message: None,
     };
     assert_eq!(
-        env.run(ControlPlaneActivities::mark_terminated, note.clone())
+        env.run(InstanceActivities::mark_terminated, note.clone())
             .await
             .unwrap(),
         Transition::Applied
     );
     assert_eq!(
-        env.run(ControlPlaneActivities::mark_terminated, note)
+        env.run(InstanceActivities::mark_terminated, note)
             .await
             .unwrap(),
         Transition::AlreadyThere
@@ -144,7 +113,7 @@ async fn the_happy_path_activities_run_twice_are_harmless() {
         message: "late".into(),
     };
     assert!(matches!(
-        env.run(ControlPlaneActivities::mark_failed, late)
+        env.run(InstanceActivities::mark_failed, late)
             .await
             .unwrap(),
         Transition::Refused(_)
@@ -155,13 +124,11 @@ async fn the_happy_path_activities_run_twice_are_harmless() {
 async fn the_failure_path_activities_run_twice_are_harmless() {
     let (pool, env) = setup(2).await;
     let holder = new_instance(&pool, 2).await;
-    env.run(ControlPlaneActivities::allocate, holder)
-        .await
-        .unwrap();
+    env.run(InstanceActivities::allocate, holder).await.unwrap();
     let starved = new_instance(&pool, 2).await;
     for _ in 0..2 {
         let placement = env
-            .run(ControlPlaneActivities::allocate, starved)
+            .run(InstanceActivities::allocate, starved)
             .await
             .unwrap();
         assert!(
@@ -172,9 +139,7 @@ async fn the_failure_path_activities_run_twice_are_harmless() {
     assert_eq!(live(&pool).await, 2, "a failed placement holds nothing");
     // The undo of a never-made allocation is a no-op.
     assert_eq!(
-        env.run(ControlPlaneActivities::release, starved)
-            .await
-            .unwrap(),
+        env.run(InstanceActivities::release, starved).await.unwrap(),
         0
     );
     let fail = FailInstance {
@@ -183,20 +148,18 @@ async fn the_failure_path_activities_run_twice_are_harmless() {
         message: "full".into(),
     };
     assert_eq!(
-        env.run(ControlPlaneActivities::mark_failed, fail.clone())
+        env.run(InstanceActivities::mark_failed, fail.clone())
             .await
             .unwrap(),
         Transition::Applied
     );
     assert_eq!(
-        env.run(ControlPlaneActivities::mark_failed, fail)
+        env.run(InstanceActivities::mark_failed, fail)
             .await
             .unwrap(),
         Transition::AlreadyThere
     );
-    let failed = instance::get_any(&pool, shared_ids::InstanceId(starved))
-        .await
-        .unwrap();
+    let failed = instance::get_any(&pool, starved).await.unwrap();
     assert_eq!(
         failed.failure_reason,
         Some(FailureReason::InsufficientCapacity)
@@ -208,33 +171,27 @@ async fn concurrent_duplicate_allocates_hold_one_allocation() {
     let (pool, env) = setup(8).await;
     let id = new_instance(&pool, 4).await;
     let (a, b) = tokio::join!(
-        env.run(ControlPlaneActivities::allocate, id),
-        env.run(ControlPlaneActivities::allocate, id)
+        env.run(InstanceActivities::allocate, id),
+        env.run(InstanceActivities::allocate, id)
     );
     assert_eq!(a.unwrap(), b.unwrap());
     assert_eq!((live(&pool).await, free(&pool).await), (4, 4));
 }
 
 #[tokio::test]
-async fn allocating_for_a_deleted_instance_fails_without_retry() {
+async fn allocating_for_a_deleted_instance_allocates_nothing_and_says_so() {
     let (pool, env) = setup(8).await;
     let id = new_instance(&pool, 1).await;
-    instance::begin_termination(
-        &pool,
-        platform_iam::DEFAULT_PROJECT,
-        shared_ids::InstanceId(id),
-    )
-    .await
-    .unwrap();
-    match env.run(ControlPlaneActivities::allocate, id).await {
-        Err(ActivityEnvironmentError::Activity(ActivityError::Application(failure))) => {
-            assert_eq!(
-                failure.type_name(),
-                Some(gpuaas_activities::failure_types::NOT_WANTED)
-            );
-            assert!(failure.is_non_retryable());
-        }
-        other => panic!("expected a non-retryable InstanceNotWanted failure, got {other:?}"),
+    instance::begin_termination(&pool, platform_iam::DEFAULT_PROJECT, id)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            env.run(InstanceActivities::allocate, id).await.unwrap(),
+            Placement::NotWanted {
+                state: InstanceState::Terminating
+            }
+        );
     }
     assert_eq!(live(&pool).await, 0);
 }
@@ -249,28 +206,27 @@ async fn events_of_kind(pool: &PgPool, kind: &str) -> i64 {
 
 #[tokio::test]
 async fn the_fleet_activities_run_twice_are_harmless() {
-    use gpuaas_activities::fleet::{
-        ApplyFix, FixKind, FleetActivities, HealthReport, NodeDown, NodeGrace, NodeState, PlanInput,
+    use activities::gpuaas::node_lifecycle::{
+        HealthReport, NodeDown, NodeGrace, NodeLifecycleActivities,
     };
+    use activities::gpuaas::reconcile::{ApplyFix, PlanInput, ReconcileActivities};
+    use activities::gpuaas::{FixKind, NodeState};
     use contract_node::{GpuHealthReport, WorkloadReport};
 
     let (pool, _) = setup(4).await;
     let env = ActivityEnvironment::builder()
-        .register_activities(ControlPlaneActivities::new(
-            pool.clone(),
-            Default::default(),
-        ))
-        .register_activities(FleetActivities::new(pool.clone(), Default::default()))
+        .register_activities(InstanceActivities::new(pool.clone(), no_hook()))
+        .register_activities(NodeLifecycleActivities::new(pool.clone(), no_hook()))
+        .register_activities(ReconcileActivities::new(pool.clone(), no_hook()))
         .build();
     let node: Uuid = sqlx::query_scalar("SELECT id FROM gpuaas.nodes")
         .fetch_one(&pool)
         .await
         .unwrap();
+    let node = NodeId::from(node);
     let id = new_instance(&pool, 2).await;
-    env.run(ControlPlaneActivities::allocate, id).await.unwrap();
-    env.run(ControlPlaneActivities::mark_running, id)
-        .await
-        .unwrap();
+    env.run(InstanceActivities::allocate, id).await.unwrap();
+    env.run(InstanceActivities::mark_running, id).await.unwrap();
 
     // The same bad-GPU report twice: the GPU leaves service and the node is cordoned once.
     let report = HealthReport {
@@ -283,11 +239,11 @@ async fn the_fleet_activities_run_twice_are_harmless() {
         recovery_s: 300,
     };
     let first = env
-        .run(FleetActivities::node_apply_report, report.clone())
+        .run(NodeLifecycleActivities::apply_report, report.clone())
         .await
         .unwrap();
     let second = env
-        .run(FleetActivities::node_apply_report, report)
+        .run(NodeLifecycleActivities::apply_report, report)
         .await
         .unwrap();
     assert_eq!(first.health.unhealthy, vec![3]);
@@ -304,12 +260,12 @@ async fn the_fleet_activities_run_twice_are_harmless() {
         why: "test".into(),
     };
     assert!(
-        env.run(FleetActivities::node_mark_down, down.clone())
+        env.run(NodeLifecycleActivities::mark_down, down.clone())
             .await
             .unwrap()
     );
     assert!(
-        !env.run(FleetActivities::node_mark_down, down)
+        !env.run(NodeLifecycleActivities::mark_down, down)
             .await
             .unwrap()
     );
@@ -318,13 +274,13 @@ async fn the_fleet_activities_run_twice_are_harmless() {
         down_for_s: 120,
     };
     assert_eq!(
-        env.run(FleetActivities::node_fail_unreachable, grace.clone())
+        env.run(NodeLifecycleActivities::fail_unreachable, grace.clone())
             .await
             .unwrap(),
         vec![id]
     );
     assert!(
-        env.run(FleetActivities::node_fail_unreachable, grace)
+        env.run(NodeLifecycleActivities::fail_unreachable, grace)
             .await
             .unwrap()
             .is_empty()
@@ -346,15 +302,13 @@ async fn the_fleet_activities_run_twice_are_harmless() {
         read_at_ms: chrono_now_ms(),
     };
     let fixes = env
-        .run(FleetActivities::reconcile_plan, plan.clone())
+        .run(ReconcileActivities::plan, plan.clone())
         .await
         .unwrap();
     assert_eq!(fixes.len(), 1, "{fixes:?}");
     assert_eq!(fixes[0].kind, FixKind::StopOrphan);
     assert_eq!(
-        env.run(FleetActivities::reconcile_plan, plan)
-            .await
-            .unwrap(),
+        env.run(ReconcileActivities::plan, plan).await.unwrap(),
         fixes,
         "planning reads, never writes"
     );
@@ -365,26 +319,26 @@ async fn the_fleet_activities_run_twice_are_harmless() {
         by_reconciler: false,
     };
     assert!(
-        env.run(FleetActivities::reconcile_apply, apply.clone())
+        env.run(ReconcileActivities::apply, apply.clone())
             .await
             .unwrap()
     );
-    assert!(
-        !env.run(FleetActivities::reconcile_apply, apply)
-            .await
-            .unwrap()
-    );
+    assert!(!env.run(ReconcileActivities::apply, apply).await.unwrap());
     assert_eq!(live(&pool).await, 0);
     assert_eq!(free(&pool).await, 3, "released once; the bad GPU stays out");
     assert_eq!(events_of_kind(&pool, "reconciler.orphan_stopped").await, 1);
 
     // Back up twice: one transition, to where it was (cordoned by the bad GPU).
     assert_eq!(
-        env.run(FleetActivities::node_mark_up, node).await.unwrap(),
+        env.run(NodeLifecycleActivities::mark_up, node)
+            .await
+            .unwrap(),
         Some(NodeState::Cordoned)
     );
     assert_eq!(
-        env.run(FleetActivities::node_mark_up, node).await.unwrap(),
+        env.run(NodeLifecycleActivities::mark_up, node)
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(events_of_kind(&pool, "node.down").await, 1);

@@ -3,11 +3,11 @@
 use contract_node::{SessionInput, WorkloadReport, WorkloadSpec, WorkloadStatus};
 use node_agent::activities::NodeAgentActivities;
 use node_agent::workload::ProcessRuntime;
+use shared_ids::InstanceId;
 use std::sync::Arc;
 use std::time::Duration;
 use temporalio_sdk::activities::ActivityError;
 use temporalio_sdk::testing::{ActivityEnvironment, ActivityEnvironmentError};
-use uuid::Uuid;
 
 fn runtime(dir: &std::path::Path) -> Arc<ProcessRuntime> {
     Arc::new(
@@ -21,10 +21,7 @@ fn env(rt: Arc<ProcessRuntime>) -> ActivityEnvironment {
 
 /// An environment whose 4 simulated GPUs read their faults from `fault_file`.
 fn env_with_faults(rt: Arc<ProcessRuntime>, fault_file: std::path::PathBuf) -> ActivityEnvironment {
-    let health = Arc::from(node_agent::gpu::health_probe(
-        "simulated",
-        fault_file,
-    ));
+    let health = Arc::from(node_agent::gpu::health_probe("simulated", fault_file));
     ActivityEnvironment::builder()
         .register_activities(NodeAgentActivities::new(
             rt,
@@ -38,7 +35,7 @@ fn env_with_faults(rt: Arc<ProcessRuntime>, fault_file: std::path::PathBuf) -> A
 
 fn spec(command: &str) -> WorkloadSpec {
     WorkloadSpec {
-        instance_id: Uuid::now_v7(),
+        instance_id: InstanceId::new(),
         command: command.into(),
         gpu_indices: vec![1, 3],
         gpu_uuids: vec!["GPU-a".into(), "GPU-b".into()],
@@ -183,7 +180,7 @@ async fn a_workload_that_exits_during_settle_fails_start_without_retry() {
         Err(ActivityEnvironmentError::Activity(ActivityError::Application(failure))) => {
             assert_eq!(
                 failure.type_name(),
-                Some(gpuaas_activities::failure_types::START_FAILED)
+                Some(contract_node::vocabulary::NodeFailure::StartFailed.as_str())
             );
             assert!(failure.is_non_retryable());
             let message = failure.source_error().to_string();
@@ -224,7 +221,7 @@ async fn a_restarted_agent_re_adopts_running_workloads() {
 }
 
 /// A workload whose process died while no agent watched it.
-async fn spec_with_dead_process(dir: &std::path::Path) -> Uuid {
+async fn spec_with_dead_process(dir: &std::path::Path) -> InstanceId {
     let rt = runtime(dir);
     let s = spec("sleep 600");
     let pid = pid_of(&rt.start(&s).await.unwrap());

@@ -6,10 +6,13 @@
 //! `GPUAAS_FAULT_ROUNDS` (default 1) repeats each fault; the report in doc/reliability.md used 3.
 
 use crate::harness::{LeakReport, Options, Platform};
+use activities::gpuaas::vocabulary::activity;
+use contract_node::vocabulary::activity as agent;
 use runtime::ActivityHooks;
 use serde_json::json;
+use shared_ids::InstanceId;
 use std::time::Duration;
-use uuid::Uuid;
+use workflows::gpuaas::{ActivityStep, RunsOn, instance_provision, instance_terminate};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -21,25 +24,24 @@ fn rounds() -> usize {
 }
 
 fn kill_after(step: &str) -> ActivityHooks {
-    ActivityHooks {
-        kill_after: Some(step.to_string()),
-        fail_at: None,
-    }
+    ActivityHooks::kill_after(step)
 }
 
-/// Steps that run in the control-plane worker (local activities), in workflow order (the
-/// failure path's `mark_failed` is exercised on its own).
-const PROVISION_WORKER_STEPS: [&str; 2] = ["allocate", "mark_running"];
-const TERMINATE_WORKER_STEPS: [&str; 2] = ["release", "mark_terminated"];
-/// Steps that run in the node agent.
-const PROVISION_AGENT_STEPS: [&str; 2] = ["node.start_workload", "node.await_workload_running"];
-const TERMINATE_AGENT_STEPS: [&str; 1] = ["node.stop_workload"];
+/// The activities of a workflow's successful run that run `on` the worker or the agent, in the
+/// workflow's own order (its `ACTIVITIES`, checked against a recorded history by the replay
+/// tests). The failure path's `mark_failed` is exercised on its own.
+fn steps(of: &[ActivityStep], on: RunsOn) -> Vec<&'static str> {
+    of.iter()
+        .filter(|s| s.runs_on == on)
+        .map(|s| s.activity)
+        .collect()
+}
 
 fn two_gpus() -> serde_json::Value {
     json!({"sku": "h100-80gb-sxm", "gpu_count": 2})
 }
 
-async fn create_one(p: &Platform) -> Uuid {
+async fn create_one(p: &Platform) -> InstanceId {
     p.create_ok(two_gpus()).await
 }
 
@@ -70,7 +72,7 @@ async fn sigkill_the_worker_after_every_step_with_the_workflow_cache_disabled() 
     p.start_agent("h100", "8xH100-80GB", 200).await;
     let mut faults = 0;
     for round in 0..rounds() {
-        for step in PROVISION_WORKER_STEPS {
+        for step in steps(instance_provision::ACTIVITIES, RunsOn::Worker) {
             p.start_worker_process_with(&kill_after(step));
             let id = create_one(&p).await;
             assert!(
@@ -85,16 +87,16 @@ async fn sigkill_the_worker_after_every_step_with_the_workflow_cache_disabled() 
             assert_eq!(p.live_workloads().len(), 1, "{step}: exactly one process");
             p.delete(id).await;
             p.wait_state(id, &["terminated"], LONG).await;
-            p.wait_workflow_closed(&format!("instance-provision-{id}"))
+            p.wait_workflow_closed(&instance_provision::workflow_id(id))
                 .await;
-            p.wait_workflow_closed(&format!("instance-terminate-{id}"))
+            p.wait_workflow_closed(&instance_terminate::workflow_id(id))
                 .await;
             p.kill_worker_process();
             assert_clean(&p, step).await;
         }
         // The failure path: nothing fits (no A100 node), and the worker dies right after
         // recording the failure; the restarted worker finishes the workflow.
-        p.start_worker_process_with(&kill_after("mark_failed"));
+        p.start_worker_process_with(&kill_after(activity::MARK_FAILED));
         let id = p
             .create_ok(json!({"sku": "a100-40gb", "gpu_count": 1}))
             .await;
@@ -109,11 +111,11 @@ async fn sigkill_the_worker_after_every_step_with_the_workflow_cache_disabled() 
             failed.failure_reason.as_deref(),
             Some("insufficient_capacity")
         );
-        p.wait_workflow_closed(&format!("instance-provision-{id}"))
+        p.wait_workflow_closed(&instance_provision::workflow_id(id))
             .await;
         p.kill_worker_process();
-        assert_clean(&p, "mark_failed").await;
-        for step in TERMINATE_WORKER_STEPS {
+        assert_clean(&p, activity::MARK_FAILED).await;
+        for step in steps(instance_terminate::ACTIVITIES, RunsOn::Worker) {
             p.start_worker_process();
             let id = p.create_running(two_gpus()).await;
             p.kill_worker_process();
@@ -127,7 +129,7 @@ async fn sigkill_the_worker_after_every_step_with_the_workflow_cache_disabled() 
             p.start_worker_process();
             let done = p.wait_state(id, &["terminated"], LONG).await;
             assert!(done.ended_at.is_some(), "{step} round {round}");
-            p.wait_workflow_closed(&format!("instance-terminate-{id}"))
+            p.wait_workflow_closed(&instance_terminate::workflow_id(id))
                 .await;
             p.kill_worker_process();
             assert_clean(&p, step).await;
@@ -147,7 +149,7 @@ async fn sigkill_the_agent_after_every_step() {
     .await;
     let mut faults = 0;
     for round in 0..rounds() {
-        for step in PROVISION_AGENT_STEPS {
+        for step in steps(instance_provision::ACTIVITIES, RunsOn::Agent) {
             p.start_agent_process("h100", "8xH100-80GB", &kill_after(step))
                 .await;
             let id = create_one(&p).await;
@@ -163,14 +165,14 @@ async fn sigkill_the_agent_after_every_step() {
             assert_eq!(p.live_workloads().len(), 1, "{step}: exactly one process");
             p.delete(id).await;
             p.wait_state(id, &["terminated"], LONG).await;
-            p.wait_workflow_closed(&format!("instance-provision-{id}"))
+            p.wait_workflow_closed(&instance_provision::workflow_id(id))
                 .await;
-            p.wait_workflow_closed(&format!("instance-terminate-{id}"))
+            p.wait_workflow_closed(&instance_terminate::workflow_id(id))
                 .await;
             p.kill_agent_process("h100");
             assert_clean(&p, step).await;
         }
-        for step in TERMINATE_AGENT_STEPS {
+        for step in steps(instance_terminate::ACTIVITIES, RunsOn::Agent) {
             p.start_agent_process("h100", "8xH100-80GB", &ActivityHooks::default())
                 .await;
             let id = p.create_running(two_gpus()).await;
@@ -186,9 +188,9 @@ async fn sigkill_the_agent_after_every_step() {
             p.start_agent_process("h100", "8xH100-80GB", &ActivityHooks::default())
                 .await;
             p.wait_state(id, &["terminated"], LONG).await;
-            p.wait_workflow_closed(&format!("instance-provision-{id}"))
+            p.wait_workflow_closed(&instance_provision::workflow_id(id))
                 .await;
-            p.wait_workflow_closed(&format!("instance-terminate-{id}"))
+            p.wait_workflow_closed(&instance_terminate::workflow_id(id))
                 .await;
             p.kill_agent_process("h100");
             assert_clean(&p, step).await;
@@ -201,17 +203,10 @@ async fn sigkill_the_agent_after_every_step() {
 async fn a_failure_at_every_step_unwinds_fully() {
     let mut faults = 0;
     // Provisioning: the failure is final; every undo runs and the instance fails.
-    let steps = [
-        ("allocate", true),
-        ("node.start_workload", false),
-        ("node.await_workload_running", false),
-        ("mark_running", true),
-    ];
-    for (step, in_worker) in steps {
-        let fault = ActivityHooks {
-            kill_after: None,
-            fail_at: Some(step.to_string()),
-        };
+    for step in instance_provision::ACTIVITIES {
+        let in_worker = step.runs_on == RunsOn::Worker;
+        let step = step.activity;
+        let fault = ActivityHooks::fail_at(step);
         let mut p = Platform::start(Options {
             worker_faults: if in_worker {
                 fault.clone()
@@ -221,7 +216,11 @@ async fn a_failure_at_every_step_unwinds_fully() {
             ..Options::default()
         })
         .await;
-        let agent_faults = if in_worker { ActivityHooks::default() } else { fault };
+        let agent_faults = if in_worker {
+            ActivityHooks::default()
+        } else {
+            fault
+        };
         p.start_agent_with("h100", "8xH100-80GB", 200, agent_faults)
             .await;
         for _ in 0..rounds() {
@@ -245,10 +244,7 @@ async fn a_failure_at_every_step_unwinds_fully() {
         p.start_agent("h100", "8xH100-80GB", 200).await;
         let id = p.create_running(two_gpus()).await;
         stop_agent_until_down(&mut p, "h100").await;
-        let fault = ActivityHooks {
-            kill_after: None,
-            fail_at: Some("node.stop_workload".into()),
-        };
+        let fault = ActivityHooks::fail_at(agent::STOP_WORKLOAD);
         p.start_agent_with("h100", "8xH100-80GB", 200, fault).await;
         assert_eq!(p.delete(id).await, 202);
         let done = p.wait_state(id, &["terminated"], LONG).await;
@@ -262,7 +258,7 @@ async fn a_failure_at_every_step_unwinds_fully() {
             p.live_allocations(id).await == 0
         })
         .await;
-        assert_clean(&p, "node.stop_workload").await;
+        assert_clean(&p, agent::STOP_WORKLOAD).await;
         stop_agent_until_down(&mut p, "h100").await;
     }
     eprintln!("fault suite (failures): {faults} failures injected, 0 leaks");

@@ -11,6 +11,7 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 use temporalio_client::WorkflowFetchHistoryOptions;
+use workflows::gpuaas::vocabulary::{self as vocabulary, InstanceStep};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -23,7 +24,7 @@ async fn save(workflow_id: &str, name: &str) {
         .to_json()
         .await
         .unwrap();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/tests/histories");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
     std::fs::write(dir.join(format!("{name}.json")), json).unwrap();
 }
 
@@ -44,8 +45,8 @@ async fn record_histories() {
     p.wait_state(ok, &["running"], LONG).await;
     p.delete(ok).await;
     p.wait_state(ok, &["terminated"], LONG).await;
-    save(&format!("instance-provision-{ok}"), "provision_running").await;
-    save(&format!("instance-terminate-{ok}"), "terminate_running").await;
+    save(&vocabulary::instance_provision_id(ok), "provision_running").await;
+    save(&vocabulary::instance_terminate_id(ok), "terminate_running").await;
 
     // Insufficient capacity, no wait.
     let full = p
@@ -53,7 +54,7 @@ async fn record_histories() {
         .await;
     p.wait_state(full, &["failed"], LONG).await;
     save(
-        &format!("instance-provision-{full}"),
+        &vocabulary::instance_provision_id(full),
         "provision_insufficient_capacity",
     )
     .await;
@@ -64,7 +65,7 @@ async fn record_histories() {
         .await;
     p.wait_state(bad, &["failed"], LONG).await;
     save(
-        &format!("instance-provision-{bad}"),
+        &vocabulary::instance_provision_id(bad),
         "provision_start_failed",
     )
     .await;
@@ -78,13 +79,13 @@ async fn record_histories() {
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 4, "capacity_timeout_seconds": 60}))
         .await;
     p.eventually(LONG, "it waits", || async {
-        p.instance(waiter).await.current_step == "waiting_for_capacity"
+        p.instance(waiter).await.current_step == InstanceStep::WaitingForCapacity.as_str()
     })
     .await;
     p.delete(waiter).await;
     p.wait_state(waiter, &["terminated"], LONG).await;
     save(
-        &format!("instance-provision-{waiter}"),
+        &vocabulary::instance_provision_id(waiter),
         "provision_withdrawn_while_waiting",
     )
     .await;
@@ -94,13 +95,13 @@ async fn record_histories() {
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 4, "capacity_timeout_seconds": 60}))
         .await;
     p.eventually(LONG, "it waits", || async {
-        p.instance(patient).await.current_step == "waiting_for_capacity"
+        p.instance(patient).await.current_step == InstanceStep::WaitingForCapacity.as_str()
     })
     .await;
     p.delete(holder).await;
     p.wait_state(patient, &["running"], LONG).await;
     save(
-        &format!("instance-provision-{patient}"),
+        &vocabulary::instance_provision_id(patient),
         "provision_after_capacity_wait",
     )
     .await;
@@ -115,14 +116,14 @@ async fn record_histories() {
     let failed = p.wait_state(lost, &["failed"], LONG).await;
     assert_eq!(failed.node_id, Some(ghost));
     save(
-        &format!("instance-provision-{lost}"),
+        &vocabulary::instance_provision_id(lost),
         "provision_node_unreachable",
     )
     .await;
     // Terminating on a node that is gone: GPUs stay fenced.
     p.wait_state(patient, &["terminated"], LONG).await;
     save(
-        &format!("instance-terminate-{patient}"),
+        &vocabulary::instance_terminate_id(patient),
         "terminate_node_unreachable",
     )
     .await;
@@ -136,8 +137,8 @@ async fn record_histories() {
 #[ignore = "records histories for the replay gate; run with --ignored"]
 async fn record_fleet_histories() {
     use runtime::ActivityHooks;
-    use workflows::gpuaas::{NodeTimeouts, ReconcileFleet, ReconcileInput};
     use temporalio_client::{WorkflowGetResultOptions, WorkflowStartOptions};
+    use workflows::gpuaas::{NodeTimeouts, ReconcileFleet, ReconcileInput};
 
     let mut p = Platform::start(Options {
         lifecycle: api::LifecycleArgs {
@@ -185,9 +186,13 @@ async fn record_fleet_histories() {
     assert_eq!(status, 202);
     p.wait_state(drained, &["terminated"], LONG).await;
     p.wait_node_state("rec", "cordoned").await;
-    save(&format!("node-lifecycle-{node_id}"), "node_lifecycle").await;
     save(
-        &format!("instance-terminate-{drained}"),
+        &vocabulary::node_lifecycle_id(node_id.parse().unwrap()),
+        "node_lifecycle",
+    )
+    .await;
+    save(
+        &vocabulary::instance_terminate_id(drained),
         "terminate_by_drain",
     )
     .await;

@@ -1,8 +1,9 @@
 //! ProvisionInstance / TerminateInstance end to end, including their failure paths.
 
-use crate::harness::{Options, Platform, process_alive};
-use serde_json::json;
+use crate::harness::{Options, Platform, TOKEN, process_alive};
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+use workflows::gpuaas::vocabulary::{InstanceStep, search};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -93,7 +94,7 @@ async fn concurrent_creates_beyond_capacity_never_double_book() {
         "no GPU is in two live allocations"
     );
     assert_eq!(p.total_live_allocations().await, 12);
-    let mut held: Vec<(uuid::Uuid, i32)> = running
+    let mut held: Vec<(shared_ids::NodeId, i32)> = running
         .iter()
         .map(|i| (i.node_id.unwrap(), i.gpu_indices[0]))
         .collect();
@@ -125,7 +126,7 @@ async fn a_request_waits_for_capacity_and_runs_once_it_frees() {
         "the second request explains that it waits",
         || async {
             let i = p.instance(waiting).await;
-            i.current_step == "waiting_for_capacity"
+            i.current_step == InstanceStep::WaitingForCapacity.as_str()
                 && i.status_message
                     .as_deref()
                     .is_some_and(|m| m.contains("no node has 4 free H100-80GB"))
@@ -141,7 +142,7 @@ async fn a_request_waits_for_capacity_and_runs_once_it_frees() {
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 4, "capacity_timeout_seconds": 120}))
         .await;
     p.eventually(LONG, "the third waits too", || async {
-        p.instance(withdrawn).await.current_step == "waiting_for_capacity"
+        p.instance(withdrawn).await.current_step == InstanceStep::WaitingForCapacity.as_str()
     })
     .await;
     assert_eq!(p.delete(withdrawn).await, 202);
@@ -256,7 +257,7 @@ async fn a_worker_killed_mid_provisioning_completes_after_restart() {
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
         .await;
     p.eventually(LONG, "provisioning reaches the node", || async {
-        p.instance(id).await.current_step == "starting_workload"
+        p.instance(id).await.current_step == InstanceStep::StartingWorkload.as_str()
     })
     .await;
     p.kill_worker_process();
@@ -322,7 +323,7 @@ async fn a_stuck_provisioning_shows_its_step_and_node_in_temporal() {
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
         .await;
     p.eventually(LONG, "the workflow waits on the ghost node", || async {
-        p.instance(id).await.current_step == "starting_workload"
+        p.instance(id).await.current_step == InstanceStep::StartingWorkload.as_str()
     })
     .await;
 
@@ -350,7 +351,9 @@ async fn a_stuck_provisioning_shows_its_step_and_node_in_temporal() {
                 )
             })
             .collect();
-        if attributes.get("GpuaasStep").map(String::as_str) == Some("starting_workload") {
+        if attributes.get(search::STEP.name()).map(String::as_str)
+            == Some(InstanceStep::StartingWorkload.as_str())
+        {
             break attributes;
         }
         assert!(
@@ -359,9 +362,12 @@ async fn a_stuck_provisioning_shows_its_step_and_node_in_temporal() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(attributes["GpuaasInstanceId"], id.to_string());
-    assert_eq!(attributes["GpuaasNodeId"], ghost.to_string());
-    assert_eq!(attributes["GpuaasProjectId"], platform_iam_default_project());
+    assert_eq!(attributes[search::INSTANCE_ID.name()], id.to_string());
+    assert_eq!(attributes[search::NODE_ID.name()], ghost.to_string());
+    assert_eq!(
+        attributes[search::PROJECT_ID.name()],
+        platform_iam_default_project()
+    );
 }
 
 fn platform_iam_default_project() -> String {
@@ -389,7 +395,7 @@ async fn with_the_workflow_cache_disabled_every_task_replays_and_still_completes
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 2, "capacity_timeout_seconds": 60}))
         .await;
     p.eventually(LONG, "it waits", || async {
-        p.instance(waiting).await.current_step == "waiting_for_capacity"
+        p.instance(waiting).await.current_step == InstanceStep::WaitingForCapacity.as_str()
     })
     .await;
     p.delete(ok).await;
@@ -598,7 +604,7 @@ async fn instance_count(p: &Platform) -> i64 {
 }
 
 /// Asserts a response is the problem+json error `code` with `status`.
-async fn expect_problem(resp: reqwest::Response, status: u16, code: &str) {
+pub(crate) async fn expect_problem(resp: reqwest::Response, status: u16, code: &str) {
     let got = resp.status().as_u16();
     assert_problem(got, &resp.json().await.unwrap(), status, code);
 }

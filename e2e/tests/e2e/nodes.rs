@@ -1,11 +1,13 @@
 //! Fleet reliability end to end: dead agents (real processes, SIGKILLed), fencing, drain, GPU
 //! health with auto-cordon and recovery, and the orphan reconciler.
 
-use crate::harness::{Options, Platform, process_alive};
-use runtime::ActivityHooks;
+use crate::harness::{Options, Platform, TOKEN, process_alive};
+use crate::instances::expect_problem;
 use api::LifecycleArgs;
+use runtime::ActivityHooks;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+use workflows::gpuaas::vocabulary::{self as vocabulary};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -446,9 +448,9 @@ async fn decommissioning_a_dead_node_releases_its_fenced_gpus_and_retires_it() {
         .connect("test")
         .await
         .unwrap();
-    let handle = client.get_workflow_handle::<workflows::gpuaas::NodeLifecycle>(format!(
-        "node-lifecycle-{node_id}"
-    ));
+    let handle = client.get_workflow_handle::<workflows::gpuaas::NodeLifecycle>(
+        vocabulary::node_lifecycle_id(node_id.parse().unwrap()),
+    );
     p.eventually(LONG, "the lifecycle workflow completes", || async {
         let d = handle.describe(Default::default()).await.unwrap();
         d.raw_description
@@ -484,7 +486,9 @@ async fn new_lifecycle_timings_reach_a_running_node_workflow() {
         drain_poll_s: lifecycle.drain_poll_seconds,
     };
     client
-        .get_workflow_handle::<NodeLifecycle>(format!("node-lifecycle-{node_id}"))
+        .get_workflow_handle::<NodeLifecycle>(vocabulary::node_lifecycle_id(
+            node_id.parse().unwrap(),
+        ))
         .signal(NodeLifecycle::configure, shorter, Default::default())
         .await
         .unwrap();
@@ -510,7 +514,9 @@ async fn a_down_node_whose_lifecycle_run_was_lost_is_fenced_and_brought_back() {
         .await
         .unwrap();
     client
-        .get_workflow_handle::<workflows::gpuaas::NodeLifecycle>(format!("node-lifecycle-{node_id}"))
+        .get_workflow_handle::<workflows::gpuaas::NodeLifecycle>(vocabulary::node_lifecycle_id(
+            node_id.parse().unwrap(),
+        ))
         .terminate(Default::default())
         .await
         .unwrap();

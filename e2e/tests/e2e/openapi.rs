@@ -1,16 +1,18 @@
 //! Contract tests: `doc/api/openapi.yaml` against what the code serves. The routes against
-//! `api::ROUTES`, the component schemas against the serialised wire types, the problem
+//! `api::routes()`, the component schemas against the serialised wire types, the problem
 //! responses against the problem+json convention, the enums against the domain's states, and the
 //! documented error codes against the codes the API and the domain emit. No database or Temporal.
 
-use chrono::{DateTime, TimeZone, Utc};
 use api_types::gpuaas::{
-    CreateInstanceRequest, DrainNodeRequest, Gpu, GpuReport, Instance, List, Node, NodeEvent, Page,
-    Problem, RegisterNodeRequest, RegisterNodeResponse, Sku,
+    CreateInstanceRequest, DrainNodeRequest, Gpu, GpuReport, Instance, Node, NodeEvent,
+    RegisterNodeRequest, RegisterNodeResponse, Sku,
 };
+use api_types::{List, Page, Problem};
+use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use shared_ids::{InstanceId, NodeId, ProjectId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
@@ -114,20 +116,17 @@ fn spec_lists_exactly_the_routes_the_router_serves() {
         .into_iter()
         .map(|(method, path, _)| (method.to_uppercase(), path))
         .collect();
-    let served: BTreeSet<(String, String)> = api::ROUTES
+    let routes = api::routes();
+    let served: BTreeSet<(String, String)> = routes
         .iter()
         .map(|(method, path)| (method.to_string(), path.to_string()))
         .collect();
-    assert_eq!(
-        served.len(),
-        api::ROUTES.len(),
-        "ROUTES lists a route twice"
-    );
+    assert_eq!(served.len(), routes.len(), "ROUTES lists a route twice");
     let undocumented: Vec<_> = served.difference(&documented).collect();
     let unserved: Vec<_> = documented.difference(&served).collect();
     assert!(
         undocumented.is_empty() && unserved.is_empty(),
-        "doc/api/openapi.yaml and api::ROUTES disagree\n  \
+        "doc/api/openapi.yaml and api::routes() disagree\n  \
          served but missing from the spec: {undocumented:?}\n  \
          in the spec but not served: {unserved:?}"
     );
@@ -168,7 +167,7 @@ fn gpu(index: i32, allocated: bool) -> Gpu {
 /// Every `Option` is `Some`, so every field is on the wire.
 fn node_full() -> Node {
     Node {
-        id: Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0001),
+        id: NodeId::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0001),
         name: "gpu-node-1.example".into(),
         state: "ready".into(),
         cordon_reason: Some("gpu_unhealthy".into()),
@@ -205,8 +204,8 @@ fn node_bare() -> Node {
 /// Every `Option` is `Some`, so every field is on the wire.
 fn instance_full() -> Instance {
     Instance {
-        id: Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0002),
-        project_id: Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0003),
+        id: InstanceId::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0002),
+        project_id: ProjectId::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0003),
         name: "train-1".into(),
         sku: "h100-80gb-sxm".into(),
         gpu_count: 2,
@@ -516,7 +515,7 @@ fn schema_errors(spec: &Value) -> Vec<String> {
         "RegisterNodeResponse",
         &[RegisterNodeResponse {
             node_id: node_full().id,
-            task_queue: format!("node-{}", node_full().id),
+            task_queue: contract_node::vocabulary::task_queue(node_full().id),
         }],
         &mut errors,
     );
@@ -859,15 +858,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn api_sources() -> Vec<(PathBuf, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
-    rust_files(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
-        &mut files,
-    );
+    rust_files(&root.join("api/src"), &mut files);
     for f in [
-        "domains/shared/src/error.rs",
+        "domains/shared/kernel/src/error.rs",
         "domains/products/gpuaas/src/instance.rs",
         "domains/products/gpuaas/src/node.rs",
-        "domains/products/gpuaas/src/lifecycle.rs",
+        "domains/products/gpuaas/src/node_lifecycle.rs",
         "domains/products/gpuaas/src/events.rs",
         "domains/products/gpuaas/src/sku.rs",
     ] {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_route_is_served() {
     let p = Platform::start(Options::default()).await;
-    for (method, path) in api::ROUTES {
+    for (method, path) in api::routes() {
         let url = format!(
             "{}{}",
             p.api_url,
@@ -101,6 +101,12 @@ async fn the_worker_process_serves_its_metrics_over_http() {
         page.contains(r#"gpuaas_provisioning_duration_seconds_bucket{le="600"} 1"#),
         "{page}"
     );
-    assert!(page.contains("# HELP gpuaas_provisioning_duration_seconds"), "{page}");
-    assert!(page.contains("# TYPE gpuaas_provisioning_duration_seconds histogram"), "{page}");
+    assert!(
+        page.contains("# HELP gpuaas_provisioning_duration_seconds"),
+        "{page}"
+    );
+    assert!(
+        page.contains("# TYPE gpuaas_provisioning_duration_seconds histogram"),
+        "{page}"
+    );
 }

@@ -2,9 +2,11 @@
 //! unreadable nodes skipped, unstarted provisionings started, lost node lifecycles restarted.
 
 use crate::harness::{Options, Platform, process_alive};
-use crate::nodes::{assert_events, event_kinds, events};
-use serde_json::{Value, json};
+use crate::nodes::event_kinds;
+use runtime::ActivityHooks;
+use serde_json::json;
 use std::time::Duration;
+use workflows::gpuaas::vocabulary::{self as vocabulary};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -81,9 +83,7 @@ async fn the_reconciler_stops_orphans_fails_vanished_instances_and_skips_unreada
         "an unreadable node is never acted on"
     );
     assert_eq!(p.inconsistent_free_counters().await, 0);
-    let metrics = gpuaas_activities::service::init_metrics(None)
-        .unwrap()
-        .render();
+    let metrics = runtime::metrics::init(None).unwrap().render();
     assert!(
         metrics.contains("gpuaas_reconciler_fixes_total{kind=\"orphan_stopped\"}"),
         "{metrics}"
@@ -99,15 +99,15 @@ async fn the_reconciler_starts_a_provisioning_the_api_recorded_but_never_started
     .await;
     p.start_agent("h100", "8xH100-80GB", 200).await;
     // The API died between recording the instance and starting its workflow, 2 minutes ago.
-    let id = uuid::Uuid::now_v7();
+    let id = shared_ids::InstanceId::new();
     sqlx::query(
         "INSERT INTO gpuaas.instances (id, project_id, name, sku_id, gpu_count, command, state,
-             workflow_id, current_step, created_at)
+             current_step, created_at)
          VALUES ($1, $2, 'orphaned-request', 'h100-80gb-sxm', 1, 'sleep infinity', 'pending',
-                 'instance-provision-' || $1, 'queued', now() - interval '2 minutes')",
+                 'queued', now() - interval '2 minutes')",
     )
-    .bind(id)
-    .bind(platform_iam::DEFAULT_PROJECT.0)
+    .bind(id.uuid())
+    .bind(platform_iam::DEFAULT_PROJECT.uuid())
     .execute(&p.pool)
     .await
     .unwrap();
@@ -118,7 +118,7 @@ async fn the_reconciler_starts_a_provisioning_the_api_recorded_but_never_started
     let started: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM gpuaas.events WHERE kind = 'reconciler.provisioning_started' AND instance_id = $1",
     )
-    .bind(id)
+    .bind(id.uuid())
     .fetch_one(&p.pool)
     .await
     .unwrap();
@@ -141,9 +141,9 @@ async fn the_reconciler_restarts_a_lost_node_lifecycle_so_the_node_stays_watched
         .connect("test")
         .await
         .unwrap();
-    let handle = client.get_workflow_handle::<workflows::gpuaas::NodeLifecycle>(format!(
-        "node-lifecycle-{node_id}"
-    ));
+    let handle = client.get_workflow_handle::<workflows::gpuaas::NodeLifecycle>(
+        vocabulary::node_lifecycle_id(node_id.parse().unwrap()),
+    );
     handle.terminate(Default::default()).await.unwrap();
 
     p.eventually(LONG, "the reconciler starts a new lifecycle", || async {

@@ -1,11 +1,64 @@
 //! The replay gate: every recorded history (happy, failure and compensation paths of every
-//! workflow type, recorded by `workers/tests/platform/histories.rs`) must replay against the current
-//! workflow code. A change that breaks one needs `ctx.patched(..)`, or, when nothing of the old
-//! code can still be running, a re-recording.
+//! workflow type, recorded by `histories.rs`) must replay against the current workflow code. A
+//! change that breaks one needs `ctx.patched(..)`, or, when nothing of the old code can still be
+//! running, a re-recording. And each workflow's own list of activities (`ACTIVITIES`, which the
+//! fault suite walks) must be what its recorded successful run executed.
 
-use workflows::gpuaas::{NodeLifecycle, ProvisionInstance, ReconcileFleet, TerminateInstance};
+use serde_json::Value;
 use temporalio_client::WorkflowHistory;
+use temporalio_common::protos::temporal::api::history::v1::History;
+use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+use workflows::gpuaas::{
+    ActivityStep, NodeLifecycle, ProvisionInstance, ReconcileFleet, TerminateInstance,
+    instance_provision, instance_terminate,
+};
+
+fn history_file(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/histories")
+        .join(format!("{name}.json"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The activity types a recorded run executed, in order: regular activities as scheduled, local
+/// ones as their markers record them.
+fn executed_activities(json: &[u8]) -> Vec<String> {
+    let history: History = serde_json::from_slice(json).unwrap();
+    history
+        .events
+        .iter()
+        .filter_map(|event| match event.attributes.as_ref()? {
+            Attributes::ActivityTaskScheduledEventAttributes(a) => {
+                a.activity_type.as_ref().map(|t| t.name.clone())
+            }
+            Attributes::MarkerRecordedEventAttributes(m)
+                if m.marker_name == "core_local_activity" =>
+            {
+                let data = &m.details.get("data")?.payloads.first()?.data;
+                let marker: Value = serde_json::from_slice(data).ok()?;
+                marker["activity_type"].as_str().map(str::to_string)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn names(steps: &[ActivityStep]) -> Vec<String> {
+    steps.iter().map(|s| s.activity.to_string()).collect()
+}
+
+#[test]
+fn each_workflows_activity_list_is_what_its_successful_run_executed() {
+    assert_eq!(
+        executed_activities(&history_file("provision_running")),
+        names(instance_provision::ACTIVITIES)
+    );
+    assert_eq!(
+        executed_activities(&history_file("terminate_running")),
+        names(instance_terminate::ACTIVITIES)
+    );
+}
 
 #[tokio::test]
 async fn every_recorded_history_replays() {

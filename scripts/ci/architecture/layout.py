@@ -24,8 +24,9 @@ LAYERS = {
     5: "activities",
     6: "workflows",
     7: "top",
+    8: "tests",
 }
-PLATFORM, PRODUCTS, TOP = 2, 3, 7
+PLATFORM, PRODUCTS, TOP, TESTS = 2, 3, 7, 8
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,11 @@ SLOTS: tuple[Slot, ...] = (
     Slot("api", "api", 7, "REST API"),
     Slot("workers", "workers", 7, "control-plane worker"),
     Slot("node-agent", "node-agent", 7, "node agent"),
-    Slot("e2e", "e2e", 7, "end-to-end tests"),
-    Slot("runtime", "runtime", None, "process plumbing", may_depend_on=(), used_by_layers=(TOP,)),
+    # Above the binaries it drives: its harness library links the API, the worker and the agent.
+    Slot("e2e", "e2e", 8, "end-to-end tests and benchmarks"),
+    Slot("runtime", "runtime", None, "process plumbing", may_depend_on=(), used_by_layers=(TOP, TESTS)),
     Slot("api/types", "api-types", None, "wire types", may_depend_on=("shared-ids",),
-         used_by_layers=(TOP,), used_by=("cli",)),
+         used_by_layers=(TOP, TESTS), used_by=("cli",)),
     Slot("cli", "cli", None, "HTTP client", may_depend_on=("api-types", "shared-ids")),
 )
 
@@ -171,8 +173,13 @@ VOCABULARY_FILE = "vocabulary.rs"
 VOCABULARY_DIRS = ("activities/src", "contracts/*/src")
 # Every other .rs file under these folders (src, tests, benches) must not spell them by hand.
 VOCABULARY_USERS = ("activities", "workflows", "api", "workers", "node-agent", "runtime", "contracts", "e2e")
+# The one file that may spell them: the test that pins every name (a rename must fail a test).
+VOCABULARY_PINS = ("e2e/tests/e2e/vocabulary.rs",)
 # Declares `SEARCH_ATTRIBUTES=(Name=Type ...)` for the dev and test Temporal servers.
 SEARCH_ATTRIBUTES_FILE = "scripts/lib.sh"
 
 RUSTFMT_FILE = "rustfmt.toml"
-E2E_PATH = "e2e"  # the only crate with integration-test targets, and exactly one
+E2E_PATH = "e2e"  # the crate with the one platform-wide integration-test target
+# Domain crates may keep their own integration tests (Postgres only): they link no Temporal, no
+# HTTP, so their binaries are small.
+OWN_INTEGRATION_TESTS = ("domains/",)

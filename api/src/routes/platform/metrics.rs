@@ -19,41 +19,45 @@ pub async fn prometheus(State(state): State<AppState>) -> ApiResult<impl IntoRes
 }
 
 fn render(s: &FleetStats) -> String {
-    let by_state = |rows: &[(&str, i64)]| -> Vec<(String, i64)> {
-        rows.iter()
-            .map(|(state, n)| (format!("{{state=\"{state}\"}}"), *n))
-            .collect()
-    };
-    let unlabelled = |n: i64| vec![(String::new(), n)];
-    let gauges = [
+    let mut out = String::new();
+    let by_state = [
         (
             "gpuaas_instances",
             "Instances by state.",
-            by_state(&s.instances_by_state),
+            &s.instances_by_state,
         ),
-        (
-            "gpuaas_nodes",
-            "Nodes by state.",
-            by_state(&s.nodes_by_state),
-        ),
-        ("gpuaas_gpus", "GPUs registered.", unlabelled(s.gpus_total)),
+        ("gpuaas_nodes", "Nodes by state.", &s.nodes_by_state),
+    ];
+    for (name, help, rows) in by_state {
+        gauge(&mut out, name, help);
+        for (state, n) in rows.iter() {
+            let _ = writeln!(out, "{name}{{state=\"{state}\"}} {n}");
+        }
+    }
+    render_totals(s, &mut out);
+    out
+}
+
+fn render_totals(s: &FleetStats, out: &mut String) {
+    let totals = [
+        ("gpuaas_gpus", "GPUs registered.", s.gpus_total),
         (
             "gpuaas_gpus_allocated",
             "GPUs in a live allocation.",
-            unlabelled(s.gpus_allocated),
+            s.gpus_allocated,
         ),
         (
             "gpuaas_gpus_unhealthy",
             "GPUs reported unhealthy.",
-            unlabelled(s.gpus_unhealthy),
+            s.gpus_unhealthy,
         ),
     ];
-    let mut out = String::new();
-    for (name, help, samples) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
+    for (name, help, n) in totals {
+        gauge(out, name, help);
+        let _ = writeln!(out, "{name} {n}");
     }
-    out
+}
+
+fn gauge(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
 }

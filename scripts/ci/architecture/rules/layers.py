@@ -100,7 +100,8 @@ def self_test() -> list[str]:
         ("cli -> product", "cli", Dep("product-gpuaas"), "cli may depend on api-types, shared-ids"),
         ("cli -> runtime", "cli", Dep("runtime"), "runtime"),
         ("api -> cli", "api", Dep("cli"), "nothing may depend on cli"),
-        ("e2e -> api (normal)", "e2e", Dep("api"), "strictly lower"),
+        ("workers -> e2e", "workers", Dep("e2e"), "strictly lower"),
+        ("api -> workers (same layer)", "api", Dep("workers"), "strictly lower"),
     ]
     for label, crate, dep, mention in bad:
         e.bad(label, check(add_dep(crate, dep)), mention)

@@ -1,6 +1,7 @@
 """Rule 12: integration tests are one binary: integration-test targets (cargo target kind `test`:
 `tests/*.rs`, `tests/*/main.rs`, `[[test]]`) exist only in the crate at layout.E2E_PATH, and it has
-exactly one. Lib and bin unit tests, benches and binaries are allowed anywhere."""
+exactly one; domain crates (layout.OWN_INTEGRATION_TESTS) may keep their own, which link only the
+domain and Postgres. Lib and bin unit tests, benches and binaries are allowed anywhere."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from ..model import Crate, Target
 from ._selftest import Expect, good_crates, mutate, without
 
 NAME = "12 one-e2e-binary"
-SUMMARY = "integration-test targets exist only in e2e, and it has exactly one"
+SUMMARY = "integration-test targets exist only in e2e (exactly one) and domain crates"
 
 
 def check(crates: list[Crate]) -> list[str]:
@@ -25,6 +26,8 @@ def check(crates: list[Crate]) -> list[str]:
                 names = ", ".join(f"{t.name} ({t.src_path})" for t in tests)
                 out.append(f"{c.manifest}: {c.name} has {len(tests)} integration-test targets ({names}): keep one "
                            "binary and make the others modules of it (each test binary links everything again)")
+            continue
+        if any(c.path.startswith(p) for p in layout.OWN_INTEGRATION_TESTS):
             continue
         for t in tests:
             out.append(f"{t.src_path}: integration-test target `{t.name}` in {c.name}: integration tests live in the "
@@ -42,9 +45,11 @@ def self_test() -> list[str]:
     def add_target(crate: str, target: Target):
         return mutate(lambda c: c[crate].targets.append(target))
 
-    e.bad("test target in a domain crate", check(add_target("product-gpuaas", Target(
-        "placement", ["test"], "domains/products/gpuaas/tests/placement.rs"))),
-        "domains/products/gpuaas/tests/placement.rs", "product-gpuaas")
+    e.good("test target in a domain crate", check(add_target("product-gpuaas", Target(
+        "placement", ["test"], "domains/products/gpuaas/tests/placement.rs"))))
+    e.bad("test target in activities", check(add_target("activities", Target(
+        "idempotency", ["test"], "activities/tests/idempotency.rs"))),
+        "activities/tests/idempotency.rs", "activities")
     e.bad("test target in workers", check(add_target("workers", Target("platform", ["test"], "workers/tests/platform/main.rs"))),
           "workers/tests/platform/main.rs")
     e.bad("two e2e binaries", check(add_target("e2e", Target("fleet", ["test"], "e2e/tests/fleet.rs"))),

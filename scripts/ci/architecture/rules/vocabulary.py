@@ -53,7 +53,8 @@ def check(files: list[Source], lib_sh: str | None) -> list[str]:
     `lib_sh`: the text of layout.SEARCH_ATTRIBUTES_FILE (None: missing)."""
     vocab = sorted((p, t) for p, t in files if is_vocabulary(p))
     users = sorted((p, t) for p, t in files
-                   if not is_vocabulary(p) and any(under(p, d) for d in layout.VOCABULARY_USERS))
+                   if not is_vocabulary(p) and p not in layout.VOCABULARY_PINS
+                   and any(under(p, d) for d in layout.VOCABULARY_USERS))
     if not vocab:
         where = " or ".join(f"{d}/**/{layout.VOCABULARY_FILE}" for d in layout.VOCABULARY_DIRS)
         return [f"no vocabulary module ({where}): Temporal names must be spelt in one place; "
