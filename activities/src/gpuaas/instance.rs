@@ -81,12 +81,12 @@ impl InstanceActivities {
         id: InstanceId,
     ) -> Result<Transition, ActivityError> {
         let result = instance::mark_running(&self.pool, id).await;
-        if let Ok(Transition::Applied) = result {
-            if let Ok(i) = instance::get_any(&self.pool, id).await {
-                let took = i.running_at.unwrap_or(i.updated_at) - i.created_at;
-                ::metrics::histogram!(metrics::PROVISIONING_DURATION)
-                    .record(took.num_milliseconds() as f64 / 1000.0);
-            }
+        if let Ok(Transition::Applied) = result
+            && let Ok(i) = instance::get_any(&self.pool, id).await
+        {
+            let took = i.running_at.unwrap_or(i.updated_at) - i.created_at;
+            ::metrics::histogram!(metrics::PROVISIONING_DURATION)
+                .record(took.num_milliseconds() as f64 / 1000.0);
         }
         finish(&self.hook, activity::MARK_RUNNING, result)
     }

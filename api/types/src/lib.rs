@@ -3,7 +3,10 @@
 //! `doc/api/openapi.yaml` describes the same shapes (the e2e `openapi` tests keep them equal).
 //! Ids are typed (`shared-ids`) and travel as bare UUIDs.
 
+pub mod appplatform;
 pub mod gpuaas;
+pub mod platform;
+pub mod tokenfactory;
 
 use serde::{Deserialize, Serialize};
 

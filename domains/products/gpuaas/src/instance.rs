@@ -260,23 +260,21 @@ impl NewInstance {
                 ));
             }
         }
-        if let Some(cmd) = &self.command {
-            if cmd.trim().is_empty() || cmd.len() > 4096 {
-                return Err(DomainError::invalid(
-                    "invalid_command",
-                    "command must be 1-4096 characters",
-                ));
-            }
+        if let Some(cmd) = &self.command
+            && (cmd.trim().is_empty() || cmd.len() > 4096)
+        {
+            return Err(DomainError::invalid(
+                "invalid_command",
+                "command must be 1-4096 characters",
+            ));
         }
-        if let Some(t) = self.capacity_timeout_s {
-            if !(0..=MAX_CAPACITY_TIMEOUT_S).contains(&t) {
-                return Err(DomainError::invalid(
-                    "invalid_capacity_timeout",
-                    format!(
-                        "capacity_timeout must be between 0 and {MAX_CAPACITY_TIMEOUT_S} seconds"
-                    ),
-                ));
-            }
+        if let Some(t) = self.capacity_timeout_s
+            && !(0..=MAX_CAPACITY_TIMEOUT_S).contains(&t)
+        {
+            return Err(DomainError::invalid(
+                "invalid_capacity_timeout",
+                format!("capacity_timeout must be between 0 and {MAX_CAPACITY_TIMEOUT_S} seconds"),
+            ));
         }
         Ok(())
     }
@@ -300,13 +298,13 @@ pub async fn create(
     req.validate()?;
     let sku = sku::get(pool, &req.sku).await?;
     sku.check_gpu_count(req.gpu_count)?;
-    if let Some(key) = idempotency_key {
-        if key.is_empty() || key.len() > 255 {
-            return Err(DomainError::invalid(
-                "invalid_idempotency_key",
-                "Idempotency-Key must be 1-255 characters",
-            ));
-        }
+    if let Some(key) = idempotency_key
+        && (key.is_empty() || key.len() > 255)
+    {
+        return Err(DomainError::invalid(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1-255 characters",
+        ));
     }
     let id = InstanceId::new();
     let name = req

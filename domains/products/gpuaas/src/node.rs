@@ -123,13 +123,13 @@ impl NodeRegistration {
                 ));
             }
         }
-        if let Some(first) = self.gpus.first() {
-            if self.gpus.iter().any(|g| g.model != first.model) {
-                return Err(DomainError::invalid(
-                    "invalid_gpus",
-                    "a node's GPUs must all be the same model",
-                ));
-            }
+        if let Some(first) = self.gpus.first()
+            && self.gpus.iter().any(|g| g.model != first.model)
+        {
+            return Err(DomainError::invalid(
+                "invalid_gpus",
+                "a node's GPUs must all be the same model",
+            ));
         }
         Ok(())
     }

@@ -68,8 +68,10 @@ pub async fn plan(
 ) -> DomainResult<Vec<Fix>> {
     let reported_ids: Vec<Uuid> = reported.iter().map(|w| w.instance_id.uuid()).collect();
     // Every instance the report names, runs on the node, or holds GPUs there.
-    type Row = (Uuid, String, Option<Uuid>, Option<f64>, bool, bool);
-    let rows: Vec<Row> = sqlx::query_as(
+    // (instance, state, its node, seconds running at the read, holds GPUs here, ended before it)
+    type Stored = (Uuid, String, Option<Uuid>, Option<f64>, bool, bool);
+    type Row = (InstanceId, String, Option<NodeId>, Option<f64>, bool, bool);
+    let rows: Vec<Stored> = sqlx::query_as(
         "SELECT i.id, i.state, i.node_id,
                 extract(epoch FROM $3 - i.running_at)::float8,
                 EXISTS (SELECT 1 FROM gpuaas.allocations a
@@ -85,7 +87,7 @@ pub async fn plan(
     .bind(read_at)
     .fetch_all(pool)
     .await?;
-    let rows: Vec<(InstanceId, String, Option<NodeId>, Option<f64>, bool, bool)> = rows
+    let rows: Vec<Row> = rows
         .into_iter()
         .map(|(id, state, on, running_for, holds, ended)| {
             (

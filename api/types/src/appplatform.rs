@@ -1,0 +1,1 @@
+//! Wire types of the app platform route family (apps, versions, deployments). None yet.
