@@ -13,6 +13,7 @@ mod reconcile;
 mod activities;
 mod agent;
 mod replay;
+mod sdk;
 // The contract and the operator's surfaces.
 mod cli;
 mod openapi;
