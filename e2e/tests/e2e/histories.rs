@@ -1,7 +1,8 @@
-//! Records workflow histories for the replay gate (`workflows/tests/replay.rs`), covering the
-//! happy path and every failure and compensation path. Run on purpose, not in the test suite:
+//! Records workflow histories for the replay gate (`replay.rs`, files in `e2e/tests/histories/`),
+//! covering the happy path and every failure and compensation path. Run on purpose, not in the
+//! test suite:
 //!
-//!     GPUAAS_RECORD_HISTORIES=1 scripts/test -p gpuaas-workers --test platform record_ -- --ignored
+//!     scripts/test -p e2e --run-ignored only histories::
 //!
 //! Re-record when a workflow change is *meant* to be incompatible (and add a `patched` branch
 //! instead if histories of the old code may still be running somewhere).
@@ -132,7 +133,7 @@ async fn record_histories() {
 /// Histories of the fleet workflows: a node's lifecycle through GPU failure and recovery, agent
 /// loss (down, grace, fencing, back up) and a drain; and a reconciler pass that fixes things.
 ///
-///     GPUAAS_RECORD_HISTORIES=1 scripts/test -p gpuaas-workers --test platform record_fleet -- --ignored
+///     scripts/test -p e2e --run-ignored only histories::record_fleet
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "records histories for the replay gate; run with --ignored"]
 async fn record_fleet_histories() {

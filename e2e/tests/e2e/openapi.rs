@@ -590,7 +590,7 @@ fn schemas_match_wire_types() {
     let errors = schema_errors(&spec());
     assert!(
         errors.is_empty(),
-        "doc/api/openapi.yaml schemas disagree with gpuaas-api-types:\n  {}",
+        "doc/api/openapi.yaml schemas disagree with api-types:\n  {}",
         errors.join("\n  ")
     );
 }

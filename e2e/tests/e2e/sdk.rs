@@ -141,7 +141,7 @@ where
 /// The reproduction for upstream: the pattern crashes a debug build's worker. Ignored: it shows
 /// the SDK's bug, not ours; run it after an SDK upgrade to see whether the bug is gone.
 ///
-///     scripts/test -p e2e sdk::the_sdk_panics -- --run-ignored only
+///     scripts/test -p e2e --run-ignored only sdk::the_sdk_panics
 #[test]
 #[ignore = "reproduces an sdk-core bug (doc/sdk-issues.md); run on purpose"]
 fn the_sdk_panics_when_a_run_with_a_command_beside_a_local_activity_is_evicted() {

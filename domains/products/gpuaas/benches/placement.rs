@@ -1,6 +1,6 @@
 //! Placement throughput on a synthetic fleet, against a real Postgres.
 //!
-//! `cargo bench -p gpuaas-domain --bench placement [-- --allocations N --allocators K --nodes M
+//! `scripts/bench placement [--allocations N --allocators K --nodes M
 //! --mix 1=70,2=20,8=10 --overflow X]`
 //!
 //! Setup (not timed): a fresh database on the server `GPUAAS_TEST_DATABASE_URL` names, `--nodes`
@@ -98,7 +98,7 @@ fn parse_args() -> Args {
 fn command_line(a: &Args) -> String {
     let mix: Vec<String> = a.mix.iter().map(|(g, w)| format!("{g}={w}")).collect();
     let mut cmd = format!(
-        "cargo bench -p gpuaas-domain --bench placement -- --allocations {} --allocators {} --nodes {} --mix {} --overflow {}",
+        "scripts/bench placement --allocations {} --allocators {} --nodes {} --mix {} --overflow {}",
         a.allocations,
         a.allocators,
         a.nodes,
