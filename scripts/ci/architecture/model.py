@@ -33,6 +33,7 @@ class Target:
     name: str
     kinds: list[str]  # "lib", "bin", "test", "bench", "example", "custom-build", ...
     src_path: str  # relative to the root
+    test: bool = True  # whether `cargo test` builds and runs this target's unit tests
 
 
 @dataclass
@@ -114,7 +115,7 @@ def load_crates(meta: dict) -> list[Crate]:
                 rel = src.relative_to(root).as_posix()
             except ValueError:
                 rel = src.as_posix()
-            targets.append(Target(t["name"], list(t.get("kind") or []), rel))
+            targets.append(Target(t["name"], list(t.get("kind") or []), rel, bool(t.get("test", True))))
         crates.append(Crate(p["name"], path, deps, dict(p.get("features") or {}), targets, text))
     return sorted(crates, key=lambda c: c.path)
 

@@ -1,7 +1,9 @@
 """Rule 12: integration tests are one binary: integration-test targets (cargo target kind `test`:
 `tests/*.rs`, `tests/*/main.rs`, `[[test]]`) exist only in the crate at layout.E2E_PATH, and it has
 exactly one; domain crates (layout.OWN_INTEGRATION_TESTS) may keep their own, which link only the
-domain and Postgres. Lib and bin unit tests, benches and binaries are allowed anywhere."""
+domain and Postgres. Lib and bin unit tests, benches and binaries are allowed anywhere, but a
+crate that holds unit tests (`#[cfg(test)]`) must not turn its tests off (`test = false`, which
+saves a test binary per crate that has none): they would never run."""
 
 from __future__ import annotations
 
@@ -13,8 +15,14 @@ NAME = "12 one-e2e-binary"
 SUMMARY = "integration-test targets exist only in e2e (exactly one) and domain crates"
 
 
-def check(crates: list[Crate]) -> list[str]:
+def check(crates: list[Crate], unit_tests: dict[str, list[str]] | None = None) -> list[str]:
     out = []
+    for c in crates:
+        files = (unit_tests or {}).get(c.path, [])
+        off = [t for t in c.targets if ("lib" in t.kinds or "bin" in t.kinds) and not t.test]
+        if files and off and not any(t.test for t in c.targets if "lib" in t.kinds or "bin" in t.kinds):
+            out.append(f"{files[0]}: {c.name} holds unit tests (`#[cfg(test)]`) but its targets have "
+                       f"`test = false` ({', '.join(t.name for t in off)}): they never run; remove `test = false`")
     e2e = next((c for c in crates if c.path == layout.E2E_PATH), None)
     for c in crates:
         tests = [t for t in c.targets if "test" in t.kinds]
@@ -58,5 +66,14 @@ def self_test() -> list[str]:
           "e2e/Cargo.toml", "no integration-test target")
     e.bad("no e2e crate", check(without("e2e")), "e2e/")
     e.good("a bench", check(add_target("workers", Target("b", ["bench"], "workers/benches/b.rs"))))
+
+    def tests_off(crate: str):
+        def edit(c):
+            c[crate].targets = [Target(t.name, t.kinds, t.src_path, False) for t in c[crate].targets]
+        return mutate(edit)
+
+    e.bad("unit tests in a crate with test = false",
+          check(tests_off("workflows"), {"workflows": ["workflows/src/a.rs"]}), "workflows/src/a.rs", "never run")
+    e.good("test = false without unit tests", check(tests_off("workflows"), {"api": ["api/src/a.rs"]}))
     e.good("a bin", check(add_target("api", Target("x", ["bin"], "api/src/bin/x.rs"))))
     return e.failures
