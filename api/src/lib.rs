@@ -6,7 +6,8 @@ pub mod extract;
 pub mod problem;
 pub mod routes;
 
-pub use config::{ApiConfig, GpuaasConfig, LifecycleArgs};
+pub use config::ApiConfig;
+pub use routes::gpuaas::config::{GpuaasConfig, LifecycleArgs};
 
 use axum::Router;
 use axum::extract::Request;

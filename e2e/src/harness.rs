@@ -274,7 +274,30 @@ impl Platform {
     /// Starts the real `gpuaas-node-agent` binary (simulated GPUs), so a test can SIGKILL it,
     /// and waits until its node is registered.
     pub async fn start_agent_process(&mut self, name: &str, gpus: &str, faults: &ActivityHooks) {
+        let command = std::process::Command::new(binary("gpuaas-node-agent"));
+        self.spawn_agent_process(command, name, gpus, faults).await;
+    }
+
+    /// Starts the agent binary serving Prometheus metrics on `listen`.
+    pub async fn start_agent_process_serving_metrics(
+        &mut self,
+        name: &str,
+        gpus: &str,
+        listen: std::net::SocketAddr,
+    ) {
         let mut command = std::process::Command::new(binary("gpuaas-node-agent"));
+        command.env("GPUAAS_METRICS_LISTEN", listen.to_string());
+        self.spawn_agent_process(command, name, gpus, &ActivityHooks::default())
+            .await;
+    }
+
+    async fn spawn_agent_process(
+        &mut self,
+        mut command: std::process::Command,
+        name: &str,
+        gpus: &str,
+        faults: &ActivityHooks,
+    ) {
         fault_env(&mut command, faults);
         let child = command
             .env("GPUAAS_NODE_NAME", name)
@@ -710,7 +733,7 @@ impl Platform {
              FROM gpuaas.nodes n JOIN gpuaas.skus s ON s.gpu_model = n.gpu_model WHERE n.id = $3",
         )
         .bind(id.uuid())
-        .bind(Uuid::now_v7())
+        .bind(shared_ids::ProjectId::new().uuid())
         .bind(node.uuid())
         .bind(gpus as i32)
         .execute(&mut *tx)

@@ -10,10 +10,6 @@ use temporalio_sdk::activities::ActivityError;
 /// Failure type of an injected failure, so tests can tell it from a real one.
 pub const INJECTED_FAULT: &str = "InjectedFault";
 
-/// The hook an activities crate takes: `(activity, failure type if it failed)`; an `Err` is
-/// what the activity returns instead of its result.
-pub type FinishHook = Arc<dyn Fn(&str, Option<&str>) -> Result<(), ActivityError> + Send + Sync>;
-
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ActivityHooks {
     /// SIGKILL this process right after the named activity's side effect, before its result
@@ -72,8 +68,12 @@ impl ActivityHooks {
         Ok(())
     }
 
-    /// These hooks as the closure an activities crate takes.
-    pub fn into_hook(self) -> FinishHook {
+    /// These hooks as the closure the activities crate takes (`activities::FinishHook`):
+    /// `(activity, failure type if it failed)`; an `Err` is returned instead of the result.
+    #[allow(clippy::type_complexity)]
+    pub fn into_hook(
+        self,
+    ) -> Arc<dyn Fn(&str, Option<&str>) -> Result<(), ActivityError> + Send + Sync> {
         Arc::new(move |activity, failure| self.finish(activity, failure))
     }
 }

@@ -10,7 +10,7 @@ use shared_kernel::db::Pool as PgPool;
 use std::time::Duration;
 use temporalio_client::Client;
 use temporalio_sdk::WorkerOptions;
-use workflows::gpuaas::fleet_reconcile::{self, ScheduleChange};
+use workflows::gpuaas::reconcile::{self, ScheduleChange};
 use workflows::gpuaas::{
     NodeLifecycle, ProvisionInstance, ReconcileFleet, TerminateInstance, vocabulary,
 };
@@ -31,7 +31,7 @@ pub async fn ensure_schedules(client: &Client, config: &GpuaasWorkerConfig) -> a
         return Ok(());
     }
     let every = Duration::from_secs(config.reconcile_every_seconds);
-    let change = fleet_reconcile::ensure_schedule(client, &config.task_queue, every).await?;
+    let change = reconcile::ensure_schedule(client, &config.task_queue, every).await?;
     let schedule = vocabulary::reconciler_schedule_id(&config.task_queue);
     match change {
         ScheduleChange::Created => {

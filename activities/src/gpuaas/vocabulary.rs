@@ -72,9 +72,9 @@ pub fn reconciler_schedule_id(task_queue: &str) -> String {
     format!("{task_queue}-reconciler")
 }
 
-/// Custom search attributes, registered with the server at startup (`scripts/lib.sh` registers
-/// exactly [`search::REGISTRATION`] with the dev server), so operators find every workflow of an
-/// instance, node or project in the UI.
+/// Custom search attributes, so operators find every workflow of an instance, node or project in
+/// the UI. The dev and test servers register them at start (`SEARCH_ATTRIBUTES` in
+/// `scripts/lib.sh`, which the architecture check keeps equal to [`search::REGISTRATION`]).
 pub mod search {
     use super::SearchAttributeKey;
 

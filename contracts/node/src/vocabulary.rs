@@ -30,9 +30,4 @@ impl NodeFailure {
             Self::StartFailed => "StartFailed",
         }
     }
-
-    /// The failure a type name stands for, if it is one of the agent's.
-    pub fn from_type_name(name: &str) -> Option<Self> {
-        (name == Self::StartFailed.as_str()).then_some(Self::StartFailed)
-    }
 }

@@ -110,3 +110,51 @@ async fn the_worker_process_serves_its_metrics_over_http() {
         "{page}"
     );
 }
+
+/// The agent counts a failed activity by its failure type on its own endpoint (the worker and
+/// the agent share `runtime::metrics`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_process_counts_failed_activities_on_its_metrics_endpoint() {
+    let mut p = Platform::start(Options::default()).await;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    p.start_agent_process_serving_metrics("h100", "8xH100-80GB", listen)
+        .await;
+    let id = p
+        // Up at start, gone within the settle period: await_workload_running fails StartFailed.
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1, "command": "sleep 0.1; exit 3"}))
+        .await;
+    let failed = p
+        .wait_state(
+            id,
+            &["failed", "running"],
+            std::time::Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(failed.failure_reason.as_deref(), Some("start_failed"));
+    let response = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let page = response.text().await.unwrap();
+    let start_failed = format!(
+        "gpuaas_activity_failures_total{{activity=\"{}\",type=\"{}\"}} 1",
+        contract_node::vocabulary::activity::AWAIT_WORKLOAD_RUNNING,
+        contract_node::vocabulary::NodeFailure::StartFailed.as_str()
+    );
+    assert!(page.contains(&start_failed), "{page}");
+    assert!(
+        page.contains("# HELP gpuaas_activity_failures_total"),
+        "{page}"
+    );
+    assert!(
+        page.contains("gpuaas_agent_workloads{status=\"exited\"}"),
+        "{page}"
+    );
+    assert!(
+        page.contains("# TYPE gpuaas_agent_sessions_total counter"),
+        "{page}"
+    );
+}

@@ -173,6 +173,8 @@ VOCABULARY_FILE = "vocabulary.rs"
 VOCABULARY_DIRS = ("activities/src", "contracts/*/src")
 # Every other .rs file under these folders (src, tests, benches) must not spell them by hand.
 VOCABULARY_USERS = ("activities", "workflows", "api", "workers", "node-agent", "runtime", "contracts", "e2e")
+# Where workflow, signal and activity types must be named explicitly (`#[run(name = ...)]`).
+NAMED_TYPE_DIRS = ("activities/src", "workflows/src", "contracts", "node-agent/src")
 # The one file that may spell them: the test that pins every name (a rename must fail a test).
 VOCABULARY_PINS = ("e2e/tests/e2e/vocabulary.rs",)
 # Declares `SEARCH_ATTRIBUTES=(Name=Type ...)` for the dev and test Temporal servers.

@@ -1,28 +1,32 @@
 //! The gpuaas product's workflows, one module per workflow (resource first: `instance_provision`
 //! is `ProvisionInstance`), each with its starter; [`vocabulary`] names everything Temporal sees.
 //!
-//! One rule every workflow here keeps: a step's search-attribute upsert (or any other command)
-//! is never issued in the same activation as a local activity. sdk-core 0.10 keeps such a
-//! command pending while the local activity runs, and when the run is evicted meanwhile (a full
-//! cache, or `max_cached_workflows = 0` with a second workflow active) its debug builds panic
-//! ("There should not be any outgoing commands ... eviction"). See doc/sdk-issues.md.
+//! One rule every workflow here keeps: no command (a step's search-attribute upsert, a timer, an
+//! activity, a child) is issued in the same activation as a local activity. sdk-core 0.10 keeps
+//! such a command pending while the local activity runs, and when the run is evicted meanwhile
+//! (a full cache, or `max_cached_workflows = 0` with a second workflow active) its debug builds
+//! panic ("There should not be any outgoing commands ... eviction"). See doc/sdk-issues.md.
+//! So local activities (the database steps of the hot path) are used only by the workflows that
+//! do one thing at a time (`ProvisionInstance`, `TerminateInstance`), which change their step
+//! only before a command; the workflows with concurrent branches (`NodeLifecycle`'s liveness and
+//! drain loops, `ReconcileFleet`'s fan-out) run their database steps as regular activities.
 
-pub mod fleet_reconcile;
 pub mod instance_provision;
 pub mod instance_terminate;
 pub mod node_lifecycle;
 pub mod node_reconcile;
 mod options;
+pub mod reconcile;
 
 pub use activities::gpuaas::vocabulary;
 pub use options::NodeTimeouts;
 
-pub use fleet_reconcile::{ReconcileFleet, ReconcileInput, ReconcileOutcome};
 pub use instance_provision::{ProvisionInput, ProvisionInstance, ProvisionOutcome};
 pub use instance_terminate::{TerminateInput, TerminateInstance, TerminateOutcome};
 pub use node_lifecycle::{
     Carried, DrainRequested, LifecycleConfig, NodeLifecycle, NodeLifecycleInput,
 };
+pub use reconcile::{ReconcileFleet, ReconcileInput, ReconcileOutcome};
 
 use temporalio_sdk::WorkflowContext;
 use vocabulary::{Step, search};

@@ -275,7 +275,7 @@ async fn on_report(
             let _ = ctx.timer(Duration::from_secs(5)).await;
             return Ok(());
         }
-        ctx.execute_local_activity(
+        ctx.execute_activity(
             NodeLifecycleActivities::mark_up,
             input.node_id,
             lifecycle_options(),
@@ -290,7 +290,7 @@ async fn on_report(
         recovery_s: config(ctx, input).gpu_recovery_s,
     };
     let outcome = ctx
-        .execute_local_activity(
+        .execute_activity(
             NodeLifecycleActivities::apply_report,
             health,
             lifecycle_options(),
@@ -333,7 +333,7 @@ async fn on_silence(
             node_id: input.node_id,
             why: why.clone(),
         };
-        ctx.execute_local_activity(
+        ctx.execute_activity(
             NodeLifecycleActivities::mark_down,
             down,
             lifecycle_options(),
@@ -349,7 +349,7 @@ async fn on_silence(
             down_for_s,
         };
         let failed = ctx
-            .execute_local_activity(
+            .execute_activity(
                 NodeLifecycleActivities::fail_unreachable,
                 expired,
                 lifecycle_options(),
@@ -405,7 +405,7 @@ async fn drain(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<()> {
     let mut terminated = false;
     loop {
         let progress = ctx
-            .execute_local_activity(
+            .execute_activity(
                 NodeLifecycleActivities::drain_progress,
                 input.node_id,
                 lifecycle_options(),
@@ -415,7 +415,7 @@ async fn drain(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<()> {
             return Ok(());
         }
         if progress.live_instances.is_empty() {
-            ctx.execute_local_activity(
+            ctx.execute_activity(
                 NodeLifecycleActivities::finish_drain,
                 input.node_id,
                 lifecycle_options(),
@@ -429,7 +429,7 @@ async fn drain(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<()> {
         }
         if progress.seconds_left == 0 && !terminated {
             let to_terminate = ctx
-                .execute_local_activity(
+                .execute_activity(
                     NodeLifecycleActivities::terminate_for_drain,
                     input.node_id,
                     lifecycle_options(),

@@ -1,10 +1,11 @@
 //! One node's reconciliation, shared by `NodeLifecycle` (fencing a node whose agent is back)
 //! and `ReconcileFleet` (the periodic pass): read the node's agent, plan the fixes against the
 //! database, perform them, the agent part first. A node whose agent cannot be read is never
-//! planned: nothing is decided from a missing answer.
+//! planned: nothing is decided from a missing answer. Its database steps are regular activities:
+//! both callers run it beside other work (options.rs, `database_activity`).
 
 use super::NodeTimeouts;
-use super::options::control_options;
+use super::options::reconcile_options;
 use activities::gpuaas::reconcile::{ApplyFix, PlanInput, ReconcileActivities};
 use contract_node::{NodeActivities, vocabulary as node};
 use serde::{Deserialize, Serialize};
@@ -90,7 +91,7 @@ pub(crate) async fn reconcile_node<W>(
         read_at_ms,
     };
     let fixes = ctx
-        .execute_local_activity(ReconcileActivities::plan, plan, control_options())
+        .execute_activity(ReconcileActivities::plan, plan, reconcile_options())
         .await
         .map_err(NodeReconcileError::Plan)?;
     let mut done = NodeReconciled {
@@ -117,7 +118,7 @@ pub(crate) async fn reconcile_node<W>(
             by_reconciler,
         };
         let applied = ctx
-            .execute_local_activity(ReconcileActivities::apply, apply, control_options())
+            .execute_activity(ReconcileActivities::apply, apply, reconcile_options())
             .await
             .map_err(NodeReconcileError::Apply)?;
         done.applied += usize::from(applied);

@@ -59,20 +59,36 @@ pub(crate) fn control_options() -> temporalio_sdk::LocalActivityOptions {
         .build()
 }
 
-/// Options of the node lifecycle's database steps: like [`control_options`], but retried for a
-/// week instead of an hour. A lifecycle run that gave up during a long database outage would
-/// leave its node unwatched until the agent next registers.
-pub(crate) fn lifecycle_options() -> temporalio_sdk::LocalActivityOptions {
-    temporalio_sdk::LocalActivityOptions::builder()
-        .start_to_close_timeout(Duration::from_secs(30))
-        .schedule_to_close_timeout(Duration::from_secs(7 * 24 * 3600))
-        .retry_policy(
-            temporalio_common::RetryPolicy::builder()
-                .initial_interval(Duration::from_millis(200))
-                .maximum_interval(Duration::from_secs(30))
-                .build(),
-        )
-        .build()
+/// Options of database steps run as regular activities, on the workflow's own task queue, by
+/// the workflows that do several things at once (`NodeLifecycle`'s two loops, `ReconcileFleet`'s
+/// fan-out): sdk-core crashes a run evicted while a local activity runs beside a command
+/// (doc/sdk-issues.md), and concurrent branches cannot keep the two apart. Retried until the
+/// database answers, for up to `patience`.
+pub(crate) fn database_activity(patience: Duration) -> temporalio_sdk::ActivityOptions {
+    temporalio_sdk::ActivityOptions::with_close_timeouts(
+        temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close: patience,
+            start_to_close: Duration::from_secs(30),
+        },
+    )
+    .retry_policy(
+        temporalio_common::RetryPolicy::builder()
+            .initial_interval(Duration::from_millis(200))
+            .maximum_interval(Duration::from_secs(30))
+            .build(),
+    )
+    .build()
+}
+
+/// The node lifecycle's database steps: retried for a week. A lifecycle run that gave up during
+/// a long database outage would leave its node unwatched until the agent next registers.
+pub(crate) fn lifecycle_options() -> temporalio_sdk::ActivityOptions {
+    database_activity(Duration::from_secs(7 * 24 * 3600))
+}
+
+/// The reconciler's database steps: retried for an hour (the next pass starts anyway).
+pub(crate) fn reconcile_options() -> temporalio_sdk::ActivityOptions {
+    database_activity(Duration::from_secs(3600))
 }
 
 /// Options of a child workflow that outlives its parent (a termination started by a drain, a

@@ -1,5 +1,6 @@
 //! The gpuaas route family: SKUs, nodes (operators and agents), instances.
 
+pub mod config;
 mod convert;
 pub mod instances;
 pub mod nodes;

@@ -445,7 +445,9 @@ async fn transition(
     })
 }
 
-/// Records the workflow's current step and a human explanation (why it waits), for the API.
+/// Records the provisioning workflow's current step and a human explanation (why it waits), for
+/// the API. Only while the instance is being provisioned: a deletion (`terminating`) that raced
+/// the workflow keeps its own step.
 pub async fn set_step(
     pool: &PgPool,
     id: InstanceId,
@@ -454,7 +456,7 @@ pub async fn set_step(
 ) -> DomainResult<()> {
     sqlx::query(
         "UPDATE gpuaas.instances SET current_step = $2, status_message = $3, updated_at = now()
-         WHERE id = $1 AND state IN ('pending', 'provisioning', 'terminating')",
+         WHERE id = $1 AND state IN ('pending', 'provisioning')",
     )
     .bind(id.uuid())
     .bind(step)

@@ -3,8 +3,10 @@
 //!
 //! Plain async Rust over sqlx; owns the `gpuaas` schema. Knows nothing of Temporal or HTTP:
 //! the API and the activities call these functions and map [`DomainError`]s themselves. Workflow
-//! ids, task queues and step names are Temporal's vocabulary and live outside this crate
-//! (`activities::gpuaas::vocabulary`).
+//! ids, task queues and the workflows' step names are Temporal's vocabulary and live outside this
+//! crate (`activities::gpuaas::vocabulary`); an instance's `current_step` is opaque text here,
+//! except `queued` (before any workflow step) and the state's own word, which the transitions
+//! this crate decides itself (a drain, a decommission, a vanished workload) write.
 //!
 //! [`DomainError`]: shared_kernel::DomainError
 

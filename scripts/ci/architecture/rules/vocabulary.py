@@ -8,7 +8,13 @@ that has a literal equal to a name, or a format string starting with a template'
 with its suffix (or a literal equal to either), spells it by hand. Plain lowercase words such as
 `running` are not names (they collide with domain states). The search attributes declared in
 layout.SEARCH_ATTRIBUTES_FILE (`SEARCH_ATTRIBUTES=(Name=Type ...)`) must be exactly the vocabulary
-literals of the form `Gpuaas<Name>=<Type>`."""
+literals of the form `Gpuaas<Name>=<Type>`.
+
+Names derived by the SDK's macros are caught too: in layout.NAMED_TYPE_DIRS every `#[run]`,
+`#[signal]`, `#[query]`, `#[update]` and `#[activity]` must say `name = <vocabulary constant>` (or
+`definition = ...`, for an implementation of a contract), so renaming a Rust item never renames a
+Temporal type; and `ctx.patched(..)` takes a constant, not a literal (patch ids are frozen
+names too)."""
 
 from __future__ import annotations
 
@@ -48,6 +54,30 @@ def is_vocabulary(path: str) -> bool:
     return path.rsplit("/", 1)[-1] == layout.VOCABULARY_FILE and any(under(path, d) for d in layout.VOCABULARY_DIRS)
 
 
+_MACRO_ATTR = re.compile(r"#\[\s*(run|signal|query|update|activity)\s*(\((?P<args>[^)]*)\))?\s*\]")
+_PATCHED_LITERAL = re.compile(r"\.patched\(\s*\"")
+
+
+def unnamed_types(files: list[Source]) -> list[str]:
+    """`#[run]`-style attributes without an explicit name, and patch ids spelt as literals."""
+    from ..lexers import lex_rust, line_of
+    out = []
+    for path, text in files:
+        if not any(under(path, d) for d in layout.NAMED_TYPE_DIRS):
+            continue
+        code = lex_rust(text).no_comments
+        for m in _MACRO_ATTR.finditer(code):
+            args = m.group("args") or ""
+            if not re.search(r"\b(name|definition)\s*=", args):
+                out.append(f"{path}:{line_of(code, m.start())}: `#[{m.group(1)}]` takes its Temporal name from the Rust "
+                           f"item's name: say `#[{m.group(1)}(name = <constant>)]` with the constant in the vocabulary, "
+                           "so a rename in Rust never renames the type in Temporal")
+        for m in _PATCHED_LITERAL.finditer(text):
+            out.append(f"{path}:{line_of(text, m.start())}: a patch id spelt as a literal: declare it in the "
+                       "vocabulary (patch ids are frozen names) and pass the constant")
+    return out
+
+
 def check(files: list[Source], lib_sh: str | None) -> list[str]:
     """`files`: .rs files anywhere (the vocabulary modules and their users are picked out);
     `lib_sh`: the text of layout.SEARCH_ATTRIBUTES_FILE (None: missing)."""
@@ -75,7 +105,7 @@ def check(files: list[Source], lib_sh: str | None) -> list[str]:
                 suffixes.setdefault(suffix, (s, at))
             if _SEARCH_ATTRIBUTE.match(s):
                 attributes.setdefault(s, at)
-    out = []
+    out = unnamed_types(files)
     for path, text in users:
         for line, s in rust_strings(text):
             at = f"{path}:{line}"
@@ -170,6 +200,20 @@ def self_test() -> list[str]:
     for label, path, text, mention, owner in bad:
         at = mention if mention.startswith(path) else path + mention
         e.bad(label, check(good + [(path, text)], _LIB_SH), at, owner)
+    named = [
+        ("workflows/src/a.rs", "#[run(name = workflow::PROVISION)]\n#[signal(name = signal::DRAIN)]\nfn f() { ctx.patched(FENCE); }"),
+        ("node-agent/src/a.rs", "#[activity(definition = definitions::StartWorkload)]"),
+        ("e2e/tests/e2e/sdk.rs", "#[run]\n#[activity]\nfn f() { ctx.patched(\"x\"); }"),
+    ]
+    e.good("named types and patch constants; tests exempt", check(good + named, _LIB_SH))
+    for label, path, text, what in [
+        ("unnamed workflow type", "workflows/src/a.rs", "\n#[run]\npub async fn run() {}", "`#[run]`"),
+        ("unnamed signal", "workflows/src/a.rs", "#[signal]", "`#[signal]`"),
+        ("unnamed activity", "activities/src/gpuaas/a.rs", "#[activity()]", "`#[activity]`"),
+        ("unnamed contract activity", "contracts/node/src/lib.rs", "#[activity(foo = 1)]", "`#[activity]`"),
+        ("patch id literal", "workflows/src/a.rs", 'fn f() { ctx.patched("fence-x"); }', "patch id"),
+    ]:
+        e.bad(label, check(good + [(path, text)], _LIB_SH), path, what)
     e.bad("no vocabulary modules", check(_GOOD_USERS, _LIB_SH), "no vocabulary module")
     e.bad("attribute registered but not in the vocabulary",
           check(good, _LIB_SH.replace("GpuaasInstanceId", "GpuaasInstanceId=Keyword GpuaasNodeId")),

@@ -1,5 +1,8 @@
 """Rule 7: workflows are deterministic: no tokio, clocks, randomness, random uuids, I/O, threads,
-the environment, HTTP or the database anywhere under layout.WORKFLOWS_SRC (recursive)."""
+the environment, HTTP or the database anywhere under layout.WORKFLOWS_SRC (recursive). And a
+workflow module that runs branches side by side (`select!`, `join_all`, `join!`) uses no local
+activities: sdk-core crashes a run evicted while a local activity runs beside a command
+(doc/sdk-issues.md), and concurrent branches cannot keep the two apart."""
 
 from __future__ import annotations
 
@@ -44,7 +47,17 @@ def check(files: list[Source]) -> list[str]:
                     hits.add((line, why))
                     out.append(f"{path}:{line}: `{' '.join(m.group(0).split())}` in a workflow: {why}; "
                                "workflows must be deterministic")
+        local = _LOCAL_ACTIVITY.search(code)
+        branches = _CONCURRENT.search(code)
+        if local and branches:
+            out.append(f"{path}:{line_of(code, local.start())}: a local activity in a module that runs branches side "
+                       f"by side (`{branches.group(0)}` at line {line_of(code, branches.start())}): use a regular "
+                       "activity (doc/sdk-issues.md: a command beside a local activity crashes an evicted run)")
     return out
+
+
+_LOCAL_ACTIVITY = re.compile(r"\bexecute_local_activity\b")
+_CONCURRENT = re.compile(r"\bselect!|\bjoin_all\b|\bjoin!")
 
 
 _GOOD = """//! No clock: never call SystemTime::now() or tokio::spawn here.
@@ -65,4 +78,12 @@ def self_test() -> list[str]:
     e.bad("nested module", check([("workflows/src/fleet/drain.rs", "\nfn f() { Instant::now() }")]),
           "workflows/src/fleet/drain.rs:2")
     e.bad("no files", check([("activities/src/a.rs", "")]), "workflows/src")
+    e.bad("local activity beside a select", check([("workflows/src/a.rs",
+          "fn f() {\n select! { a = x => {} }\n ctx.execute_local_activity(A::b, (), o) }")]),
+          "workflows/src/a.rs:3", "select!")
+    e.bad("local activity beside join_all", check([("workflows/src/a.rs",
+          "fn f() { join_all(v).await; ctx.execute_local_activity(A::b, (), o) }")]), "join_all")
+    e.good("local activities alone, or branches alone", check([
+        ("workflows/src/a.rs", "fn f() { ctx.execute_local_activity(A::b, (), o) }"),
+        ("workflows/src/b.rs", "fn f() { join_all(v).await; ctx.execute_activity(A::b, (), o) }")]))
     return e.failures

@@ -6,7 +6,7 @@
 use super::instance_provision::{self, ProvisionInput, ProvisionInstance};
 use super::node_lifecycle::{self, LifecycleConfig, NodeLifecycle, NodeLifecycleInput};
 use super::node_reconcile::reconcile_node;
-use super::options::control_options;
+use super::options::reconcile_options;
 use super::vocabulary::{self, ReconcileStep, workflow};
 use super::{NodeTimeouts, show_step};
 use activities::gpuaas::reconcile::{
@@ -103,10 +103,8 @@ impl ReconcileFleet {
     ) -> WorkflowResult<ReconcileOutcome> {
         let ctx = &*ctx;
         let targets: Vec<ReconcileTarget> = ctx
-            .execute_local_activity(ReconcileActivities::targets, (), control_options())
+            .execute_activity(ReconcileActivities::targets, (), reconcile_options())
             .await?;
-        // After the local activity, before the agents' reads: no command beside a local
-        // activity (see the module docs of `workflows::gpuaas`).
         show_step(ctx, ReconcileStep::ReadingAgents);
         ctx.set_current_details(format!("reading {} node agent(s)", targets.len()));
         let mut results = Vec::with_capacity(targets.len());
@@ -154,7 +152,7 @@ async fn start_unstarted(
     input: &ReconcileInput,
 ) -> WorkflowResult<usize> {
     let unstarted = ctx
-        .execute_local_activity(ReconcileActivities::unstarted, (), control_options())
+        .execute_activity(ReconcileActivities::unstarted, (), reconcile_options())
         .await?;
     let mut started = 0;
     for u in unstarted {
@@ -198,10 +196,10 @@ async fn watch_unwatched(
     input: &ReconcileInput,
 ) -> WorkflowResult<usize> {
     let unwatched = ctx
-        .execute_local_activity(
+        .execute_activity(
             ReconcileActivities::unwatched,
             ctx.task_queue().to_string(),
-            control_options(),
+            reconcile_options(),
         )
         .await?;
     let mut started = 0;
@@ -246,10 +244,10 @@ async fn record_started(
     ctx: &WorkflowContext<ReconcileFleet>,
     record: WorkflowStarted,
 ) -> WorkflowResult<()> {
-    ctx.execute_local_activity(
+    ctx.execute_activity(
         ReconcileActivities::record_started,
         record,
-        control_options(),
+        reconcile_options(),
     )
     .await?;
     Ok(())
