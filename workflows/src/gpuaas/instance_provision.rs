@@ -1,7 +1,7 @@
 //! `ProvisionInstance`: allocate → start on the node → wait until running → mark running.
 //! On failure the undo steps run in reverse; each is idempotent.
 
-use super::options::{abandoned_child, control_options};
+use super::options::{abandoned_child, control_options, start_once};
 use super::vocabulary::{self, InstanceStep, activity, search, workflow};
 use super::{ActivityStep, NodeTimeouts, show_step};
 use crate::failure::{ActivityFailure, root_message};
@@ -11,11 +11,9 @@ use contract_node::{NodeActivities, WorkloadSpec, WorkloadStatus, vocabulary as 
 use serde::{Deserialize, Serialize};
 use shared_ids::{InstanceId, NodeId, ProjectId};
 use std::time::{Duration, SystemTime};
+use temporalio_client::Client;
 use temporalio_client::errors::WorkflowStartError;
-use temporalio_client::{
-    Client, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
-};
-use temporalio_common::search_attributes::{SearchAttributeUpdate, SearchAttributes};
+use temporalio_common::search_attributes::SearchAttributeUpdate;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ChildWorkflowOptions, WorkflowContext, WorkflowResult};
 
@@ -71,18 +69,17 @@ pub async fn start(
     task_queue: &str,
     input: ProvisionInput,
 ) -> Result<(), WorkflowStartError> {
-    let options = WorkflowStartOptions::new(task_queue.to_string(), workflow_id(input.instance_id))
-        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-        .search_attributes(SearchAttributes::new(search_attributes(&input)))
-        .build();
-    match client
-        .start_workflow(ProvisionInstance::run, input, options)
-        .await
-    {
-        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
+    let id = workflow_id(input.instance_id);
+    let attributes = search_attributes(&input);
+    start_once(
+        client,
+        task_queue,
+        id,
+        attributes,
+        ProvisionInstance::run,
+        input,
+    )
+    .await
 }
 
 /// Options to start it from another workflow (it outlives its starter; reuse is rejected, so

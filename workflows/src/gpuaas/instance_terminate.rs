@@ -1,6 +1,6 @@
 //! `TerminateInstance`: stop the process on the node → release the GPUs → mark terminated.
 
-use super::options::{abandoned_child, control_options};
+use super::options::{abandoned_child, control_options, start_once};
 use super::vocabulary::{self, InstanceStep, activity, search, workflow};
 use super::{ActivityStep, NodeTimeouts, show_step};
 use crate::failure::ActivityFailure;
@@ -8,11 +8,9 @@ use activities::gpuaas::instance::{InstanceActivities, TerminatedNote};
 use contract_node::{NodeActivities, vocabulary as node};
 use serde::{Deserialize, Serialize};
 use shared_ids::{InstanceId, NodeId, ProjectId};
+use temporalio_client::Client;
 use temporalio_client::errors::WorkflowStartError;
-use temporalio_client::{
-    Client, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowStartOptions,
-};
-use temporalio_common::search_attributes::{SearchAttributeUpdate, SearchAttributes};
+use temporalio_common::search_attributes::SearchAttributeUpdate;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ChildWorkflowOptions, WorkflowContext, WorkflowResult};
 
@@ -63,18 +61,17 @@ pub async fn start(
     task_queue: &str,
     input: TerminateInput,
 ) -> Result<(), WorkflowStartError> {
-    let options = WorkflowStartOptions::new(task_queue.to_string(), workflow_id(input.instance_id))
-        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-        .search_attributes(SearchAttributes::new(search_attributes(&input)))
-        .build();
-    match client
-        .start_workflow(TerminateInstance::run, input, options)
-        .await
-    {
-        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
+    let id = workflow_id(input.instance_id);
+    let attributes = search_attributes(&input);
+    start_once(
+        client,
+        task_queue,
+        id,
+        attributes,
+        TerminateInstance::run,
+        input,
+    )
+    .await
 }
 
 /// Options to start it from another workflow (a drain): it outlives its starter.

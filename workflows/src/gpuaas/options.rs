@@ -2,8 +2,11 @@
 //! retries, and for node activities a schedule-to-start timeout, so a dead host fails fast.
 
 use std::time::Duration;
+use temporalio_client::errors::WorkflowStartError;
+use temporalio_client::{Client, WorkflowIdConflictPolicy, WorkflowStartOptions};
 use temporalio_common::search_attributes::{SearchAttributeUpdate, SearchAttributes};
 use temporalio_sdk::{ChildWorkflowOptions, ParentClosePolicy, WorkflowIdReusePolicy};
+use temporalio_workflow::common::HasWorkflowDefinition;
 
 /// Timeouts of the node activities, given in the workflow input so tests can shorten them.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -104,4 +107,29 @@ pub(crate) fn abandoned_child(
         .id_reuse_policy(reuse)
         .search_attributes(SearchAttributes::new(attributes))
         .build()
+}
+
+/// Starts `workflow` under its resource's own id, or finds it started (a retried request): reuse
+/// of the id is rejected, so a resource's workflow runs once.
+pub(crate) async fn start_once<W>(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: String,
+    attributes: Vec<SearchAttributeUpdate>,
+    workflow: W,
+    input: W::Input,
+) -> Result<(), WorkflowStartError>
+where
+    W: HasWorkflowDefinition,
+    W::Input: Send,
+{
+    let options = WorkflowStartOptions::new(task_queue.to_string(), workflow_id)
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .id_reuse_policy(temporalio_client::WorkflowIdReusePolicy::RejectDuplicate)
+        .search_attributes(SearchAttributes::new(attributes))
+        .build();
+    match client.start_workflow(workflow, input, options).await {
+        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
