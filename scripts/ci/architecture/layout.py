@@ -181,6 +181,11 @@ VOCABULARY_PINS = ("e2e/tests/e2e/vocabulary.rs",)
 SEARCH_ATTRIBUTES_FILE = "scripts/lib.sh"
 
 RUSTFMT_FILE = "rustfmt.toml"
+
+# Rule 13: where the OpenAPI tags and the CLI nouns are; route-family files that are no resource.
+OPENAPI_SPEC = "doc/api/openapi.yaml"
+CLI_MAIN = "cli/src/main.rs"
+ROUTE_PLUMBING = ("mod.rs", "convert.rs", "config.rs")
 E2E_PATH = "e2e"  # the crate with the one platform-wide integration-test target
 # Domain crates may keep their own integration tests (Postgres only): they link no Temporal, no
 # HTTP, so their binaries are small.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import layout, lexers, model
 from .rules import RULES, domain_edges, domain_tech, layers, lints, no_sql_outside_domains, node_agent_tree
-from .rules import one_e2e_binary, sql_ownership, thin_handlers, vocabulary, where_a_change_goes
+from .rules import one_e2e_binary, resource_names, sql_ownership, thin_handlers, vocabulary, where_a_change_goes
 from .rules import workflow_determinism
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -79,6 +79,8 @@ def check_tree(root: Path) -> tuple[int, list[tuple[str, list[str]]]]:
         lints: lambda: lints.check(model.read_text(root, "Cargo.toml"), crates,
                                    (root / layout.RUSTFMT_FILE).is_file()),
         one_e2e_binary: lambda: one_e2e_binary.check(crates, unit_test_files(crates)),
+        resource_names: lambda: resource_names.check(
+            files.paths, model.read_text(root, layout.OPENAPI_SPEC), model.read_text(root, layout.CLI_MAIN)),
     }
     missing = [r.NAME for r in RULES if r not in inputs]
     if missing:

@@ -9,6 +9,7 @@ from . import (
     no_sql_outside_domains,
     node_agent_tree,
     one_e2e_binary,
+    resource_names,
     sql_ownership,
     thin_handlers,
     vocabulary,
@@ -29,4 +30,5 @@ RULES = (
     vocabulary,
     lints,
     one_e2e_binary,
+    resource_names,
 )
