@@ -31,7 +31,7 @@ def check(crates: list[Crate], edges: dict[str, set[str]] | None = None,
         for dst in sorted(dsts):
             if src not in order or dst not in order or not order.index(src) < order.index(dst):
                 out.append(
-                    f"scripts/ci/architecture/layout.py: PRODUCT_EDGES declares {src} -> {dst}, which does not go "
+                    f"scripts/ci/archcheck/layout.py: PRODUCT_EDGES declares {src} -> {dst}, which does not go "
                     f"along PRODUCT_ORDER {' -> '.join(order)}: product edges must follow the declared order"
                 )
     for c in crates:
@@ -48,7 +48,7 @@ def check(crates: list[Crate], edges: dict[str, set[str]] | None = None,
             if _layer(c) == layout.PRODUCTS == _layer(t) and _expected(t) not in edges.get(_expected(c), set()):
                 out.append(
                     f"{c.where(d)}: {c.name} ({c.path}) has a {kind}dependency on product crate {t.name}: "
-                    "not a declared edge; declare it in PRODUCT_EDGES in scripts/ci/architecture/layout.py "
+                    "not a declared edge; declare it in PRODUCT_EDGES in scripts/ci/archcheck/layout.py "
                     f"(along PRODUCT_ORDER {' -> '.join(layout.PRODUCT_ORDER)}) or go through a read model or event"
                 )
     return out

@@ -14,7 +14,7 @@ from .rules import workflow_determinism
 ROOT = Path(__file__).resolve().parents[3]
 
 USAGE = """Enforces the workspace layout and layering (doc/architecture/; the layout as data:
-scripts/ci/architecture/layout.py). Standard library only; runs from any working directory.
+scripts/ci/archcheck/layout.py). Standard library only; runs from any working directory.
 
     scripts/ci/check-architecture              # self-test, then check the tree
     scripts/ci/check-architecture --self-test  # only prove that every rule can fail
@@ -116,7 +116,7 @@ def main(argv: list[str]) -> int:
     violations = [(rule, v) for rule, vs in results for v in vs]
     if violations:
         print(f"architecture check: FAILED ({len(violations)} violation(s)); the layout is "
-              "scripts/ci/architecture/layout.py, the reasons doc/architecture/", file=sys.stderr)
+              "scripts/ci/archcheck/layout.py, the reasons doc/architecture/", file=sys.stderr)
         for rule, v in violations:
             print(f"  [rule {rule}] {v}", file=sys.stderr)
         return 1

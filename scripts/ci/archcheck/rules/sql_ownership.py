@@ -137,7 +137,7 @@ def check(crates: list[Crate], sources: list[Source], migrations: list[Source],
         if name not in schema_of:
             out.append(
                 f"{c.manifest}: domain crate {c.name} has no declared schema: add `\"{name}\": \"<schema>\"` (or None) "
-                "to CRATE_SCHEMA in scripts/ci/architecture/layout.py (one schema per domain)"
+                "to CRATE_SCHEMA in scripts/ci/archcheck/layout.py (one schema per domain)"
             )
             continue
         files = [s for s in sources if under(s[0], f"{c.path}/src")]

@@ -46,7 +46,7 @@ def check(crates: list[Crate], slots: tuple[Slot, ...] = layout.SLOTS) -> list[s
         if p is None:
             out.append(
                 f"{c.manifest}: crate {c.name} at {c.path or '.'}/ has no place in the layout: add its path "
-                "to SLOTS in scripts/ci/architecture/layout.py (and say why in doc/architecture/), or move it"
+                "to SLOTS in scripts/ci/archcheck/layout.py (and say why in doc/architecture/), or move it"
             )
             continue
         placed[c.name] = p
