@@ -34,7 +34,7 @@ use vocabulary::{Step, search};
 /// Where an activity of a workflow runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunsOn {
-    /// The control-plane worker (a local activity: the database).
+    /// The control-plane worker (a database step).
     Worker,
     /// The node agent, on the node's task queue.
     Agent,

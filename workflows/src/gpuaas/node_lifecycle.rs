@@ -11,6 +11,9 @@
 //!   left at the deadline, leave the node `cordoned`.
 //!
 //! The run continues-as-new before its history grows large; what must survive is carried over.
+//! The database steps are regular activities on the control queue, not local ones: the two loops
+//! run side by side, and a local activity beside the other loop's command is what sdk-core 0.10
+//! cannot evict (module docs of `workflows::gpuaas`).
 
 use super::instance_terminate::{self, TerminateInput, TerminateInstance};
 use super::node_reconcile::reconcile_node;
