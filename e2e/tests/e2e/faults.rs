@@ -41,6 +41,16 @@ fn two_gpus() -> serde_json::Value {
     json!({"sku": "h100-80gb-sxm", "gpu_count": 2})
 }
 
+/// Deletes the instance and waits until it is terminated and both its workflows have closed.
+async fn terminate_and_wait_closed(p: &Platform, id: InstanceId) {
+    p.delete(id).await;
+    p.wait_state(id, &["terminated"], LONG).await;
+    p.wait_workflow_closed(&instance_provision::workflow_id(id))
+        .await;
+    p.wait_workflow_closed(&instance_terminate::workflow_id(id))
+        .await;
+}
+
 async fn create_one(p: &Platform) -> InstanceId {
     p.create_ok(two_gpus()).await
 }
@@ -85,12 +95,7 @@ async fn sigkill_the_worker_after_every_step_with_the_workflow_cache_disabled() 
             assert_eq!(done.state, "running", "{step} round {round}: {done:?}");
             assert_eq!(p.live_allocations(id).await, 2);
             assert_eq!(p.live_workloads().len(), 1, "{step}: exactly one process");
-            p.delete(id).await;
-            p.wait_state(id, &["terminated"], LONG).await;
-            p.wait_workflow_closed(&instance_provision::workflow_id(id))
-                .await;
-            p.wait_workflow_closed(&instance_terminate::workflow_id(id))
-                .await;
+            terminate_and_wait_closed(&p, id).await;
             p.kill_worker_process();
             assert_clean(&p, step).await;
         }
@@ -163,12 +168,7 @@ async fn sigkill_the_agent_after_every_step() {
             let done = p.wait_state(id, &["running", "failed"], LONG).await;
             assert_eq!(done.state, "running", "{step} round {round}: {done:?}");
             assert_eq!(p.live_workloads().len(), 1, "{step}: exactly one process");
-            p.delete(id).await;
-            p.wait_state(id, &["terminated"], LONG).await;
-            p.wait_workflow_closed(&instance_provision::workflow_id(id))
-                .await;
-            p.wait_workflow_closed(&instance_terminate::workflow_id(id))
-                .await;
+            terminate_and_wait_closed(&p, id).await;
             p.kill_agent_process("h100");
             assert_clean(&p, step).await;
         }
