@@ -2,6 +2,8 @@
 //! and the single, ordered migration stream. Technical plumbing only; no business rules.
 
 pub mod db;
+pub mod context;
 pub mod error;
 
+pub use context::{AuthMethod, OperationContext, Principal, PrincipalKind};
 pub use error::{DomainError, DomainResult};
