@@ -13,6 +13,8 @@ CREATE TABLE iam.users (
     password_hash text NOT NULL,
     -- A platform role, separate from every tenant role: operator (the fleet) or finance (money).
     platform_role text CHECK (platform_role IN ('operator', 'finance')),
+    -- Access tokens issued at or before this instant are refused (removal, deletion, role change).
+    tokens_not_before timestamptz NOT NULL DEFAULT '-infinity',
     created_at    timestamptz NOT NULL DEFAULT now(),
     deleted_at    timestamptz
 );

@@ -3,6 +3,7 @@
 
 use crate::routes::gpuaas::config::GpuaasConfig;
 use runtime::{DatabaseArgs, TemporalArgs};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiConfig {
@@ -12,12 +13,66 @@ pub struct ApiConfig {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub temporal: TemporalArgs,
-    /// Bearer token for API callers (one dev token until IAM lands).
-    #[arg(long, env = "GPUAAS_API_TOKEN")]
-    pub api_token: String,
-    /// Bearer token node agents register with.
-    #[arg(long, env = "GPUAAS_JOIN_TOKEN")]
-    pub join_token: String,
+    #[command(flatten)]
+    pub auth: AuthConfig,
     #[command(flatten)]
     pub gpuaas: GpuaasConfig,
+    /// Where signed audit anchors are also appended (a file the database cannot rewrite).
+    #[arg(long, env = "GPUAAS_AUDIT_ANCHOR_FILE")]
+    pub audit_anchor_file: Option<PathBuf>,
+    /// Seconds between audit anchors (0: none, except on demand).
+    #[arg(long, env = "GPUAAS_AUDIT_ANCHOR_EVERY_SECONDS", default_value_t = 60)]
+    pub audit_anchor_every_seconds: u64,
+}
+
+/// Identity and request limits.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthConfig {
+    /// Directory of Ed25519 signing keys (`*.key`, base64 PKCS#8; the last by name signs, all
+    /// verify). Created with one key when empty. Unset: one key in memory (tokens die with the
+    /// process).
+    #[arg(long, env = "GPUAAS_SIGNING_KEYS_DIR")]
+    pub signing_keys_dir: Option<PathBuf>,
+    /// The `iss` of access tokens.
+    #[arg(long, env = "GPUAAS_TOKEN_ISSUER", default_value = "gpuaas")]
+    pub token_issuer: String,
+    /// The `aud` of access tokens.
+    #[arg(long, env = "GPUAAS_TOKEN_AUDIENCE", default_value = "gpuaas-api")]
+    pub token_audience: String,
+    #[arg(long, env = "GPUAAS_ACCESS_TOKEN_TTL_SECONDS", default_value_t = 900)]
+    pub access_token_ttl_seconds: u64,
+    /// Anyone may sign up (creating a user, an org and a project). Off: operators create orgs.
+    #[arg(long, env = "GPUAAS_OPEN_SIGNUP", default_value_t = false)]
+    pub open_signup: bool,
+    /// An operator account created at start when missing (the dev stack and first installs).
+    #[arg(long, env = "GPUAAS_BOOTSTRAP_OPERATOR_EMAIL")]
+    pub bootstrap_operator_email: Option<String>,
+    #[arg(long, env = "GPUAAS_BOOTSTRAP_OPERATOR_PASSWORD", hide_env_values = true)]
+    pub bootstrap_operator_password: Option<String>,
+    /// Requests per second per credential (per IP for anonymous requests), and the burst.
+    #[arg(long, env = "GPUAAS_RATE_LIMIT_PER_SECOND", default_value_t = 100)]
+    pub rate_limit_per_second: u32,
+    #[arg(long, env = "GPUAAS_RATE_LIMIT_BURST", default_value_t = 400)]
+    pub rate_limit_burst: u32,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "GPUAAS_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+}
+
+impl AuthConfig {
+    /// For tests and benches: an in-memory key, open sign-up, no operator bootstrap.
+    pub fn for_tests() -> Self {
+        Self {
+            signing_keys_dir: None,
+            token_issuer: "gpuaas".into(),
+            token_audience: "gpuaas-api".into(),
+            access_token_ttl_seconds: 3600,
+            open_signup: true,
+            bootstrap_operator_email: None,
+            bootstrap_operator_password: None,
+            rate_limit_per_second: 10_000,
+            rate_limit_burst: 10_000,
+            max_body_bytes: 1 << 20,
+        }
+    }
 }

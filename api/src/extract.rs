@@ -1,11 +1,9 @@
-//! Extractors: JSON bodies whose rejections are problem+json, and bearer-token authentication.
+//! Extractors whose rejections are problem+json: JSON bodies, query strings, idempotency keys.
+//! (Authentication is the `auth` middleware's; handlers take its `auth::Caller`.)
 
-use crate::AppState;
 use crate::problem::ApiError;
 use axum::extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection};
-use axum::http::{StatusCode, header, request::Parts};
-use sha2::{Digest, Sha256};
-use shared_ids::ProjectId;
+use axum::http::{StatusCode, request::Parts};
 
 /// `Json<T>`, but a malformed or mistyped body is a problem+json 400/422, never a plain-text error.
 pub struct ApiJson<T>(pub T);
@@ -29,88 +27,14 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<
                 "unsupported_media_type",
                 e.body_text(),
             )),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is larger than this API accepts",
+            )),
             Err(e) => Err(ApiError::bad_request("malformed_body", e.body_text())),
         }
     }
-}
-
-/// The authenticated caller. Until IAM lands there is one dev token, acting in the default project.
-pub struct Caller {
-    pub project: ProjectId,
-    /// Who acts, for the audit trail: the dev token, plus the name the client gives in
-    /// `x-gpuaas-operator` (the CLI sends `$USER`) until IAM issues real identities.
-    pub operator: String,
-}
-
-impl Caller {
-    pub fn actor(&self) -> product_gpuaas::events::Actor {
-        product_gpuaas::events::Actor::Operator(self.operator.clone())
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        if token_matches(parts, &state.config.api_token) {
-            let named = parts
-                .headers
-                .get("x-gpuaas-operator")
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.trim())
-                .filter(|v| !v.is_empty() && v.len() <= 64);
-            Ok(Self {
-                project: platform_iam::DEFAULT_PROJECT,
-                operator: match named {
-                    Some(name) => format!("{name} (dev token)"),
-                    None => "dev token".to_string(),
-                },
-            })
-        } else {
-            Err(unauthorized())
-        }
-    }
-}
-
-/// A node agent presenting the fleet's join token.
-pub struct JoiningNode;
-
-impl FromRequestParts<AppState> for JoiningNode {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        if token_matches(parts, &state.config.join_token) {
-            Ok(Self)
-        } else {
-            Err(unauthorized())
-        }
-    }
-}
-
-fn unauthorized() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "missing or invalid bearer token",
-    )
-}
-
-/// Compares hashes, so the comparison time does not depend on how much of the token matched.
-fn token_matches(parts: &Parts, expected: &str) -> bool {
-    let presented = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    !expected.is_empty()
-        && Sha256::digest(presented.as_bytes()) == Sha256::digest(expected.as_bytes())
 }
 
 /// `Query<T>`, but a malformed query string is a problem+json 400.
@@ -152,4 +76,20 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             )),
         }
     }
+}
+
+/// A page size: 1 to 200, 50 when absent.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be between 1 and 200",
+        ));
+    }
+    Ok(limit)
+}
+
+pub fn invalid_cursor() -> ApiError {
+    ApiError::bad_request("invalid_cursor", "cursor is not one this API issued")
 }

@@ -1,22 +1,27 @@
 //! The REST API: thin axum handlers, one route family per product (`routes/<family>/`, one file
 //! per resource), over the domain crates and the workflows' own starters.
 
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod extract;
+pub mod limits;
 pub mod problem;
 pub mod routes;
 
-pub use config::ApiConfig;
+pub use config::{ApiConfig, AuthConfig};
 pub use routes::gpuaas::config::{GpuaasConfig, LifecycleArgs};
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use problem::{ApiError, REQUEST_ID};
 use shared_kernel::db::Pool as PgPool;
+use platform_iam::tokens::TokenKeys;
 use std::sync::Arc;
+use std::time::Duration;
 use temporalio_client::Client;
 
 #[derive(Clone)]
@@ -24,10 +29,18 @@ pub struct AppState {
     pub pool: PgPool,
     pub temporal: Client,
     pub config: Arc<ApiConfig>,
+    /// The access-token keys (also sign audit anchors).
+    pub keys: Arc<TokenKeys>,
+    pub limits: Arc<limits::Limits>,
 }
 
 /// Every route, as `(METHOD, path)`; `doc/api/openapi.yaml` must list exactly these.
 pub fn routes() -> Vec<(&'static str, &'static str)> {
+    route_table().into_iter().map(|r| (r.method, r.path)).collect()
+}
+
+/// Every route with what it requires and its audit action.
+pub fn route_table() -> Vec<auth::Route> {
     routes::ROUTES
         .iter()
         .flat_map(|family| family.iter().copied())
@@ -36,6 +49,8 @@ pub fn routes() -> Vec<(&'static str, &'static str)> {
 
 pub fn router(state: AppState) -> Router {
     routes::router()
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authorize))
+        .layer(DefaultBodyLimit::max(state.config.auth.max_body_bytes))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
         })
@@ -74,23 +89,51 @@ async fn request_id(req: Request, next: Next) -> Response {
 }
 
 impl AppState {
-    /// Connects to Postgres (running migrations) and Temporal.
+    /// Connects to Postgres (running migrations) and Temporal, loads the signing keys, and
+    /// creates the bootstrap operator when one is configured.
     pub async fn connect(config: ApiConfig) -> anyhow::Result<Self> {
-        anyhow::ensure!(!config.api_token.is_empty(), "GPUAAS_API_TOKEN must be set");
-        anyhow::ensure!(
-            !config.join_token.is_empty(),
-            "GPUAAS_JOIN_TOKEN must be set"
-        );
         let pool = shared_kernel::db::connect_and_migrate(
             &config.database.url,
             config.database.max_connections,
         )
         .await?;
         let temporal = config.temporal.connect("gpuaas-api").await?;
+        Self::with(pool, temporal, config).await
+    }
+
+    /// The state over an existing pool and client (tests and benches).
+    pub async fn with(pool: PgPool, temporal: Client, config: ApiConfig) -> anyhow::Result<Self> {
+        let auth = &config.auth;
+        let ttl = Duration::from_secs(auth.access_token_ttl_seconds);
+        let keys = match &auth.signing_keys_dir {
+            Some(dir) => TokenKeys::load_dir(dir, &auth.token_issuer, &auth.token_audience, ttl)?,
+            None => {
+                tracing::warn!("GPUAAS_SIGNING_KEYS_DIR is not set: access tokens die with this process");
+                TokenKeys::ephemeral(&auth.token_issuer, &auth.token_audience, ttl)
+            }
+        };
+        if let (Some(email), Some(password)) = (
+            &auth.bootstrap_operator_email,
+            &auth.bootstrap_operator_password,
+        ) {
+            platform_iam::users::ensure_platform_user(
+                &pool,
+                email,
+                password,
+                platform_iam::PlatformRole::Operator,
+            )
+            .await?;
+        }
+        let limits = Arc::new(limits::Limits::new(
+            auth.rate_limit_per_second,
+            auth.rate_limit_burst,
+        ));
         Ok(Self {
             pool,
             temporal,
             config: Arc::new(config),
+            keys: Arc::new(keys),
+            limits,
         })
     }
 }
@@ -102,8 +145,26 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     tracing::info!(listen = %listener.local_addr()?, "API listening");
-    axum::serve(listener, router(state))
+    spawn_housekeeping(&state);
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// Background chores of the API process: audit anchors, forgetting idle rate-limit keys.
+fn spawn_housekeeping(state: &AppState) {
+    let every = state.config.audit_anchor_every_seconds;
+    if every > 0 {
+        audit::spawn_anchoring(state.clone(), Duration::from_secs(every));
+    }
+    let limits = state.limits.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limits.retain_recent();
+        }
+    });
 }

@@ -15,7 +15,13 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub detail: String,
+    /// Seconds, for 429 and 503 answers.
+    pub retry_after: Option<u64>,
 }
+
+/// The problem code of an error response, for the audit entry (a response extension).
+#[derive(Debug, Clone)]
+pub struct ErrorCode(pub String);
 
 impl ApiError {
     pub fn new(status: StatusCode, code: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -23,6 +29,7 @@ impl ApiError {
             status,
             code: code.into(),
             detail: detail.into(),
+            retry_after: None,
         }
     }
     pub fn bad_request(code: &str, detail: impl Into<String>) -> Self {
@@ -62,6 +69,8 @@ impl From<DomainError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
+        let code = ErrorCode(self.code.clone());
+        let retry_after = self.retry_after;
         let problem = Problem {
             type_uri: format!("https://docs.gpuaas.dev/problems/{}", self.code),
             title: self
@@ -79,6 +88,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response.extensions_mut().insert(code);
         response
     }
 }

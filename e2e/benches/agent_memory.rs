@@ -4,7 +4,7 @@
 
 use e2e::harness;
 
-use harness::{JOIN_TOKEN, Options, Platform};
+use harness::{Options, Platform};
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ async fn main() {
         &[
             ("GPUAAS_NODE_NAME", "mem-node".into()),
             ("GPUAAS_API_URL", p.api_url.clone()),
-            ("GPUAAS_JOIN_TOKEN", JOIN_TOKEN.into()),
+            ("GPUAAS_JOIN_TOKEN", p.join_token().await),
             ("GPUAAS_TEMPORAL_ADDRESS", temporal.clone()),
             ("GPUAAS_SIMULATE_GPUS", "8xH100-80GB".into()),
             ("GPUAAS_AGENT_STATE_DIR", state.clone()),

@@ -15,8 +15,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-pub const TOKEN: &str = "test-api-token";
-pub const JOIN_TOKEN: &str = "test-join-token";
+/// The accounts every test platform starts with: a platform operator, and a tenant who owns the
+/// seeded default org (so its default project is `platform_iam::DEFAULT_PROJECT`).
+pub const OPERATOR_EMAIL: &str = "operator@gpuaas.test";
+pub const TENANT_EMAIL: &str = "tenant@gpuaas.test";
+pub const PASSWORD: &str = "correct horse battery staple";
 
 pub fn temporal_args() -> TemporalArgs {
     TemporalArgs {
@@ -98,6 +101,15 @@ pub struct Platform {
     reconcile_every_s: u64,
     worker_faults: ActivityHooks,
     api_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Access tokens of the operator and the tenant. The harness reads (`get_json`,
+    /// `instance`) as the operator, who sees node names; it creates and deletes instances as
+    /// the tenant.
+    pub operator_token: String,
+    pub tenant_token: String,
+    pub operator_id: Uuid,
+    pub tenant_id: Uuid,
+    /// The API's token keys, to mint tokens for other users in tests.
+    pub keys: std::sync::Arc<platform_iam::tokens::TokenKeys>,
 }
 
 pub struct Options {
@@ -113,6 +125,8 @@ pub struct Options {
     pub reconcile_every_s: u64,
     /// Faults the in-process worker injects.
     pub worker_faults: ActivityHooks,
+    /// Identity and limits (tests' defaults: in-memory key, open sign-up, generous limits).
+    pub auth: api::AuthConfig,
 }
 
 impl Default for Options {
@@ -131,6 +145,7 @@ impl Default for Options {
             },
             reconcile_every_s: 0,
             worker_faults: ActivityHooks::default(),
+            auth: api::AuthConfig::for_tests(),
         }
     }
 }
@@ -150,8 +165,9 @@ impl Platform {
                 max_connections: 5,
             },
             temporal: temporal_args(),
-            api_token: TOKEN.into(),
-            join_token: JOIN_TOKEN.into(),
+            auth: options.auth.clone(),
+            audit_anchor_file: None,
+            audit_anchor_every_seconds: 0,
             gpuaas: api::GpuaasConfig {
                 task_queue: task_queue.clone(),
                 node_schedule_to_start_seconds: options.node_schedule_to_start_s,
@@ -162,6 +178,10 @@ impl Platform {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api_url = format!("http://{}", listener.local_addr().unwrap());
         let state = api::AppState::connect(config).await.expect("API connects");
+        let (operator_id, tenant_id) = bootstrap_accounts(&pool).await;
+        let keys = state.keys.clone();
+        let operator_token = keys.issue_access(operator_id, Uuid::now_v7());
+        let tenant_token = keys.issue_access(tenant_id, Uuid::now_v7());
         let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(api::serve(listener, state, async move {
             let _ = api_stopped.await;
@@ -182,6 +202,11 @@ impl Platform {
             reconcile_every_s: options.reconcile_every_s,
             worker_faults: options.worker_faults.clone(),
             api_stop: Some(api_stop),
+            operator_token,
+            tenant_token,
+            operator_id,
+            tenant_id,
+            keys,
         };
         if options.in_process_worker {
             platform.start_worker_thread();
@@ -299,10 +324,11 @@ impl Platform {
         faults: &ActivityHooks,
     ) {
         fault_env(&mut command, faults);
+        let join_token = self.join_token().await;
         let child = command
             .env("GPUAAS_NODE_NAME", name)
             .env("GPUAAS_API_URL", &self.api_url)
-            .env("GPUAAS_JOIN_TOKEN", JOIN_TOKEN)
+            .env("GPUAAS_JOIN_TOKEN", join_token)
             .env("GPUAAS_TEMPORAL_ADDRESS", temporal_address())
             .env("GPUAAS_SIMULATE_GPUS", gpus)
             .env(
@@ -385,13 +411,21 @@ impl Platform {
             .unwrap_or_else(|| panic!("no node {name}"))
     }
 
+    /// A fresh join token (single use, one hour).
+    pub async fn join_token(&self) -> String {
+        platform_iam::nodes::create_join_token(&self.pool, self.operator_id, 3600)
+            .await
+            .expect("create a join token")
+            .1
+            .text
+    }
+
     /// POSTs to an operator endpoint; returns the status and the body.
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let resp = self
             .http
             .post(format!("{}{path}", self.api_url))
-            .bearer_auth(TOKEN)
-            .header("x-gpuaas-operator", "test-operator")
+            .bearer_auth(&self.operator_token)
             .json(&body)
             .send()
             .await
@@ -428,7 +462,7 @@ impl Platform {
         let config = node_agent::AgentConfig {
             name: Some(name.to_string()),
             api_url: self.api_url.clone(),
-            join_token: JOIN_TOKEN.into(),
+            join_token: Some(self.join_token().await),
             temporal: temporal_args(),
             simulate_gpus: Some(gpus.to_string()),
             state_dir: self.state_dir.join("agents").join(name),
@@ -459,6 +493,11 @@ impl Platform {
     /// joining. Its task queue is never polled.
     pub async fn register_ghost_node(&self, name: &str, gpus: i32, model: &str) -> NodeId {
         let req = RegisterNodeRequest {
+            // A key whose private half nobody holds: the ghost never comes back.
+            public_key: Some(base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                rand::random::<[u8; 32]>(),
+            )),
             name: name.into(),
             agent_version: "ghost".into(),
             discovery: "simulated".into(),
@@ -475,7 +514,7 @@ impl Platform {
         let resp = self
             .http
             .post(format!("{}/v1/nodes/register", self.api_url))
-            .bearer_auth(JOIN_TOKEN)
+            .bearer_auth(self.join_token().await)
             .json(&req)
             .send()
             .await
@@ -488,11 +527,18 @@ impl Platform {
         resp.json::<RegisterNodeResponse>().await.unwrap().node_id
     }
 
+    /// GETs as the operator; instance paths read the seeded default project.
     pub async fn get_json(&self, path: &str) -> Value {
+        let path = if path.starts_with("/v1/instances") {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            format!("{path}{sep}project={}", platform_iam::DEFAULT_PROJECT)
+        } else {
+            path.to_string()
+        };
         let resp = self
             .http
             .get(format!("{}{path}", self.api_url))
-            .bearer_auth(TOKEN)
+            .bearer_auth(&self.operator_token)
             .send()
             .await
             .unwrap();
@@ -505,7 +551,7 @@ impl Platform {
         let mut req = self
             .http
             .post(format!("{}/v1/instances", self.api_url))
-            .bearer_auth(TOKEN)
+            .bearer_auth(&self.tenant_token)
             .json(&body);
         if let Some(key) = idempotency_key {
             req = req.header("Idempotency-Key", key);
@@ -550,7 +596,7 @@ impl Platform {
         let resp = self
             .http
             .delete(format!("{}/v1/instances/{id}", self.api_url))
-            .bearer_auth(TOKEN)
+            .bearer_auth(&self.tenant_token)
             .send()
             .await
             .unwrap();
@@ -791,6 +837,34 @@ async fn exits_within(child: &mut std::process::Child, within: Duration) -> bool
 
 /// A binary of the workspace (`gpuaas-worker`, `gpuaas-node-agent`, `gpuaas`), next to the
 /// test executable's profile directory; `scripts/test` builds them before the tests.
+/// A tenant's context in the seeded default project, for tests that call the domain directly.
+pub fn tenant_context() -> shared_kernel::OperationContext {
+    let mut ctx = shared_kernel::OperationContext::system("test");
+    ctx.principal = shared_kernel::Principal {
+        kind: shared_kernel::PrincipalKind::User,
+        id: Uuid::nil(),
+        name: TENANT_EMAIL.into(),
+    };
+    ctx.auth_method = shared_kernel::AuthMethod::AccessToken;
+    ctx.operator = false;
+    ctx.org = Some(platform_iam::DEFAULT_ORG);
+    ctx.project = Some(platform_iam::DEFAULT_PROJECT);
+    ctx
+}
+
+/// Creates the operator and the tenant (owner of the seeded default org); returns their ids.
+pub async fn bootstrap_accounts(pool: &PgPool) -> (Uuid, Uuid) {
+    use platform_iam::{PlatformRole, Role, users};
+    let operator = users::ensure_platform_user(pool, OPERATOR_EMAIL, PASSWORD, PlatformRole::Operator)
+        .await
+        .expect("create the operator");
+    let tenant = users::create(pool, TENANT_EMAIL, PASSWORD).await.expect("create the tenant").id;
+    users::add_to_org(pool, platform_iam::DEFAULT_ORG, tenant, Role::Owner)
+        .await
+        .expect("tenant owns the default org");
+    (operator, tenant)
+}
+
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     let profile_dir = exe

@@ -1,10 +1,11 @@
 //! `gpuaas-node-agent`: runs on every GPU host. It discovers the GPUs, registers the node with
-//! the API (join token), then serves the node contract's activities on the node's own Temporal
+//! the API (a join token the first time, its own key afterwards: `identity`), then serves the node contract's activities on the node's own Temporal
 //! task queue. It links `contract-node`, never database code (scripts/ci/check-architecture,
 //! rule 4, proves it on the resolved dependency tree).
 
 pub mod activities;
 pub mod gpu;
+pub mod identity;
 pub mod metrics;
 pub mod workload;
 
@@ -24,9 +25,10 @@ pub struct AgentConfig {
     /// Control-plane API URL.
     #[arg(long, env = "GPUAAS_API_URL", default_value = "http://127.0.0.1:8080")]
     pub api_url: String,
-    /// Join token the API was started with.
-    #[arg(long, env = "GPUAAS_JOIN_TOKEN")]
-    pub join_token: String,
+    /// The join token an operator created (`gpuaas node join-token create`): needed only the
+    /// first time; afterwards the agent authenticates with its own key (in the state directory).
+    #[arg(long, env = "GPUAAS_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
     #[command(flatten)]
     pub temporal: TemporalArgs,
     /// Simulated GPUs such as `8xH100-80GB`, used only when neither NVML nor nvidia-smi finds any.
@@ -77,7 +79,13 @@ pub async fn register(
     gpus: Vec<gpu::DiscoveredGpu>,
 ) -> anyhow::Result<RegisterNodeResponse> {
     let name = config.node_name();
+    let identity = identity::Identity::load_or_create(&config.state_dir)?;
+    let known = identity.node_id();
+    if known.is_none() && config.join_token.is_none() {
+        anyhow::bail!("this host has not joined yet: set GPUAAS_JOIN_TOKEN to a join token from an operator");
+    }
     let request = RegisterNodeRequest {
+        public_key: known.is_none().then(|| identity.public_key()),
         name,
         agent_version: AGENT_VERSION.to_string(),
         discovery: discovery.to_string(),
@@ -96,14 +104,23 @@ pub async fn register(
     let url = format!("{}/v1/nodes/register", config.api_url.trim_end_matches('/'));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
+        let authorization = match (known, &config.join_token) {
+            (Some(node), _) => format!("Node {}", identity.assertion(node)),
+            (None, Some(token)) => format!("Bearer {token}"),
+            (None, None) => unreachable!("checked above"),
+        };
         let attempt = http
             .post(&url)
-            .bearer_auth(&config.join_token)
+            .header(reqwest::header::AUTHORIZATION, authorization)
             .json(&request)
             .send()
             .await;
         match attempt {
-            Ok(resp) if resp.status().is_success() => return Ok(resp.json().await?),
+            Ok(resp) if resp.status().is_success() => {
+                let registered: RegisterNodeResponse = resp.json().await?;
+                identity.remember(registered.node_id)?;
+                return Ok(registered);
+            }
             Ok(resp) if resp.status().is_client_error() => {
                 anyhow::bail!(
                     "registration refused ({}): {}",

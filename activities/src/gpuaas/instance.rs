@@ -2,6 +2,7 @@
 //! control-plane worker as local activities. Every one is idempotent (activities run at least
 //! once).
 
+use shared_kernel::OperationContext;
 use super::metrics;
 use super::vocabulary::{InstanceStep, activity};
 use crate::{FinishHook, finish};
@@ -40,7 +41,8 @@ pub struct TerminatedNote {
 #[activities]
 impl InstanceActivities {
     /// Places the instance and allocates its GPUs, or reports why nothing fits (or that the
-    /// instance no longer wants any). Records the step the instance is at next.
+    /// instance no longer wants any, or that policy refused it: the workflow then fails it).
+    /// Records the step the instance is at next.
     #[activity(name = activity::ALLOCATE)]
     pub async fn allocate(
         self: Arc<Self>,
@@ -54,7 +56,7 @@ impl InstanceActivities {
                 Placement::NoCapacity { explanation } => {
                     (InstanceStep::WaitingForCapacity, Some(explanation.as_str()))
                 }
-                Placement::NotWanted { .. } => return Ok(placement),
+                Placement::NotWanted { .. } | Placement::Refused { .. } => return Ok(placement),
             };
             instance::set_step(&self.pool, id, step.as_str(), why).await?;
             Ok(placement)
@@ -82,7 +84,7 @@ impl InstanceActivities {
     ) -> Result<Transition, ActivityError> {
         let result = instance::mark_running(&self.pool, id).await;
         if let Ok(Transition::Applied) = result
-            && let Ok(i) = instance::get_any(&self.pool, id).await
+            && let Ok(i) = instance::get(&self.pool, &OperationContext::system("provisioning"), id).await
         {
             let took = i.running_at.unwrap_or(i.updated_at) - i.created_at;
             ::metrics::histogram!(metrics::PROVISIONING_DURATION)

@@ -11,7 +11,7 @@ use crate::AppState;
 use axum::Router;
 
 /// Every family's routes, as `(METHOD, path)`.
-pub const ROUTES: &[&[(&str, &str)]] = &[platform::ROUTES, gpuaas::ROUTES];
+pub const ROUTES: &[&[crate::auth::Route]] = &[platform::ROUTES, gpuaas::ROUTES];
 
 pub fn router() -> Router<AppState> {
     Router::new()

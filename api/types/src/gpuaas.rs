@@ -138,6 +138,10 @@ pub struct RegisterNodeRequest {
     /// How the GPUs were found: `nvml`, `nvidia-smi` or `simulated`.
     pub discovery: String,
     pub gpus: Vec<GpuReport>,
+    /// The node's Ed25519 public key (32 bytes, base64url), generated on the host: required
+    /// when joining with a join token, ignored when the node authenticates with its credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -26,7 +26,7 @@ async fn setup(gpus: i32) -> (PgPool, ActivityEnvironment) {
             })
             .collect(),
     };
-    node::register(&pool, &reg).await.unwrap();
+    node::register(&pool, shared_ids::NodeId::new(), &reg).await.unwrap();
     let env = ActivityEnvironment::builder()
         .register_activities(InstanceActivities::new(pool.clone(), no_hook()))
         .build();
@@ -42,7 +42,7 @@ async fn new_instance(pool: &PgPool, gpus: i32) -> InstanceId {
         command: None,
         capacity_timeout_s: None,
     };
-    instance::create(pool, &req, None)
+    instance::create(pool, &crate::harness::tenant_context(), &req, None)
         .await
         .unwrap()
         .instance
@@ -83,7 +83,7 @@ async fn the_happy_path_activities_run_twice_are_harmless() {
         Transition::AlreadyThere
     );
 
-    instance::begin_termination(&pool, platform_iam::DEFAULT_PROJECT, id)
+    instance::begin_termination(&pool, &crate::harness::tenant_context(), id)
         .await
         .unwrap();
     assert_eq!(env.run(InstanceActivities::release, id).await.unwrap(), 2);
@@ -159,7 +159,7 @@ async fn the_failure_path_activities_run_twice_are_harmless() {
             .unwrap(),
         Transition::AlreadyThere
     );
-    let failed = instance::get_any(&pool, starved).await.unwrap();
+    let failed = instance::get(&pool, &shared_kernel::OperationContext::system("test"), starved).await.unwrap();
     assert_eq!(
         failed.failure_reason,
         Some(FailureReason::InsufficientCapacity)
@@ -182,7 +182,7 @@ async fn concurrent_duplicate_allocates_hold_one_allocation() {
 async fn allocating_for_a_deleted_instance_allocates_nothing_and_says_so() {
     let (pool, env) = setup(8).await;
     let id = new_instance(&pool, 1).await;
-    instance::begin_termination(&pool, platform_iam::DEFAULT_PROJECT, id)
+    instance::begin_termination(&pool, &crate::harness::tenant_context(), id)
         .await
         .unwrap();
     for _ in 0..2 {

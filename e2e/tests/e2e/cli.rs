@@ -1,7 +1,7 @@
 //! The `gpuaas` CLI against a real platform: node operations, `-o json`, and exit codes that
 //! scripts can trust.
 
-use crate::harness::{Options, Platform, TOKEN};
+use crate::harness::{Options, Platform};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ async fn gpuaas(p: &Platform, args: &[&str]) -> Run {
     command
         .args(args)
         .env("GPUAAS_API_URL", &p.api_url)
-        .env("GPUAAS_TOKEN", TOKEN)
+        .env("GPUAAS_TOKEN", &p.operator_token)
         .env("GPUAAS_PROFILE", "/nonexistent/profile.json")
         .env("USER", "cli-test");
     let out = tokio::task::spawn_blocking(move || command.output().unwrap())

@@ -1,6 +1,6 @@
 //! ProvisionInstance / TerminateInstance end to end, including their failure paths.
 
-use crate::harness::{Options, Platform, TOKEN, process_alive};
+use crate::harness::{Options, Platform, process_alive};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use workflows::gpuaas::vocabulary::{InstanceStep, search};
@@ -485,7 +485,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
     let resp = p
         .http
         .post(format!("{}/v1/instances", p.api_url))
-        .bearer_auth(TOKEN)
+        .bearer_auth(&p.tenant_token)
         .header("content-type", "application/json")
         .body("{\"sku\": ")
         .send()
@@ -497,7 +497,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
     let resp = p
         .http
         .post(format!("{}/v1/instances", p.api_url))
-        .bearer_auth(TOKEN)
+        .bearer_auth(&p.tenant_token)
         .header(
             "idempotency-key",
             reqwest::header::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
@@ -510,7 +510,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
     let resp = p
         .http
         .get(format!("{}/v1/instances?limit=abc", p.api_url))
-        .bearer_auth(TOKEN)
+        .bearer_auth(&p.tenant_token)
         .send()
         .await
         .unwrap();
@@ -525,7 +525,7 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
         let resp = p
             .http
             .get(format!("{}{path}", p.api_url))
-            .bearer_auth(TOKEN)
+            .bearer_auth(&p.tenant_token)
             .send()
             .await
             .unwrap();
@@ -534,14 +534,15 @@ async fn bad_input_gets_problem_json_and_writes_nothing() {
     let resp = p
         .http
         .get(format!("{}/v1/nodes/{}", p.api_url, uuid::Uuid::now_v7()))
-        .bearer_auth(TOKEN)
+        .bearer_auth(&p.operator_token)
         .send()
         .await
         .unwrap();
     expect_problem(resp, 404, "node_not_found").await;
 
-    // No token, wrong token, and the join token are all refused for the user API.
-    for token in [None, Some("wrong"), Some(crate::harness::JOIN_TOKEN)] {
+    // No token, wrong token, and a join token are all refused for the user API.
+    let join_token = p.join_token().await;
+    for token in [None, Some("wrong"), Some(join_token.as_str())] {
         let mut req = p.http.get(format!("{}/v1/instances", p.api_url));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -589,7 +590,7 @@ async fn instances_page_by_cursor_newest_first() {
     let resp = p
         .http
         .get(format!("{}/v1/instances?limit=0", p.api_url))
-        .bearer_auth(TOKEN)
+        .bearer_auth(&p.tenant_token)
         .send()
         .await
         .unwrap();

@@ -1,7 +1,7 @@
 //! Fleet reliability end to end: dead agents (real processes, SIGKILLed), fencing, drain, GPU
 //! health with auto-cordon and recovery, and the orphan reconciler.
 
-use crate::harness::{Options, Platform, TOKEN, process_alive};
+use crate::harness::{OPERATOR_EMAIL, Options, Platform, process_alive};
 use crate::instances::expect_problem;
 use api::LifecycleArgs;
 use runtime::ActivityHooks;
@@ -405,10 +405,11 @@ async fn decommissioning_a_dead_node_releases_its_fenced_gpus_and_retires_it() {
         .filter(|e| e["kind"] == "node.decommissioned")
         .collect();
     assert_eq!(retired.len(), 1, "{all:?}");
-    assert_eq!(retired[0]["actor"], "operator:test-operator (dev token)");
+    let actor = retired[0]["actor"].as_str().unwrap();
+    assert!(actor.contains(OPERATOR_EMAIL) && actor.contains("user:"), "a real principal: {actor}");
     let again = reqwest::Client::new()
         .post(format!("{}/v1/nodes/register", p.api_url))
-        .bearer_auth(crate::harness::JOIN_TOKEN)
+        .bearer_auth(p.join_token().await)
         .json(&json!({"name": "a100", "agent_version": "x", "discovery": "simulated", "gpus": []}))
         .send()
         .await
@@ -430,7 +431,7 @@ async fn decommissioning_a_dead_node_releases_its_fenced_gpus_and_retires_it() {
         .collect();
     let rebuilt = reqwest::Client::new()
         .post(format!("{}/v1/nodes/register", p.api_url))
-        .bearer_auth(crate::harness::JOIN_TOKEN)
+        .bearer_auth(p.join_token().await)
         .json(&json!({"name": "a100-rebuilt", "agent_version": "x", "discovery": "simulated", "gpus": gpus}))
         .send()
         .await
@@ -543,7 +544,7 @@ async fn a_cordoned_node_takes_no_new_instances_until_uncordoned() {
         let req = p
             .http
             .post(format!("{}/v1/nodes/{id}/{verb}", p.api_url))
-            .bearer_auth(TOKEN);
+            .bearer_auth(&p.operator_token);
         async move { req.send().await.unwrap() }
     };
     for _ in 0..2 {

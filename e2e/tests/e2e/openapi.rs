@@ -496,12 +496,14 @@ fn schema_errors(spec: &Value) -> Vec<String> {
         "RegisterNodeRequest",
         &[
             RegisterNodeRequest {
+                public_key: None,
                 name: "gpu-node-1.example".into(),
                 agent_version: "0.1.0".into(),
                 discovery: "nvml".into(),
                 gpus: vec![gpu_report(0), gpu_report(1)],
             },
             RegisterNodeRequest {
+                public_key: None,
                 name: "cpu-only".into(),
                 agent_version: "0.1.0".into(),
                 discovery: "simulated".into(),

@@ -1,7 +1,7 @@
 //! The platform route family and the operators' metrics: every documented route is served,
 //! the API's fleet gauges, and the `/metrics` endpoint of the worker process.
 
-use crate::harness::{Options, Platform, TOKEN};
+use crate::harness::{Options, Platform};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,7 +16,7 @@ async fn every_documented_route_is_served() {
         let req = p
             .http
             .request(method.parse().unwrap(), url)
-            .bearer_auth(TOKEN)
+            .bearer_auth(&p.operator_token)
             .json(&json!({}));
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();

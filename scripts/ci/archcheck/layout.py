@@ -129,6 +129,8 @@ CRATE_SCHEMA: dict[str, str | None] = {
     "shared-ids": None,
     "shared-kernel": None,
     "platform-iam": "iam",
+    "platform-audit": "audit",
+    "platform-policy": "policy",
     "product-gpuaas": "gpuaas",
 }
 MIGRATIONS_DIR = "migrations"

@@ -25,6 +25,10 @@ pub struct ProvisionInput {
     /// How long to wait for capacity when nothing fits; 0 fails at once.
     pub capacity_timeout_s: u64,
     pub node_timeouts: NodeTimeouts,
+    /// Who asked: the steps this workflow takes on their behalf are theirs. `None` in histories
+    /// recorded before IAM, and for the platform's own starts.
+    #[serde(default)]
+    pub requested_by: Option<shared_kernel::Principal>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -302,6 +306,14 @@ async fn allocate_with_capacity_wait(
         let explanation = match placement {
             Ok(Placement::Placed(allocation)) => return Ok(allocation),
             Ok(Placement::NotWanted { .. }) => return Err(Abort::NotWanted),
+            // Policy said no (quota, plan): waiting for capacity cannot change that. Nothing was
+            // allocated; the instance fails at once with the refusal as its message.
+            Ok(Placement::Refused { code, reason }) => {
+                return Err(Abort::Failed(
+                    FailureReason::InsufficientCapacity,
+                    format!("{code}: {reason}"),
+                ));
+            }
             Ok(Placement::NoCapacity { explanation }) => explanation,
             Err(e) => return Err(Abort::Failed(FailureReason::Timeout, e.to_string())),
         };

@@ -21,6 +21,10 @@ pub struct TerminateInput {
     /// The node the instance runs on, if it got that far.
     pub node_id: Option<NodeId>,
     pub node_timeouts: NodeTimeouts,
+    /// Who asked: the steps this workflow takes on their behalf are theirs. `None` in histories
+    /// recorded before IAM, and for the platform's own starts.
+    #[serde(default)]
+    pub requested_by: Option<shared_kernel::Principal>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -469,6 +469,7 @@ async fn start_termination(
     project_id: ProjectId,
 ) {
     let terminate = TerminateInput {
+        requested_by: Some(shared_kernel::Principal::system("node-lifecycle")),
         instance_id,
         project_id,
         node_id: Some(input.node_id),

@@ -2,7 +2,8 @@
 
 use super::convert;
 use crate::AppState;
-use crate::extract::{ApiJson, ApiQuery, Caller, IdempotencyKey};
+use crate::auth::Caller;
+use crate::extract::{ApiJson, ApiQuery, IdempotencyKey, invalid_cursor, page_limit};
 use crate::problem::{ApiError, ApiResult};
 use api_types::Page;
 use api_types::gpuaas::{CreateInstanceRequest, Instance};
@@ -22,22 +23,21 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateInstanceRequest>,
 ) -> ApiResult<impl IntoResponse> {
     let new = NewInstance {
-        project_id: caller.project,
+        project_id: caller.project(),
         name: req.name,
         sku: req.sku,
         gpu_count: req.gpu_count,
         command: req.command,
         capacity_timeout_s: req.capacity_timeout_seconds,
     };
-    let created = instance::create(&state.pool, &new, key.as_deref()).await?;
+    product_gpuaas::sku::get(&state.pool, &new.sku).await?;
+    platform_policy::check_sku(&state.pool, caller.org(), &new.sku).await?;
+    let created = instance::create(&state.pool, &caller.ctx, &new, key.as_deref()).await?;
     // Also on a retry: the first attempt may have died between the insert and the start.
-    start_provisioning(&state, &created.instance).await?;
+    start_provisioning(&state, &caller, &created.instance).await?;
     let location = format!("/v1/instances/{}", created.instance.id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(convert::instance(created.instance)),
-    ))
+    let view = instance::for_caller(&caller.ctx, created.instance);
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(convert::instance(view))))
 }
 
 #[derive(serde::Deserialize)]
@@ -51,25 +51,20 @@ pub async fn list(
     caller: Caller,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Page<Instance>>> {
-    let limit = params.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be between 1 and 200",
-        ));
-    }
-    let after = match params.cursor {
-        Some(c) => Some(c.parse::<InstanceId>().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "cursor is not one this API issued")
-        })?),
-        None => None,
-    };
-    let items = instance::list(&state.pool, caller.project, limit, after).await?;
+    let limit = page_limit(params.limit)?;
+    let after = params
+        .cursor
+        .map(|c| c.parse::<InstanceId>().map_err(|_| invalid_cursor()))
+        .transpose()?;
+    let items = instance::list(&state.pool, &caller.ctx, limit, after).await?;
     let next_cursor = (items.len() as i64 == limit)
         .then(|| items.last().map(|i| i.id.to_string()))
         .flatten();
     Ok(Json(Page {
-        items: items.into_iter().map(convert::instance).collect(),
+        items: items
+            .into_iter()
+            .map(|i| convert::instance(instance::for_caller(&caller.ctx, i)))
+            .collect(),
         next_cursor,
     }))
 }
@@ -81,7 +76,7 @@ pub async fn get(
 ) -> ApiResult<Json<Instance>> {
     let id = instance_id(&id)?;
     Ok(Json(convert::instance(
-        instance::get_explained(&state.pool, caller.project, id).await?,
+        instance::get_explained(&state.pool, &caller.ctx, id).await?,
     )))
 }
 
@@ -93,18 +88,20 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let id = instance_id(&id)?;
-    let (previous, current) = instance::begin_termination(&state.pool, caller.project, id).await?;
+    let (previous, current) = instance::begin_termination(&state.pool, &caller.ctx, id).await?;
     // A pending/provisioning instance is unwound by its own provisioning workflow, which sees the
     // `terminating` state at its next step; only a running one needs TerminateInstance.
     if previous == InstanceState::Running {
-        start_termination(&state, &current).await?;
+        start_termination(&state, &caller, &current).await?;
     }
-    Ok((StatusCode::ACCEPTED, Json(convert::instance(current))))
+    let view = instance::for_caller(&caller.ctx, current);
+    Ok((StatusCode::ACCEPTED, Json(convert::instance(view))))
 }
 
-async fn start_provisioning(state: &AppState, i: &product_gpuaas::Instance) -> ApiResult<()> {
+async fn start_provisioning(state: &AppState, caller: &Caller, i: &product_gpuaas::Instance) -> ApiResult<()> {
     let gpuaas = &state.config.gpuaas;
     let input = ProvisionInput {
+        requested_by: Some(caller.ctx.principal.clone()),
         instance_id: i.id,
         project_id: i.project_id,
         command: i.command.clone(),
@@ -116,9 +113,10 @@ async fn start_provisioning(state: &AppState, i: &product_gpuaas::Instance) -> A
         .map_err(|e| ApiError::internal(format!("start the provisioning of {}: {e}", i.id)))
 }
 
-async fn start_termination(state: &AppState, i: &product_gpuaas::Instance) -> ApiResult<()> {
+async fn start_termination(state: &AppState, caller: &Caller, i: &product_gpuaas::Instance) -> ApiResult<()> {
     let gpuaas = &state.config.gpuaas;
     let input = TerminateInput {
+        requested_by: Some(caller.ctx.principal.clone()),
         instance_id: i.id,
         project_id: i.project_id,
         node_id: i.node_id,
@@ -132,11 +130,6 @@ async fn start_termination(state: &AppState, i: &product_gpuaas::Instance) -> Ap
 /// Ids that do not parse cannot exist: 404, like any other unknown id (the code is a literal, so
 /// the OpenAPI contract test sees it).
 fn instance_id(id: &str) -> Result<InstanceId, ApiError> {
-    id.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "instance_not_found",
-            format!("instance {id} not found"),
-        )
-    })
+    id.parse()
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "instance_not_found", "instance not found"))
 }

@@ -2,7 +2,8 @@
 
 use super::convert;
 use crate::AppState;
-use crate::extract::{ApiJson, Caller, JoiningNode};
+use crate::auth::{Caller, NodeCaller};
+use crate::extract::ApiJson;
 use crate::problem::{ApiError, ApiResult};
 use api_types::List;
 use api_types::gpuaas::{
@@ -16,7 +17,7 @@ use std::time::Duration;
 use workflows::gpuaas::node_lifecycle as lifecycle_workflow;
 use workflows::gpuaas::{DrainRequested, NodeLifecycleInput};
 
-pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<List<Node>>> {
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<List<Node>>> {
     let nodes = node::list(&state.pool).await?;
     Ok(Json(List {
         items: nodes.into_iter().map(convert::node).collect(),
@@ -25,7 +26,6 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<J
 
 pub async fn get(
     State(state): State<AppState>,
-    _caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Node>> {
     Ok(Json(convert::node(
@@ -33,14 +33,16 @@ pub async fn get(
     )))
 }
 
-/// Agents register with the join token; registering again returns the same node id.
+/// Agents register: the first time with a join token and their public key (joining), afterwards
+/// with their node credential. Registering again returns the same node id.
 pub async fn register(
     State(state): State<AppState>,
-    _node: JoiningNode,
+    caller: Caller,
     ApiJson(req): ApiJson<RegisterNodeRequest>,
 ) -> ApiResult<Json<RegisterNodeResponse>> {
     let name = req.name.clone();
-    let node_id = node::register(&state.pool, &convert::registration(req)).await?;
+    let node_id = node_identity(&state, &caller, &req).await?;
+    let node_id = node::register(&state.pool, node_id, &convert::registration(req)).await?;
     let gpuaas = &state.config.gpuaas;
     lifecycle_workflow::start_or_configure(
         &state.temporal,
@@ -53,6 +55,31 @@ pub async fn register(
         node_id,
         task_queue: contract_node::vocabulary::task_queue(node_id),
     }))
+}
+
+/// The node a registration is for: the credential's node, or (joining) the node of that name,
+/// or a new one, whose public key the join records while it uses up the token.
+async fn node_identity(state: &AppState, caller: &Caller, req: &RegisterNodeRequest) -> ApiResult<NodeId> {
+    match &caller.node {
+        Some(NodeCaller::Node(id)) => Ok(*id),
+        Some(NodeCaller::Joining { token }) => {
+            let key = req
+                .public_key
+                .as_deref()
+                .and_then(|k| base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, k).ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                        "public_key_required",
+                        "joining needs the node's Ed25519 public key (base64url) in public_key",
+                    )
+                })?;
+            let id = node::id_by_name(&state.pool, &req.name).await?.unwrap_or_default();
+            platform_iam::nodes::join(&state.pool, token, id, &key).await?;
+            Ok(id)
+        }
+        None => Err(crate::auth::unauthorized()),
+    }
 }
 
 /// `POST /v1/nodes/{id}/cordon`: no new instances are placed on the node.
@@ -117,6 +144,8 @@ pub async fn decommission(
 ) -> ApiResult<Json<Node>> {
     let actor = caller.actor();
     let node = node_lifecycle::decommission(&state.pool, node_id(&id)?, &actor).await?;
+    // A retired host's key proves nothing any more.
+    platform_iam::nodes::revoke_credential(&state.pool, node.id).await?;
     lifecycle_workflow::tell_decommissioned(&state.temporal, node.id, &actor.label())
         .await
         .map_err(|e| {
@@ -130,7 +159,6 @@ pub async fn decommission(
 /// `GET /v1/nodes/{id}/events`: newest first; the audit trail of the node.
 pub async fn events(
     State(state): State<AppState>,
-    _caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<List<NodeEvent>>> {
     let id = node_id(&id)?;
@@ -156,11 +184,6 @@ fn lifecycle_input(state: &AppState, node: NodeId, name: &str) -> NodeLifecycleI
 /// Ids that do not parse cannot exist: 404, like any other unknown id (the code is a literal, so
 /// the OpenAPI contract test sees it).
 fn node_id(id: &str) -> Result<NodeId, ApiError> {
-    id.parse().map_err(|_| {
-        ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "node_not_found",
-            format!("node {id} not found"),
-        )
-    })
+    id.parse()
+        .map_err(|_| ApiError::new(axum::http::StatusCode::NOT_FOUND, "node_not_found", "node not found"))
 }

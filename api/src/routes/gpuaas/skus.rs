@@ -2,7 +2,7 @@
 
 use super::convert;
 use crate::AppState;
-use crate::extract::Caller;
+use crate::auth::Caller;
 use crate::problem::ApiResult;
 use api_types::List;
 use api_types::gpuaas::Sku;

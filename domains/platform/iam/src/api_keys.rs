@@ -125,38 +125,48 @@ pub async fn create(pool: &PgPool, new: &NewApiKey<'_>) -> DomainResult<(ApiKey,
     Ok((key(row), secret))
 }
 
-/// The keys of an org, newest first; `owner` narrows to one user's or service account's keys.
-pub async fn list(pool: &PgPool, org: OrgId, owner: Option<KeyOwner>) -> DomainResult<Vec<ApiKey>> {
-    let (user, sa) = match owner {
-        Some(KeyOwner::User(u)) => (Some(u), None),
-        Some(KeyOwner::ServiceAccount(s)) => (None, Some(s)),
-        None => (None, None),
-    };
+/// Which keys a project admin sees: those bound to the project, those of the project's service
+/// accounts, and the caller's own.
+const VISIBLE: &str = "org_id = $1 AND (project_id = $2 OR user_id = $3
+       OR service_account_id IN (SELECT id FROM iam.service_accounts WHERE project_id = $2))";
+
+/// The keys `caller` may manage in `project` of `org`, newest first.
+pub async fn list(
+    pool: &PgPool,
+    org: OrgId,
+    project: ProjectId,
+    caller: Uuid,
+) -> DomainResult<Vec<ApiKey>> {
     let rows: Vec<KeyRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM iam.api_keys WHERE org_id = $1
-           AND ($2::uuid IS NULL OR user_id = $2) AND ($3::uuid IS NULL OR service_account_id = $3)
-         ORDER BY created_at DESC LIMIT 500"
+        "SELECT {COLUMNS} FROM iam.api_keys WHERE {VISIBLE} ORDER BY created_at DESC LIMIT 500"
     ))
     .bind(org.uuid())
-    .bind(user)
-    .bind(sa)
+    .bind(project.uuid())
+    .bind(caller)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(key).collect())
 }
 
-/// Revokes a key of `org`. Idempotent.
-pub async fn revoke(pool: &PgPool, org: OrgId, id: Uuid) -> DomainResult<ApiKey> {
+/// Revokes a key `caller` may manage in `project`. Idempotent.
+pub async fn revoke(
+    pool: &PgPool,
+    org: OrgId,
+    project: ProjectId,
+    caller: Uuid,
+    id: Uuid,
+) -> DomainResult<ApiKey> {
     let row: Option<KeyRow> = sqlx::query_as(&format!(
         "UPDATE iam.api_keys SET revoked_at = coalesce(revoked_at, now())
-         WHERE id = $1 AND org_id = $2 RETURNING {COLUMNS}"
+         WHERE id = $4 AND {VISIBLE} RETURNING {COLUMNS}"
     ))
-    .bind(id)
     .bind(org.uuid())
+    .bind(project.uuid())
+    .bind(caller)
+    .bind(id)
     .fetch_optional(pool)
     .await?;
-    row.map(key)
-        .ok_or_else(|| DomainError::not_found("api_key_not_found", format!("API key {id} not found")))
+    row.map(key).ok_or_else(|| DomainError::not_found("api_key_not_found", "API key not found"))
 }
 
 /// A live key by its text. Malformed text (bad prefix or checksum) costs no database query.

@@ -67,6 +67,9 @@ pub async fn set_role(
         .bind(role.as_str())
         .execute(&mut *tx)
         .await?;
+    if role < current {
+        users::expire_tokens(&mut tx, user).await?;
+    }
     tx.commit().await?;
     list(pool, org)
         .await?
@@ -101,6 +104,7 @@ pub async fn remove(pool: &PgPool, org: OrgId, user: Uuid, actor_role: Role) -> 
     .bind(user)
     .execute(&mut *tx)
     .await?;
+    users::expire_tokens(&mut tx, user).await?;
     // The member's keys for this org die with the membership.
     sqlx::query("UPDATE iam.api_keys SET revoked_at = now() WHERE org_id = $1 AND user_id = $2 AND revoked_at IS NULL")
         .bind(org.uuid())

@@ -177,6 +177,7 @@ pub async fn delete(pool: &PgPool, id: Uuid) -> DomainResult<()> {
         "DELETE FROM iam.project_members WHERE user_id = $1",
         "UPDATE iam.api_keys SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
         "UPDATE iam.refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+        "UPDATE iam.users SET tokens_not_before = now() WHERE id = $1",
     ] {
         sqlx::query(sql).bind(id).execute(&mut *tx).await?;
     }
@@ -195,6 +196,21 @@ pub async fn add_to_org(pool: &PgPool, org: shared_ids::OrgId, user: Uuid, role:
     .bind(role.as_str())
     .execute(pool)
     .await?;
+    Ok(())
+}
+
+/// Creates a user who belongs to no org yet (tests and operators add memberships).
+pub async fn create(pool: &PgPool, email: &str, password: &str) -> DomainResult<User> {
+    let mut conn = pool.acquire().await?;
+    create_plain(&mut conn, email, password).await
+}
+
+/// Refuses every access token issued until now (the user must log in again).
+pub(crate) async fn expire_tokens(conn: &mut sqlx::PgConnection, user: Uuid) -> DomainResult<()> {
+    sqlx::query("UPDATE iam.users SET tokens_not_before = now() WHERE id = $1")
+        .bind(user)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -329,6 +329,7 @@ async fn allocate_all(pool: &PgPool, ids: Vec<InstanceId>, tasks: usize) -> Outc
                 Ok(Placement::Placed(_)) => Ok(true),
                 Ok(Placement::NoCapacity { .. }) => Ok(false),
                 Ok(Placement::NotWanted { state }) => Err(format!("{id} is {state:?}")),
+                Ok(Placement::Refused { code, reason }) => Err(format!("{id}: {code}: {reason}")),
                 Err(e) => Err(format!("{id}: {e}")),
             }
         }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shared_ids::{InstanceId, NodeId, ProjectId};
-use shared_kernel::{DomainError, DomainResult};
+use shared_kernel::{DomainError, DomainResult, OperationContext};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -158,51 +158,108 @@ const COLUMNS: &str = "id, project_id, name, sku_id, gpu_count, command, capacit
     failure_reason, status_message, node_id, gpu_indices, current_step, created_at, \
     updated_at, running_at, ended_at";
 
-/// Gets an instance and, while it waits on its node, says for what and for how long: "waiting
-/// for the agent of node X for 42s (node down since …)". The text is computed at read time, so
-/// it stays current without the workflow writing every second.
+/// Gets an instance and, while it waits on its node, says for what and for how long. The text is
+/// computed at read time, so it stays current without the workflow writing every second.
+/// Operators read node names ("waiting 42s for the agent of node X (node X is down …)");
+/// tenants read about capacity and "the host", never a node's name or id.
 pub async fn get_explained(
     pool: &PgPool,
-    project: ProjectId,
+    ctx: &OperationContext,
     id: InstanceId,
 ) -> DomainResult<Instance> {
-    let mut instance = get(pool, project, id).await?;
+    let mut instance = get(pool, ctx, id).await?;
     let on_node = matches!(
         instance.state,
         InstanceState::Provisioning | InstanceState::Terminating
     );
-    let (Some(node), true) = (instance.node_id, on_node) else {
-        return Ok(instance);
-    };
+    if let (Some(node), true) = (instance.node_id, on_node) {
+        explain_wait(pool, &mut instance, node, ctx.operator).await?;
+    }
+    Ok(for_caller(ctx, instance))
+}
+
+async fn explain_wait(
+    pool: &PgPool,
+    instance: &mut Instance,
+    node: NodeId,
+    name_nodes: bool,
+) -> DomainResult<()> {
     let row: Option<(String, String, f64, Option<f64>)> = sqlx::query_as(
         "SELECT n.name, n.state, extract(epoch FROM now() - i.updated_at)::float8,
                 extract(epoch FROM now() - n.last_seen_at)::float8
          FROM gpuaas.nodes n JOIN gpuaas.instances i ON i.id = $2 WHERE n.id = $1",
     )
     .bind(node.uuid())
-    .bind(id.uuid())
+    .bind(instance.id.uuid())
     .fetch_optional(pool)
     .await?;
-    if let Some((name, state, waiting_s, seen_s)) = row {
-        let what = match instance.state {
-            InstanceState::Terminating => "to stop the workload",
-            _ => "to start the workload",
-        };
-        let node_note = match (state.as_str(), seen_s) {
-            ("down", _) => format!("node {name} is down: its agent stopped answering"),
-            (s, Some(seen)) => {
-                format!("node {name} is {s}, its agent last answered {seen:.0}s ago")
-            }
-            (s, None) => format!("node {name} is {s}"),
-        };
-        let detail =
-            format!("waiting {waiting_s:.0}s for the agent of node {name} {what} ({node_note})");
-        instance.status_message = Some(match instance.status_message.take() {
-            Some(existing) => format!("{existing}; {detail}"),
-            None => detail,
-        });
+    let Some((name, state, waiting_s, seen_s)) = row else {
+        return Ok(());
+    };
+    let what = match instance.state {
+        InstanceState::Terminating => "to stop the workload",
+        _ => "to start the workload",
+    };
+    let host = if name_nodes { format!("node {name}") } else { "the host".to_string() };
+    let node_note = match (state.as_str(), seen_s) {
+        ("down", _) => format!("{host} is down: its agent stopped answering"),
+        (s, Some(seen)) => format!("{host} is {s}, its agent last answered {seen:.0}s ago"),
+        (s, None) => format!("{host} is {s}"),
+    };
+    let agent = if name_nodes { format!("the agent of node {name}") } else { "the host's agent".to_string() };
+    let detail = format!("waiting {waiting_s:.0}s for {agent} {what} ({node_note})");
+    let existing = instance.status_message.take().filter(|_| name_nodes);
+    instance.status_message = Some(match existing {
+        Some(existing) => format!("{existing}; {detail}"),
+        None => detail,
+    });
+    Ok(())
+}
+
+/// What a caller may read of an instance: operators everything; tenants no node id, and status
+/// texts written for operators (which name nodes) replaced by ones about capacity and the host.
+pub fn for_caller(ctx: &OperationContext, mut instance: Instance) -> Instance {
+    if ctx.operator {
+        return instance;
     }
-    Ok(instance)
+    instance.node_id = None;
+    let explained_wait = instance
+        .status_message
+        .as_deref()
+        .is_some_and(|m| m.starts_with("waiting ") && m.contains("the host"));
+    if !explained_wait {
+        instance.status_message = tenant_message(&instance);
+    }
+    instance
+}
+
+fn tenant_message(i: &Instance) -> Option<String> {
+    use InstanceState::*;
+    // The policy's refusals speak of the tenant's own quota and plan: theirs to read.
+    let policy = i.status_message.as_ref().filter(|m| {
+        m.starts_with(platform_policy::QUOTA_EXCEEDED) || m.starts_with(platform_policy::SKU_NOT_ENTITLED)
+    });
+    if let (Failed, Some(message)) = (i.state, policy) {
+        return Some(message.clone());
+    }
+    match (i.state, i.failure_reason) {
+        (Pending, _) => i.status_message.as_ref().map(|_| {
+            format!("waiting for capacity: no host has {} free GPUs of this SKU right now", i.gpu_count)
+        }),
+        (Failed, Some(FailureReason::InsufficientCapacity)) => {
+            Some("no capacity for this SKU and GPU count within the capacity timeout".into())
+        }
+        (Failed, Some(FailureReason::NodeUnreachable)) => Some("the host stopped answering".into()),
+        (Failed, Some(FailureReason::StartFailed)) => i
+            .status_message
+            .as_ref()
+            .map(|m| format!("the workload failed to start: {}", m.rsplit(": ").next().unwrap_or(m))),
+        (Failed, Some(FailureReason::Timeout)) => Some("the host did not confirm in time".into()),
+        (Failed, Some(FailureReason::WorkloadVanished)) => {
+            Some("the workload stopped: its process exited or its host lost it".into())
+        }
+        _ => None,
+    }
 }
 
 /// Instances accepted more than `older_than` ago whose provisioning never took a step: the API
@@ -292,9 +349,16 @@ pub struct Created {
 /// when validation fails.
 pub async fn create(
     pool: &PgPool,
+    ctx: &OperationContext,
     req: &NewInstance,
     idempotency_key: Option<&str>,
 ) -> DomainResult<Created> {
+    if visible_project(ctx)?.is_some_and(|p| p != req.project_id) {
+        return Err(DomainError::invalid(
+            "project_mismatch",
+            "an instance is created in the project the request acts in",
+        ));
+    }
     req.validate()?;
     let sku = sku::get(pool, &req.sku).await?;
     sku.check_gpu_count(req.gpu_count)?;
@@ -356,38 +420,49 @@ pub async fn create(
     })
 }
 
-pub async fn get(pool: &PgPool, project: ProjectId, id: InstanceId) -> DomainResult<Instance> {
-    sqlx::query_as::<_, InstanceRow>(&format!(
-        "SELECT {COLUMNS} FROM gpuaas.instances WHERE id = $1 AND project_id = $2"
-    ))
-    .bind(id.uuid())
-    .bind(project.uuid())
-    .fetch_optional(pool)
-    .await?
-    .map(Into::into)
-    .ok_or_else(|| DomainError::not_found("instance_not_found", format!("instance {id} not found")))
+/// The project a context may see instances of: its own, or every project for the system.
+fn visible_project(ctx: &OperationContext) -> DomainResult<Option<ProjectId>> {
+    if ctx.is_system() {
+        Ok(None)
+    } else {
+        ctx.require_project().map(Some)
+    }
 }
 
-/// Reads an instance regardless of project: for workflows, which act for the system.
-pub async fn get_any(pool: &PgPool, id: InstanceId) -> DomainResult<Instance> {
+/// An instance the context may see: one of its project's (the system sees every project's).
+/// Another project's instance is "not found", exactly like one that does not exist.
+pub async fn get(pool: &PgPool, ctx: &OperationContext, id: InstanceId) -> DomainResult<Instance> {
+    let project = visible_project(ctx)?;
     sqlx::query_as::<_, InstanceRow>(&format!(
-        "SELECT {COLUMNS} FROM gpuaas.instances WHERE id = $1"
+        "SELECT {COLUMNS} FROM gpuaas.instances WHERE id = $1 AND ($2::uuid IS NULL OR project_id = $2)"
     ))
     .bind(id.uuid())
+    .bind(project.map(ProjectId::uuid))
     .fetch_optional(pool)
     .await?
     .map(Into::into)
-    .ok_or_else(|| DomainError::not_found("instance_not_found", format!("instance {id} not found")))
+    .ok_or_else(instance_not_found)
+}
+
+/// The same answer for an instance that does not exist and one the caller may not see: no id
+/// in the text, so the two bodies are identical.
+pub fn instance_not_found() -> DomainError {
+    DomainError::not_found("instance_not_found", "instance not found")
+}
+
+async fn get_system(pool: &PgPool, id: InstanceId) -> DomainResult<Instance> {
+    get(pool, &OperationContext::system("gpuaas"), id).await
 }
 
 /// One page of a project's instances, newest first. `after` is the last id of the previous page
 /// (ids are UUIDv7, so id order is creation order).
 pub async fn list(
     pool: &PgPool,
-    project: ProjectId,
+    ctx: &OperationContext,
     limit: i64,
     after: Option<InstanceId>,
 ) -> DomainResult<Vec<Instance>> {
+    let project = ctx.require_project()?;
     let rows: Vec<InstanceRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM gpuaas.instances
          WHERE project_id = $1 AND ($2::uuid IS NULL OR id < $2)
@@ -437,7 +512,7 @@ async fn transition(
     if applied.is_some() {
         return Ok(Transition::Applied);
     }
-    let current = get_any(pool, id).await?.state;
+    let current = get_system(pool, id).await?.state;
     Ok(if current == to {
         Transition::AlreadyThere
     } else {
@@ -500,9 +575,10 @@ pub async fn mark_failed(
 /// provisioning cancelled, a terminal one needs nothing.
 pub async fn begin_termination(
     pool: &PgPool,
-    project: ProjectId,
+    ctx: &OperationContext,
     id: InstanceId,
 ) -> DomainResult<(InstanceState, Instance)> {
+    let project = ctx.require_project()?;
     let previous: Option<(String,)> = sqlx::query_as(
         "WITH old AS (SELECT state FROM gpuaas.instances WHERE id = $1 AND project_id = $2 FOR UPDATE)
          UPDATE gpuaas.instances i SET state = 'terminating', current_step = 'terminating', updated_at = now()
@@ -513,7 +589,7 @@ pub async fn begin_termination(
     .bind(project.uuid())
     .fetch_optional(pool)
     .await?;
-    let instance = get(pool, project, id).await?;
+    let instance = get(pool, ctx, id).await?;
     let previous = previous
         .and_then(|(s,)| InstanceState::parse(&s))
         .unwrap_or(instance.state);

@@ -136,25 +136,44 @@ impl NodeRegistration {
 }
 
 /// Registers (or re-registers) a node and its GPUs; returns its id. Idempotent by node name.
-pub async fn register(pool: &PgPool, reg: &NodeRegistration) -> DomainResult<NodeId> {
+/// The id of the node named `name`, if one registered under that name.
+pub async fn id_by_name(pool: &PgPool, name: &str) -> DomainResult<Option<NodeId>> {
+    let id: Option<Uuid> = sqlx::query_scalar("SELECT id FROM gpuaas.nodes WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    Ok(id.map(NodeId::from))
+}
+
+/// Registers (or re-registers) node `id` under `reg.name`. The id comes from the node's
+/// credential, so a name already held by another node is refused: a host cannot take over
+/// another's identity by claiming its name.
+pub async fn register(pool: &PgPool, id: NodeId, reg: &NodeRegistration) -> DomainResult<NodeId> {
     reg.validate()?;
     let mut tx = pool.begin().await?;
     let gpu_model = reg.gpus.first().map(|g| g.model.clone());
-    let (id,): (Uuid,) = sqlx::query_as(
+    let registered: Option<(Uuid,)> = sqlx::query_as(
         "INSERT INTO gpuaas.nodes (id, name, state, gpu_model, agent_version, discovery)
          VALUES ($1, $2, 'registering', $3, $4, $5)
          ON CONFLICT (name) DO UPDATE
             SET gpu_model = EXCLUDED.gpu_model, agent_version = EXCLUDED.agent_version,
                 discovery = EXCLUDED.discovery, updated_at = now()
+            WHERE gpuaas.nodes.id = EXCLUDED.id
          RETURNING id",
     )
-    .bind(NodeId::new().uuid())
+    .bind(id.uuid())
     .bind(&reg.name)
     .bind(&gpu_model)
     .bind(&reg.agent_version)
     .bind(&reg.discovery)
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    let Some((id,)) = registered else {
+        return Err(DomainError::conflict(
+            "node_name_taken",
+            format!("another node is registered as {}", reg.name),
+        ));
+    };
     let id = NodeId::from(id);
     // Serialise against placement on this node while its GPUs and counter are rewritten.
     let (state,): (String,) =

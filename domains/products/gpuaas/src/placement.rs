@@ -6,11 +6,20 @@
 //! other. The guarantee against double-booking is the unique index
 //! `allocations_one_live_per_gpu`, not this choreography: a racing insert fails instead of
 //! leasing a GPU twice.
+//!
+//! Policy (`platform-policy`) decides whether the instance's project may have the GPUs at all:
+//! inside the allocation transaction, after the instance row is locked and before a node is
+//! picked, the org's plan must entitle the SKU and, where the project has a GPU quota, the GPUs
+//! it holds (counted here, in this product's own tables) plus the request must fit. Allocations
+//! of a project with a quota are serialised by a per-project lock; a project without one takes
+//! no lock, so the hot path pays one policy read.
 
 use serde::{Deserialize, Serialize};
-use shared_ids::{InstanceId, NodeId};
+use shared_ids::{InstanceId, NodeId, OrgId, ProjectId};
 use shared_kernel::{DomainError, DomainResult};
 use sqlx::{PgPool, Postgres, Transaction};
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
 use uuid::Uuid;
 
 /// The GPUs an instance holds on one node.
@@ -34,6 +43,13 @@ pub enum Placement {
     NotWanted {
         state: crate::InstanceState,
     },
+    /// Policy refused the GPUs (the project's quota, the plan's SKUs): nothing was allocated, and
+    /// retrying the same request will not help. `code` is the refusal's stable code
+    /// (`quota_exceeded`, `sku_not_entitled`, `project_not_found`), `reason` says why in words.
+    Refused {
+        code: String,
+        reason: String,
+    },
 }
 
 /// Allocates GPUs for a `pending`/`provisioning` instance. Idempotent: an instance that already
@@ -47,6 +63,13 @@ pub async fn allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Place
             Ok(Attempt::CandidatesBusy) => {
                 tokio::time::sleep(std::time::Duration::from_millis(1 + (attempt % 4) as u64))
                     .await;
+            }
+            // The first allocation of a project in this process: ask IAM for its org (outside
+            // any transaction), then go again.
+            Ok(Attempt::OrgUnknown(project)) => {
+                if let Some(refused) = learn_org(pool, project).await? {
+                    return Ok(refused);
+                }
             }
             // The unique index refused a GPU another allocator took first, or Postgres broke a
             // lock cycle: neither left anything behind, so try again with fresh data.
@@ -67,19 +90,117 @@ const MAX_ATTEMPTS: u32 = 2000;
 enum Attempt {
     Done(Placement),
     CandidatesBusy,
+    OrgUnknown(ProjectId),
+}
+
+/// The org of each project this process has allocated for, as IAM says (this product stores
+/// no org; policy needs it). A project never changes org, so an entry cannot go stale; projects
+/// IAM does not know are not cached. Saves IAM's read on every allocation but a project's first.
+static ORG_OF: LazyLock<RwLock<HashMap<ProjectId, OrgId>>> = LazyLock::new(Default::default);
+/// Past this many projects the cache starts over (a few MiB at most).
+const ORG_CACHE_MAX: usize = 100_000;
+
+fn cached_org(project: ProjectId) -> Option<OrgId> {
+    ORG_OF
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&project)
+        .copied()
+}
+
+/// Reads the project's org through IAM's API into the cache; a project IAM does not know is a
+/// refusal.
+async fn learn_org(pool: &PgPool, project: ProjectId) -> DomainResult<Option<Placement>> {
+    match platform_iam::get_project(pool, project).await {
+        Ok(p) => {
+            let mut cache = ORG_OF.write().unwrap_or_else(|e| e.into_inner());
+            if cache.len() >= ORG_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(project, p.org_id);
+            Ok(None)
+        }
+        Err(e @ DomainError::NotFound { .. }) => Ok(Some(Placement::Refused {
+            code: e.code().to_string(),
+            reason: e.to_string(),
+        })),
+        Err(e) => Err(e),
+    }
+}
+
+/// The project an instance belongs to and that project's org.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    org: OrgId,
+    project: ProjectId,
+}
+
+/// Policy's answer for `gpu_count` GPUs of `sku` for the owner's project, inside the allocation
+/// transaction `tx` (whose instance row is locked): `Some(refusal)`, or `None` to go on.
+///
+/// One policy read when the project has no quota. With a quota: the per-project lock, then the
+/// GPUs the project holds counted (a fresh statement after the lock, so it sees every allocation
+/// committed by the allocator that held the lock before), then admission, which reads the
+/// entitlement again under the lock. A quota set while an unlocked allocation of the same
+/// project is in flight does not apply to that allocation: the same as if it had committed just
+/// before the change (a quota never takes GPUs away).
+async fn admission(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: Owner,
+    instance: InstanceId,
+    sku: &str,
+    gpu_count: i32,
+) -> DomainResult<Option<Placement>> {
+    let entitlement = platform_policy::entitlement_on(tx, owner.org, owner.project).await?;
+    let decision = if entitlement.project_gpu_quota.is_none() {
+        entitlement.admit(owner.project, sku, gpu_count, 0)
+    } else {
+        platform_policy::lock_project_allocations(tx, owner.project).await?;
+        let in_use = gpus_held(tx, owner.project, instance).await?;
+        platform_policy::admit(tx, owner.org, owner.project, sku, gpu_count, in_use).await
+    };
+    match decision {
+        Ok(()) => Ok(None),
+        // Policy said no; anything else (the database) is worth a retry and propagates.
+        Err(e @ (DomainError::Invalid { .. } | DomainError::Conflict { .. })) => {
+            Ok(Some(Placement::Refused {
+                code: e.code().to_string(),
+                reason: e.to_string(),
+            }))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The GPUs `project` holds now (live allocations of its instances, fenced ones included),
+/// other than `instance`'s. Walks the project's instance ids on `instances_project_created` and
+/// their live allocations on `allocations_live_by_instance`.
+async fn gpus_held(
+    tx: &mut Transaction<'_, Postgres>,
+    project: ProjectId,
+    instance: InstanceId,
+) -> DomainResult<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM gpuaas.allocations a JOIN gpuaas.instances i ON i.id = a.instance_id
+         WHERE i.project_id = $1 AND a.released_at IS NULL AND a.instance_id <> $2",
+    )
+    .bind(project.uuid())
+    .bind(instance.uuid())
+    .fetch_one(&mut **tx)
+    .await?)
 }
 
 async fn try_allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Attempt> {
     let mut tx = pool.begin().await?;
-    let row: Option<(String, String, i32)> = sqlx::query_as(
-        "SELECT i.state, s.gpu_model, i.gpu_count
+    let row: Option<(String, Uuid, String, String, i32)> = sqlx::query_as(
+        "SELECT i.state, i.project_id, s.id, s.gpu_model, i.gpu_count
          FROM gpuaas.instances i JOIN gpuaas.skus s ON s.id = i.sku_id
          WHERE i.id = $1 FOR UPDATE OF i",
     )
     .bind(instance.uuid())
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((state, gpu_model, gpu_count)) = row else {
+    let Some((state, project, sku, gpu_model, gpu_count)) = row else {
         return Err(DomainError::not_found(
             "instance_not_found",
             format!("instance {instance} not found"),
@@ -95,6 +216,16 @@ async fn try_allocate(pool: &PgPool, instance: InstanceId) -> DomainResult<Attem
     if let Some(existing) = live_allocation(&mut tx, instance).await? {
         tx.commit().await?;
         return Ok(Attempt::Done(Placement::Placed(existing)));
+    }
+    let project = ProjectId::from(project);
+    let Some(org) = cached_org(project) else {
+        tx.rollback().await?;
+        return Ok(Attempt::OrgUnknown(project));
+    };
+    let owner = Owner { org, project };
+    if let Some(refused) = admission(&mut tx, owner, instance, &sku, gpu_count).await? {
+        tx.rollback().await?;
+        return Ok(Attempt::Done(refused));
     }
     // Lock the best-fit node, skipping nodes other allocators hold, so concurrent allocators
     // spread over the fleet instead of queueing behind one row.
