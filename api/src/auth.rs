@@ -43,6 +43,23 @@ pub enum Access {
     Node,
 }
 
+impl Access {
+    /// How the OpenAPI document names it (`x-gpuaas-access`): `public`, `authenticated`,
+    /// `node`, `project:<permission>`, `org:<permission>`, `platform:<permission>`, or
+    /// `org:<permission>|platform:<permission>`.
+    pub fn describe(self) -> String {
+        match self {
+            Self::Public => "public".into(),
+            Self::Authenticated => "authenticated".into(),
+            Self::Node => "node".into(),
+            Self::Project(p) => format!("project:{p}"),
+            Self::Org(p) => format!("org:{p}"),
+            Self::Platform(p) => format!("platform:{p}"),
+            Self::OrgOrPlatform(p, pp) => format!("org:{p}|platform:{pp}"),
+        }
+    }
+}
+
 /// One route: method, path (axum syntax), what it requires, and its audit action name.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {

@@ -98,11 +98,8 @@ impl ApiClient {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, CliError> {
-        // Operator actions are audited with the name of who ran them.
-        let operator = std::env::var("USER").unwrap_or_default();
         let resp = req
             .bearer_auth(&self.token)
-            .header("x-gpuaas-operator", operator)
             .send()
             .await
             .map_err(|e| CliError::Unreachable(e.to_string()))?;

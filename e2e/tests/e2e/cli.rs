@@ -23,8 +23,7 @@ async fn gpuaas(p: &Platform, args: &[&str]) -> Run {
         .args(args)
         .env("GPUAAS_API_URL", &p.api_url)
         .env("GPUAAS_TOKEN", &p.operator_token)
-        .env("GPUAAS_PROFILE", "/nonexistent/profile.json")
-        .env("USER", "cli-test");
+        .env("GPUAAS_PROFILE", "/nonexistent/profile.json");
     let out = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap();
@@ -94,7 +93,11 @@ async fn the_cli_drives_node_operations_with_scriptable_exit_codes() {
         .iter()
         .find(|e| e["kind"] == "node.cordoned")
         .expect("cordon audited");
-    assert_eq!(cordon["actor"], "operator:cli-test (dev token)");
+    // The principal behind the CLI's credential, not a name the client chose.
+    assert_eq!(
+        cordon["actor"],
+        format!("operator:user:{} ({})", p.operator_id, crate::harness::OPERATOR_EMAIL)
+    );
     assert!(
         events
             .as_array()

@@ -240,7 +240,10 @@ async fn drain_terminates_at_the_deadline_leaves_the_node_cordoned_and_is_audite
         .iter()
         .find(|e| e["kind"] == "node.drain_started")
         .expect("drain audited");
-    assert_eq!(started["actor"], "operator:test-operator (dev token)");
+    assert_eq!(
+        started["actor"],
+        format!("operator:user:{} ({OPERATOR_EMAIL})", p.operator_id)
+    );
     let kinds = event_kinds(&p, "h100").await;
     assert!(
         kinds.contains(&"instance.terminated_by_drain".to_string()),
@@ -410,7 +413,8 @@ async fn decommissioning_a_dead_node_releases_its_fenced_gpus_and_retires_it() {
     let again = reqwest::Client::new()
         .post(format!("{}/v1/nodes/register", p.api_url))
         .bearer_auth(p.join_token().await)
-        .json(&json!({"name": "a100", "agent_version": "x", "discovery": "simulated", "gpus": []}))
+        .json(&json!({"name": "a100", "agent_version": "x", "discovery": "simulated", "gpus": [],
+                      "public_key": fresh_public_key()}))
         .send()
         .await
         .unwrap();
@@ -432,7 +436,8 @@ async fn decommissioning_a_dead_node_releases_its_fenced_gpus_and_retires_it() {
     let rebuilt = reqwest::Client::new()
         .post(format!("{}/v1/nodes/register", p.api_url))
         .bearer_auth(p.join_token().await)
-        .json(&json!({"name": "a100-rebuilt", "agent_version": "x", "discovery": "simulated", "gpus": gpus}))
+        .json(&json!({"name": "a100-rebuilt", "agent_version": "x", "discovery": "simulated", "gpus": gpus,
+                      "public_key": fresh_public_key()}))
         .send()
         .await
         .unwrap();
@@ -614,4 +619,12 @@ async fn a_cordoned_node_takes_no_new_instances_until_uncordoned() {
     .await;
     // Cordoning never touched the running instance.
     assert_eq!(p.instance(placed).await.state, "running");
+}
+
+/// A node public key nobody holds the private half of (joining needs one).
+fn fresh_public_key() -> String {
+    base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        rand::random::<[u8; 32]>(),
+    )
 }

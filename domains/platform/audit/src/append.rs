@@ -36,6 +36,10 @@ pub async fn append(pool: &PgPool, entry: &NewEntry<'_>) -> DomainResult<AuditEv
 /// other appends to the same org then use another lane meanwhile. Run the caller's transaction at
 /// READ COMMITTED (the default): under REPEATABLE READ a lane that moved since the snapshot
 /// answers a serialization failure.
+///
+/// The first append of a scope creates its lanes, inside this transaction: until it commits,
+/// other first appends to the same org wait for it. Call [`ensure_chains`] when an org is created
+/// to avoid even that.
 pub async fn append_in(conn: &mut PgConnection, entry: &NewEntry<'_>) -> DomainResult<AuditEvent> {
     if conn.is_in_transaction() {
         return append_locked(conn, entry).await;
@@ -44,6 +48,32 @@ pub async fn append_in(conn: &mut PgConnection, entry: &NewEntry<'_>) -> DomainR
     let event = append_locked(&mut tx, entry).await?;
     tx.commit().await?;
     Ok(event)
+}
+
+/// Creates the [`LANES`] chains of `org` (`None`: the platform's) if they do not exist yet, in
+/// their own short transaction. Optional: the first append creates them otherwise.
+pub async fn ensure_chains(pool: &PgPool, org: Option<shared_ids::OrgId>) -> DomainResult<()> {
+    create_lanes(&mut *pool.acquire().await?, &scope_of(org), org).await
+}
+
+async fn create_lanes(
+    conn: &mut PgConnection,
+    scope: &str,
+    org: Option<shared_ids::OrgId>,
+) -> DomainResult<()> {
+    // A concurrent creator wins harmlessly (this waits for its commit, then does nothing).
+    sqlx::query(
+        "INSERT INTO audit.chains (chain, scope, org_id, lane, head_hash)
+         SELECT $1 || '/' || lane, $1, $2, lane, $3 FROM generate_series(0, $4 - 1) AS lane
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(scope)
+    .bind(org.map(|o| o.uuid()))
+    .bind(GENESIS_HASH)
+    .bind(LANES)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// What a lock query answers: chain, head_seq, head_hash, the event's seq and time.
@@ -145,18 +175,8 @@ async fn lock_lane(
         if let Some(head) = busy {
             return Ok(head);
         }
-        // The scope's first event: create its lanes (a concurrent creator wins harmlessly).
-        sqlx::query(
-            "INSERT INTO audit.chains (chain, scope, org_id, lane, head_hash)
-             SELECT $1 || '/' || lane, $1, $2, lane, $3 FROM generate_series(0, $4 - 1) AS lane
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(scope)
-        .bind(org.map(|o| o.uuid()))
-        .bind(GENESIS_HASH)
-        .bind(LANES)
-        .execute(&mut *conn)
-        .await?;
+        // The scope's first event: create its lanes.
+        create_lanes(conn, scope, org).await?;
     }
     Err(DomainError::Busy {
         code: "audit_chain_unavailable",
