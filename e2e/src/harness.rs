@@ -626,6 +626,28 @@ impl Platform {
         }
     }
 
+    /// As `wait_state`, reading through `token` (a tenant's view).
+    pub async fn wait_state_as(&self, token: &str, id: &str, states: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let instance: Value = self
+                .http
+                .get(format!("{}/v1/instances/{id}", self.api_url))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if states.iter().any(|s| instance["state"] == *s) {
+                return instance;
+            }
+            assert!(Instant::now() < deadline, "instance {id}: {instance} after {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn eventually<F, Fut>(&self, timeout: Duration, what: &str, mut check: F)
     where
         F: FnMut() -> Fut,

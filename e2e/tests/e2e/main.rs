@@ -6,6 +6,7 @@
 use e2e::harness;
 
 // Resources.
+mod iam;
 mod instances;
 mod nodes;
 mod reconcile;

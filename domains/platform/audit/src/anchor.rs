@@ -88,9 +88,8 @@ pub async fn anchor(pool: &PgPool, signer: &dyn AnchorSigner) -> DomainResult<Ve
             );
             continue;
         }
-        let signature = hex::encode(signer.sign(&anchor_message(
-            &chain, chain_seq, &head_hash, &at,
-        )));
+        let signature =
+            hex::encode(signer.sign(&anchor_message(&chain, chain_seq, &head_hash, &at)));
         new.push(Anchor {
             chain,
             chain_seq,

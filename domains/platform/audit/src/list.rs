@@ -53,8 +53,9 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> DomainResult<Vec<AuditEvent
         l if l <= 0 => DEFAULT_LIST_LIMIT,
         l => l.min(MAX_LIST_LIMIT),
     };
-    let mut q: QueryBuilder<'_, Postgres> =
-        QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM audit.events WHERE true"));
+    let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new(format!(
+        "SELECT {EVENT_COLUMNS} FROM audit.events WHERE true"
+    ));
     if let Some(org) = filter.org {
         q.push(" AND org_id = ").push_bind(org.uuid());
     }

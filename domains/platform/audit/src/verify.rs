@@ -51,8 +51,7 @@ impl Problems {
 
     pub(crate) fn into_list(mut self) -> Vec<String> {
         if self.more > 0 {
-            self.list
-                .push(format!("… and {} more problems", self.more));
+            self.list.push(format!("… and {} more problems", self.more));
         }
         self.list
     }
@@ -68,7 +67,14 @@ pub(crate) fn check_signatures<'a>(
     let mut valid: BTreeMap<String, BTreeMap<i64, Vec<Anchor>>> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for a in anchors {
-        if !seen.insert((&a.chain, a.chain_seq, &a.key_id, &a.hash, &a.signature, a.at)) {
+        if !seen.insert((
+            &a.chain,
+            a.chain_seq,
+            &a.key_id,
+            &a.hash,
+            &a.signature,
+            a.at,
+        )) {
             continue;
         }
         *checked += 1;
@@ -403,7 +409,9 @@ fn end_chain(
             "chain {chain} chain_seq {last_seq}: the chain holds events but has no head row \
              (written outside append)"
         )),
-        Some((head_seq, head_hash)) if (*head_seq, head_hash.as_str()) != (last_seq, last_hash.as_str()) => {
+        Some((head_seq, head_hash))
+            if (*head_seq, head_hash.as_str()) != (last_seq, last_hash.as_str()) =>
+        {
             problems.add(format!(
                 "chain {chain} chain_seq {head_seq}: the head row says chain_seq {head_seq} ({}), \
                  but the newest event is chain_seq {last_seq} ({}): events were deleted from the \

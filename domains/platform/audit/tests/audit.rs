@@ -187,10 +187,16 @@ fn hash_test_vector() {
     // Absent and empty differ; every field moves the hash.
     let mut other = event.clone();
     other.credential_id = Some(String::new());
-    assert_ne!(entry_hash(GENESIS_HASH, &other), entry_hash(GENESIS_HASH, &event));
+    assert_ne!(
+        entry_hash(GENESIS_HASH, &other),
+        entry_hash(GENESIS_HASH, &event)
+    );
     let mut other = event.clone();
     other.outcome = Outcome::Failure;
-    assert_ne!(entry_hash(GENESIS_HASH, &other), entry_hash(GENESIS_HASH, &event));
+    assert_ne!(
+        entry_hash(GENESIS_HASH, &other),
+        entry_hash(GENESIS_HASH, &event)
+    );
     // Moving bytes between adjacent fields changes the hash (length prefixes).
     let mut a = event.clone();
     (a.actor, a.actor_name) = ("ab".into(), "c".into());
@@ -217,7 +223,11 @@ async fn append_links_events_and_verify_accepts_them() {
         assert_eq!(e.credential_id.as_deref(), Some("key_0190abcd"));
         assert_eq!(e.source_ip.as_deref(), Some("203.0.113.7"));
         assert_eq!(e.hash, entry_hash(&e.prev_hash, e));
-        let prev = if i == 0 { GENESIS_HASH } else { &events[i - 1].hash };
+        let prev = if i == 0 {
+            GENESIS_HASH
+        } else {
+            &events[i - 1].hash
+        };
         assert_eq!(e.prev_hash, prev);
     }
     assert_eq!(platform[1].chain, "platform/0");
@@ -235,7 +245,10 @@ async fn append_links_events_and_verify_accepts_them() {
     assert_eq!(report.unanchored_events, 7);
     let anchors = anchor(&pool, &s).await.unwrap();
     assert_eq!(anchors.len(), 2, "one per chain that moved: {anchors:?}");
-    assert!(anchor(&pool, &s).await.unwrap().is_empty(), "nothing moved since");
+    assert!(
+        anchor(&pool, &s).await.unwrap().is_empty(),
+        "nothing moved since"
+    );
     let report = verify(&pool, &v, Some(org)).await.unwrap();
     assert_ok(&report);
     assert_eq!((report.events_checked, report.unanchored_events), (5, 0));
@@ -248,7 +261,9 @@ async fn ensure_chains_creates_the_lanes_once() {
     let (pool, _) = shared_kernel::db::testing::fresh_database().await;
     let org = OrgId::new();
     for _ in 0..2 {
-        platform_audit::ensure_chains(&pool, Some(org)).await.unwrap();
+        platform_audit::ensure_chains(&pool, Some(org))
+            .await
+            .unwrap();
     }
     let lanes: i64 = sqlx::query_scalar("SELECT count(*) FROM audit.chains")
         .fetch_one(&pool)
@@ -258,7 +273,10 @@ async fn ensure_chains_creates_the_lanes_once() {
     let (_, v) = keys("k1");
     let report = verify(&pool, &v, Some(org)).await.unwrap();
     assert_ok(&report);
-    assert_eq!((report.chains_checked, report.events_checked), (i64::from(LANES), 0));
+    assert_eq!(
+        (report.chains_checked, report.events_checked),
+        (i64::from(LANES), 0)
+    );
     assert_eq!(appended(&pool, Some(org), 1).await[0].chain, lane0(org));
 }
 
@@ -329,7 +347,11 @@ async fn append_in_commits_and_rolls_back_with_the_callers_transaction() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!((e.chain_seq, f.chain_seq), (1, 2), "the rolled-back one left no gap");
+    assert_eq!(
+        (e.chain_seq, f.chain_seq),
+        (1, 2),
+        "the rolled-back one left no gap"
+    );
     assert_eq!(e.chain, f.chain);
     let (_, v) = keys("k1");
     assert_ok(&verify(&pool, &v, None).await.unwrap());
@@ -344,7 +366,11 @@ async fn assert_contiguous(pool: &PgPool) -> i64 {
     .await
     .unwrap();
     for (chain, count, min, max) in &rows {
-        assert_eq!((*min, *max), (1, *count), "chain {chain} has gaps or duplicates");
+        assert_eq!(
+            (*min, *max),
+            (1, *count),
+            "chain {chain} has gaps or duplicates"
+        );
     }
     rows.iter().map(|r| r.1).sum()
 }
@@ -391,7 +417,9 @@ async fn more_concurrent_appends_than_lanes_wait_and_stay_contiguous() {
     let org = OrgId::new();
     // The org's first event creates its lanes (committed: see append_in on first appends).
     let c = ctx(Some(org), Uuid::new_v4(), "holder");
-    append(&pool, &entry(&c, "org.create", "/first")).await.unwrap();
+    append(&pool, &entry(&c, "org.create", "/first"))
+        .await
+        .unwrap();
     // Hold every lane of the org in an open transaction.
     let mut held = Vec::new();
     let mut chains = BTreeSet::new();
@@ -403,7 +431,11 @@ async fn more_concurrent_appends_than_lanes_wait_and_stay_contiguous() {
         chains.insert(e.chain);
         held.push(tx);
     }
-    assert_eq!(chains.len(), LANES as usize, "each open transaction took its own lane");
+    assert_eq!(
+        chains.len(),
+        LANES as usize,
+        "each open transaction took its own lane"
+    );
     // Another org is not blocked by them.
     let other = ctx(Some(OrgId::new()), Uuid::new_v4(), "other");
     tokio::time::timeout(
@@ -424,7 +456,10 @@ async fn more_concurrent_appends_than_lanes_wait_and_stay_contiguous() {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!waiting.is_finished(), "every lane is held: the append must wait");
+    assert!(
+        !waiting.is_finished(),
+        "every lane is held: the append must wait"
+    );
     for tx in held {
         tx.commit().await.unwrap();
     }
@@ -473,25 +508,57 @@ async fn an_edited_field_is_detected_and_names_the_row() {
     // (field, tampered value, original value) for every column the hash covers.
     let original_at = events[2].at.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
     let edits = [
-        ("actor", "'user:00000000-0000-0000-0000-000000000000'".to_string(), format!("'{}'", events[2].actor)),
-        ("actor_name", "'mallory'".into(), "'alice@example.com'".into()),
+        (
+            "actor",
+            "'user:00000000-0000-0000-0000-000000000000'".to_string(),
+            format!("'{}'", events[2].actor),
+        ),
+        (
+            "actor_name",
+            "'mallory'".into(),
+            "'alice@example.com'".into(),
+        ),
         ("actor_kind", "'system'".into(), "'user'".into()),
         ("auth_method", "'system'".into(), "'api_key'".into()),
         ("credential_id", "NULL".into(), "'key_0190abcd'".into()),
         ("org_id", format!("'{}'", OrgId::new()), format!("'{org}'")),
-        ("project_id", "NULL".into(), format!("'{}'", ProjectId::from_u128(7))),
-        ("action", "'instance.delete'".into(), "'instance.create'".into()),
-        ("resource", "'/v1/instances/9'".into(), "'/v1/instances/2'".into()),
+        (
+            "project_id",
+            "NULL".into(),
+            format!("'{}'", ProjectId::from_u128(7)),
+        ),
+        (
+            "action",
+            "'instance.delete'".into(),
+            "'instance.create'".into(),
+        ),
+        (
+            "resource",
+            "'/v1/instances/9'".into(),
+            "'/v1/instances/2'".into(),
+        ),
         ("outcome", "'failure'".into(), "'success'".into()),
         ("status", "500".into(), "200".into()),
         ("error_code", "'nope'".into(), "NULL".into()),
-        ("request_id", "'req-forged'".into(), format!("'{}'", events[2].request_id)),
+        (
+            "request_id",
+            "'req-forged'".into(),
+            format!("'{}'", events[2].request_id),
+        ),
         ("source_ip", "'198.51.100.1'".into(), "'203.0.113.7'".into()),
-        ("at", format!("'{original_at}'::timestamptz + interval '1 microsecond'"), format!("'{original_at}'")),
+        (
+            "at",
+            format!("'{original_at}'::timestamptz + interval '1 microsecond'"),
+            format!("'{original_at}'"),
+        ),
         ("seq", "1000000".into(), seq3.to_string()),
     ];
     for (field, bad, good) in &edits {
-        as_superuser(&pool, &format!("UPDATE audit.events SET {field} = {bad} WHERE {row}")).await;
+        as_superuser(
+            &pool,
+            &format!("UPDATE audit.events SET {field} = {bad} WHERE {row}"),
+        )
+        .await;
         let report = verify(&pool, &v, Some(org)).await.unwrap();
         assert_problem(&report, &[&chain, "chain_seq 3", "do not hash"]);
         assert!(
@@ -499,7 +566,11 @@ async fn an_edited_field_is_detected_and_names_the_row() {
             "{field}: only row 3 is named: {:#?}",
             report.problems
         );
-        as_superuser(&pool, &format!("UPDATE audit.events SET {field} = {good} WHERE {row}")).await;
+        as_superuser(
+            &pool,
+            &format!("UPDATE audit.events SET {field} = {good} WHERE {row}"),
+        )
+        .await;
         assert_ok(&verify(&pool, &v, Some(org)).await.unwrap());
     }
 
@@ -624,7 +695,10 @@ async fn truncation_is_detected_by_the_head_row_and_by_anchors() {
     appended(&pool, Some(naive), 5).await;
     as_superuser(
         &pool,
-        &format!("DELETE FROM audit.events WHERE chain = '{}' AND chain_seq >= 4", lane0(naive)),
+        &format!(
+            "DELETE FROM audit.events WHERE chain = '{}' AND chain_seq >= 4",
+            lane0(naive)
+        ),
     )
     .await;
     let report = verify(&pool, &v, Some(naive)).await.unwrap();
@@ -645,7 +719,12 @@ async fn truncation_is_detected_by_the_head_row_and_by_anchors() {
     let report = verify(&pool, &v, Some(anchored)).await.unwrap();
     assert_problem(
         &report,
-        &[&lane0(anchored), "chain_seq 10", "ends at chain_seq 7", "8..10 were deleted"],
+        &[
+            &lane0(anchored),
+            "chain_seq 10",
+            "ends at chain_seq 7",
+            "8..10 were deleted",
+        ],
     );
 }
 
@@ -673,10 +752,17 @@ async fn anchors_kept_outside_the_database_catch_a_truncation_that_deleted_the_s
     let published: Vec<Anchor> = anchor(&pool, &s).await.unwrap();
     let chain = lane0(org);
     truncate_to(&pool, &chain, 2).await;
-    as_superuser(&pool, &format!("DELETE FROM audit.anchors WHERE chain = '{chain}'")).await;
+    as_superuser(
+        &pool,
+        &format!("DELETE FROM audit.anchors WHERE chain = '{chain}'"),
+    )
+    .await;
     assert_ok(&verify(&pool, &v, Some(org)).await.unwrap());
     let report = verify_with(&pool, &v, Some(org), &published).await.unwrap();
-    assert_problem(&report, &[&chain, "ends at chain_seq 2", "3..6 were deleted"]);
+    assert_problem(
+        &report,
+        &[&chain, "ends at chain_seq 2", "3..6 were deleted"],
+    );
 
     // Every event of the chain gone, with its head row: still caught.
     as_superuser(
@@ -690,7 +776,9 @@ async fn anchors_kept_outside_the_database_catch_a_truncation_that_deleted_the_s
     assert_problem(&report, &[&chain, "chain_seq 6", "holds no events"]);
     // Anchors of other orgs do not concern this org's verify.
     let other = OrgId::new();
-    let report = verify_with(&pool, &v, Some(other), &published).await.unwrap();
+    let report = verify_with(&pool, &v, Some(other), &published)
+        .await
+        .unwrap();
     assert_ok(&report);
     assert_eq!(report.anchors_checked, 0);
 }
@@ -714,7 +802,11 @@ async fn forged_anchors_are_rejected() {
         .unwrap();
     let mallory = signer("k1");
     let at = Utc::now();
-    let at: DateTime<Utc> = at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().parse().unwrap();
+    let at: DateTime<Utc> = at
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+        .parse()
+        .unwrap();
     let sig = hex::encode(mallory.sign(&platform_audit::anchor_message(&chain, 3, &head, &at)));
     as_superuser(
         &pool,
@@ -734,7 +826,14 @@ async fn forged_anchors_are_rejected() {
     moved.chain_seq = 3;
     moved.hash = head.clone();
     let mut altered = real.clone();
-    altered.signature.replace_range(0..2, if &altered.signature[0..2] == "00" { "01" } else { "00" });
+    altered.signature.replace_range(
+        0..2,
+        if &altered.signature[0..2] == "00" {
+            "01"
+        } else {
+            "00"
+        },
+    );
     for (what, a) in [("moved", moved), ("altered", altered)] {
         let report = verify_with(&pool, &v, Some(org), &[a]).await.unwrap();
         assert_problem(&report, &[&chain, "does not verify"]);
@@ -758,9 +857,17 @@ async fn an_exported_range_verifies_offline_and_tampering_with_it_is_detected() 
     let mut mine = Vec::new();
     for i in 0..10 {
         let resource = format!("/v1/instances/{i}");
-        mine.push(append(&pool, &entry(&c, "instance.create", &resource)).await.unwrap());
-        append(&pool, &entry(&noise, "instance.create", &resource)).await.unwrap();
-        append(&pool, &entry(&platform, "node.cordon", &resource)).await.unwrap();
+        mine.push(
+            append(&pool, &entry(&c, "instance.create", &resource))
+                .await
+                .unwrap(),
+        );
+        append(&pool, &entry(&noise, "instance.create", &resource))
+            .await
+            .unwrap();
+        append(&pool, &entry(&platform, "node.cordon", &resource))
+            .await
+            .unwrap();
     }
     anchor(&pool, &s).await.unwrap();
     let (since, until) = (mine[3].at, mine[7].at);
@@ -821,22 +928,49 @@ async fn an_exported_range_verifies_offline_and_tampering_with_it_is_detected() 
     let r = tampered(&|b| b.heads[0].hash = b.events[0].hash.clone());
     assert_problem(&r, &[&chain, "does not verify"]);
     // Another org's event slipped in.
-    let r = tampered(&|b| b.events.push(all.events.iter().find(|e| e.org_id != Some(org)).unwrap().clone()));
+    let r = tampered(&|b| {
+        b.events.push(
+            all.events
+                .iter()
+                .find(|e| e.org_id != Some(org))
+                .unwrap()
+                .clone(),
+        )
+    });
     assert_problem(&r, &["not a chain of org"]);
 
     // Events after the newest anchor are exported but not covered.
-    let late = append(&pool, &entry(&c, "instance.delete", "/late")).await.unwrap();
-    let b = export(&pool, Some(org), mine[9].at, late.at + chrono::Duration::seconds(1))
+    let late = append(&pool, &entry(&c, "instance.delete", "/late"))
         .await
         .unwrap();
+    let b = export(
+        &pool,
+        Some(org),
+        mine[9].at,
+        late.at + chrono::Duration::seconds(1),
+    )
+    .await
+    .unwrap();
     assert_eq!(seqs(&b.events), [10, 11]);
     let r = verify_bundle(&b, &v);
-    assert_problem(&r, &[&chain, "chain_seq 11", "not covered by a valid signed anchor"]);
+    assert_problem(
+        &r,
+        &[
+            &chain,
+            "chain_seq 11",
+            "not covered by a valid signed anchor",
+        ],
+    );
     assert_eq!(r.unanchored_events, 1);
     anchor(&pool, &s).await.unwrap();
-    let b = export(&pool, Some(org), mine[9].at, late.at + chrono::Duration::seconds(1))
-        .await
-        .unwrap();
+    let b = export(
+        &pool,
+        Some(org),
+        mine[9].at,
+        late.at + chrono::Duration::seconds(1),
+    )
+    .await
+    .unwrap();
     assert_ok(&verify_bundle(&b, &v));
 }
 
@@ -887,16 +1021,28 @@ async fn list_filters_return_exactly_the_matching_events() {
     };
     assert_eq!(run(Filter::default()).await, pick(&|_| true));
     assert_eq!(
-        run(Filter { org: Some(a), ..Filter::default() }).await,
+        run(Filter {
+            org: Some(a),
+            ..Filter::default()
+        })
+        .await,
         pick(&|e| e.org_id == Some(a))
     );
     assert_eq!(
-        run(Filter { platform_only: true, ..Filter::default() }).await,
+        run(Filter {
+            platform_only: true,
+            ..Filter::default()
+        })
+        .await,
         pick(&|e| e.org_id.is_none())
     );
     assert_eq!(pick(&|e| e.org_id.is_none()).len(), 2);
     assert_eq!(
-        run(Filter { action: Some("instance.create".into()), ..Filter::default() }).await,
+        run(Filter {
+            action: Some("instance.create".into()),
+            ..Filter::default()
+        })
+        .await,
         pick(&|e| e.action == "instance.create")
     );
     let alice_label = alice.principal.label();
@@ -910,14 +1056,26 @@ async fn list_filters_return_exactly_the_matching_events() {
         .await,
         pick(&|e| e.actor == alice_label && e.action == "instance.create")
     );
-    assert_eq!(pick(&|e| e.actor == alice_label && e.action == "instance.create").len(), 3);
     assert_eq!(
-        run(Filter { actor: Some("system:reconciler".into()), ..Filter::default() }).await,
+        pick(&|e| e.actor == alice_label && e.action == "instance.create").len(),
+        3
+    );
+    assert_eq!(
+        run(Filter {
+            actor: Some("system:reconciler".into()),
+            ..Filter::default()
+        })
+        .await,
         pick(&|e| e.actor == "system:reconciler")
     );
     let (since, until) = (all[2].at, all[6].at);
     assert_eq!(
-        run(Filter { since: Some(since), until: Some(until), ..Filter::default() }).await,
+        run(Filter {
+            since: Some(since),
+            until: Some(until),
+            ..Filter::default()
+        })
+        .await,
         pick(&|e| e.at >= since && e.at < until)
     );
     assert_eq!(pick(&|e| e.at >= since && e.at < until).len(), 4);
@@ -926,7 +1084,12 @@ async fn list_filters_return_exactly_the_matching_events() {
     let mut paged = Vec::new();
     let mut after = None;
     loop {
-        let page = run(Filter { after_seq: after, limit: 3, ..Filter::default() }).await;
+        let page = run(Filter {
+            after_seq: after,
+            limit: 3,
+            ..Filter::default()
+        })
+        .await;
         assert!(page.len() <= 3);
         if page.is_empty() {
             break;
@@ -936,15 +1099,32 @@ async fn list_filters_return_exactly_the_matching_events() {
     }
     assert_eq!(paged, pick(&|_| true));
 
-    let failed = list(&pool, &Filter { org: Some(a), action: Some("instance.delete".into()), ..Filter::default() })
-        .await
-        .unwrap();
+    let failed = list(
+        &pool,
+        &Filter {
+            org: Some(a),
+            action: Some("instance.delete".into()),
+            ..Filter::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(failed.len(), 1);
-    assert_eq!((failed[0].outcome, failed[0].status), (Outcome::Failure, 409));
+    assert_eq!(
+        (failed[0].outcome, failed[0].status),
+        (Outcome::Failure, 409)
+    );
     assert_eq!(failed[0].error_code.as_deref(), Some("instance_busy"));
 
-    let err = list(&pool, &Filter { org: Some(a), platform_only: true, ..Filter::default() })
-        .await
-        .unwrap_err();
+    let err = list(
+        &pool,
+        &Filter {
+            org: Some(a),
+            platform_only: true,
+            ..Filter::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.code(), "audit_filter_invalid");
 }
