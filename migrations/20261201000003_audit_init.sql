@@ -47,8 +47,8 @@ CREATE TABLE audit.events (
     UNIQUE (chain, chain_seq)
 );
 -- list: by org (and `org_id IS NULL` for platform events) with a seq cursor, and by time
-CREATE INDEX events_org_seq ON audit.events (org_id, seq);
-CREATE INDEX events_at ON audit.events (at);
+
+
 
 -- Signed chain heads. Published outside the database as well (the API logs each one), they are
 -- what makes deleting the newest events of a chain detectable.

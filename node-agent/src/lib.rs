@@ -81,7 +81,8 @@ pub async fn register(
     let name = config.node_name();
     let identity = identity::Identity::load_or_create(&config.state_dir)?;
     let known = identity.node_id();
-    if known.is_none() && config.join_token.is_none() {
+    let join_token = config.join_token.as_deref().filter(|t| !t.is_empty());
+    if known.is_none() && join_token.is_none() {
         anyhow::bail!("this host has not joined yet: set GPUAAS_JOIN_TOKEN to a join token from an operator");
     }
     let request = RegisterNodeRequest {
@@ -104,7 +105,7 @@ pub async fn register(
     let url = format!("{}/v1/nodes/register", config.api_url.trim_end_matches('/'));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let authorization = match (known, &config.join_token) {
+        let authorization = match (known, join_token) {
             (Some(node), _) => format!("Node {}", identity.assertion(node)),
             (None, Some(token)) => format!("Bearer {token}"),
             (None, None) => unreachable!("checked above"),

@@ -6,6 +6,7 @@
 use e2e::harness;
 
 // Resources.
+mod audit;
 mod iam;
 mod instances;
 mod nodes;

@@ -95,6 +95,8 @@ struct Outcomes {
     latencies: Vec<Duration>,
     errors: Vec<String>,
     wall: Duration,
+    /// CPU ms per mutation: (postgres, bench, whole machine).
+    cpu_ms: (f64, f64, f64),
 }
 
 fn ctx(org: OrgId, task: usize) -> OperationContext {
@@ -152,6 +154,7 @@ async fn mutation(
 
 async fn run(pool: &PgPool, args: &Args, v: &Variant, orgs: Arc<Vec<OrgId>>) -> Outcomes {
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let cpu = cpu_now();
     let start = Instant::now();
     let handles: Vec<_> = (0..args.tasks)
         .map(|task| {
@@ -183,6 +186,14 @@ async fn run(pool: &PgPool, args: &Args, v: &Variant, orgs: Arc<Vec<OrgId>>) -> 
         all.errors.extend(part.errors);
     }
     all.wall = start.elapsed();
+    let after = cpu_now();
+    let n = all.latencies.len().max(1) as f64;
+    let per = |a: u64, b: u64| b.saturating_sub(a) as f64 * 10.0 / n;
+    all.cpu_ms = (
+        per(cpu.postgres, after.postgres),
+        per(cpu.bench, after.bench),
+        per(cpu.machine, after.machine),
+    );
     all.latencies.sort();
     all
 }
@@ -190,6 +201,61 @@ async fn run(pool: &PgPool, args: &Args, v: &Variant, orgs: Arc<Vec<OrgId>>) -> 
 /// Tasks step through the orgs by a stride that is coprime to their number where it can.
 fn args_stride(orgs: usize) -> usize {
     if orgs > 1 && orgs % 7 != 0 { 7 } else { 1 }
+}
+
+/// CPU ticks (1/100 s) of the machine (busy), this process and every `postgres` process.
+#[derive(Clone, Copy)]
+struct Cpu {
+    machine: u64,
+    bench: u64,
+    postgres: u64,
+}
+
+fn cpu_now() -> Cpu {
+    fn proc_ticks(stat: &str) -> Option<u64> {
+        let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    }
+    let machine = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let f: Vec<u64> = s
+                .lines()
+                .next()?
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            Some(f.iter().take(8).sum::<u64>() - f.get(3)? - f.get(4)?)
+        })
+        .unwrap_or(0);
+    let bench = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| proc_ticks(&s))
+        .unwrap_or(0);
+    let mut postgres = 0;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            if !entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+            {
+                continue;
+            }
+            if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat"))
+                && stat.contains("(postgres)")
+            {
+                postgres += proc_ticks(&stat).unwrap_or(0);
+            }
+        }
+    }
+    Cpu {
+        machine,
+        bench,
+        postgres,
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -316,6 +382,7 @@ async fn bench(pool: &PgPool, args: &Args) -> bool {
             percentile(&o.latencies, 50.0),
             percentile(&o.latencies, 99.0),
             o.errors.len(),
+            o.cpu_ms,
         ));
     }
     let baseline = rates
@@ -325,15 +392,20 @@ async fn bench(pool: &PgPool, args: &Args) -> bool {
         .sum::<f64>()
         / 2.0;
     println!(
-        "{:<30} {:>12} {:>9} {:>9} {:>9} {:>7}",
-        "variant", "mutations/s", "× base", "p50 ms", "p99 ms", "errors"
+        "{:<30} {:>11} {:>6} {:>6} {:>6} {:>6}  CPU ms/mutation: postgres + bench (machine)",
+        "variant", "mutations/s", "×base", "p50 ms", "p99 ms", "errors"
     );
-    for (name, _, rate, p50, p99, errors) in &rates {
+    for (name, _, rate, p50, p99, errors, (pg, bench, machine)) in &rates {
         println!(
-            "{name:<30} {rate:>12.0} {:>9.2} {p50:>9.2} {p99:>9.2} {errors:>7}",
+            "{name:<30} {rate:>11.0} {:>6.2} {p50:>6.2} {p99:>6.2} {errors:>6}  \
+             {pg:.3} + {bench:.3} ({machine:.3})",
             rate / baseline
         );
     }
+    println!(
+        "({} CPUs)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 
     let t = Instant::now();
     let anchors = platform_audit::anchor(pool, &HmacLike)
