@@ -10,9 +10,10 @@ use shared_kernel::OperationContext;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
-/// Appends the entry for one mutating request. An audit failure is logged, not answered: the
-/// change it describes has already happened (or failed) by now.
+/// Appends the entry for one mutating request and waits until it is committed. An audit failure
+/// is logged, not answered: the change it describes has already happened (or failed) by now.
 pub async fn record(
     state: &AppState,
     ctx: &OperationContext,
@@ -21,21 +22,92 @@ pub async fn record(
     status: axum::http::StatusCode,
     code: Option<&str>,
 ) {
-    let entry = NewEntry {
-        ctx,
-        action,
-        resource,
+    let entry = OwnedEntry {
+        ctx: ctx.clone(),
+        action: action.to_string(),
+        resource: resource.to_string(),
         outcome: if status.is_success() || status.is_redirection() {
             Outcome::Success
         } else {
             Outcome::Failure
         },
         status: status.as_u16(),
-        error_code: code,
+        error_code: code.map(str::to_string),
     };
-    if let Err(e) = platform_audit::append(&state.pool, &entry).await {
+    let (done, committed) = oneshot::channel();
+    if state.audit.send((entry, done)).await.is_err() {
+        tracing::error!(action, resource, "the audit writer is gone; entry lost");
+        return;
+    }
+    if let Ok(Err(e)) = committed.await {
         tracing::error!(error = %e, action, resource, "could not append the audit entry");
     }
+}
+
+pub struct OwnedEntry {
+    ctx: OperationContext,
+    action: String,
+    resource: String,
+    outcome: Outcome,
+    status: u16,
+    error_code: Option<String>,
+}
+
+impl OwnedEntry {
+    fn entry(&self) -> NewEntry<'_> {
+        NewEntry {
+            ctx: &self.ctx,
+            action: &self.action,
+            resource: &self.resource,
+            outcome: self.outcome,
+            status: self.status,
+            error_code: self.error_code.as_deref(),
+        }
+    }
+}
+
+pub type AuditQueue = mpsc::Sender<(OwnedEntry, oneshot::Sender<Result<(), String>>)>;
+
+/// Group commit: requests hand their entry to one writer, which appends every entry waiting at
+/// that moment in one transaction and answers each request once it committed. Under load many
+/// requests share a commit (one fsync), so the chain costs little; alone, a request waits for
+/// its own commit as before. No request is answered before its entry is durable.
+pub fn spawn_writer(pool: shared_kernel::db::Pool) -> AuditQueue {
+    let (tx, mut rx) = mpsc::channel::<(OwnedEntry, oneshot::Sender<Result<(), String>>)>(4096);
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 256
+                && let Ok(next) = rx.try_recv()
+            {
+                batch.push(next);
+            }
+            if append_batch(&pool, &batch).await.is_ok() {
+                for (_, done) in batch {
+                    let _ = done.send(Ok(()));
+                }
+                continue;
+            }
+            // One bad entry must not lose the others: each in its own transaction.
+            for (entry, done) in batch {
+                let result = platform_audit::append(&pool, &entry.entry()).await;
+                let _ = done.send(result.map(|_| ()).map_err(|e| e.to_string()));
+            }
+        }
+    });
+    tx
+}
+
+async fn append_batch(
+    pool: &shared_kernel::db::Pool,
+    batch: &[(OwnedEntry, oneshot::Sender<Result<(), String>>)],
+) -> shared_kernel::DomainResult<()> {
+    let mut tx = pool.begin().await?;
+    for (entry, _) in batch {
+        platform_audit::append_in(&mut tx, &entry.entry()).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Signs anchors with the access-token signing key.

@@ -208,12 +208,22 @@ pub async fn authorize(
         }
         Err((caller, e)) => (caller, e.into_response()),
     };
+    if mutating && response.status().is_success() && changes_authority(route.action) {
+        state.authorities.clear();
+    }
     if mutating {
         let ctx = caller.map(|c| c.ctx).unwrap_or_else(|| anonymous(source_ip));
         let code = response.extensions().get::<crate::problem::ErrorCode>().map(|c| c.0.clone());
         crate::audit::record(&state, &ctx, route.action, &resource, response.status(), code.as_deref()).await;
     }
     response
+}
+
+/// Whether a successful request of this action can change what some credential may do.
+fn changes_authority(action: &str) -> bool {
+    ["member.", "api_key.", "service_account.", "invitation.", "org.", "project."]
+        .iter()
+        .any(|p| action.starts_with(p))
 }
 
 fn base_context(principal: Principal, method: AuthMethod, source_ip: Option<IpAddr>) -> OperationContext {
@@ -249,7 +259,7 @@ async fn resolve(
         Access::Public => Ok(public(anonymous(source_ip))),
         Access::Node => authenticate_node(state, &parts.headers, source_ip).await,
         access => {
-            let authority = Arc::new(authenticate(state, &parts.headers).await?);
+            let authority = authenticate(state, &parts.headers).await?;
             let mut ctx = base_context(authority.principal.clone(), authority.auth_method, source_ip);
             ctx.credential_id = authority.credential_id.clone();
             ctx.operator = authority.is_operator();
@@ -312,26 +322,90 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// A user's access token or an API key (`gpk_…`).
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Authority, ApiError> {
+/// A user's access token or an API key (`gpk_…`). What a credential may do is read from the
+/// database, then kept for a few seconds ([`AuthorityCache`]).
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Authority>, ApiError> {
     let token = bearer(headers).ok_or_else(unauthorized)?;
     if token.starts_with(platform_iam::secrets::SecretKind::ApiKey.prefix()) {
-        return authority::of_api_key(&state.pool, token)
+        let key = CacheKey::ApiKey(platform_iam::secrets::hash(token));
+        if let Some(hit) = state.authorities.get(&key) {
+            return Ok(hit);
+        }
+        let authority = authority::of_api_key(&state.pool, token)
             .await?
-            .ok_or_else(unauthorized);
+            .ok_or_else(unauthorized)?;
+        return Ok(state.authorities.put(key, authority));
     }
     let claims = state.keys.validate(token).map_err(|e| {
         tracing::debug!(error = %e, "access token refused");
         unauthorized()
     })?;
-    let user = claims.sub.parse().map_err(|_| unauthorized())?;
-    let authority = authority::of_user(&state.pool, user)
-        .await?
-        .ok_or_else(unauthorized)?;
+    let user: uuid::Uuid = claims.sub.parse().map_err(|_| unauthorized())?;
+    let key = CacheKey::User(user);
+    let authority = match state.authorities.get(&key) {
+        Some(hit) => hit,
+        None => {
+            let found = authority::of_user(&state.pool, user)
+                .await?
+                .ok_or_else(unauthorized)?;
+            state.authorities.put(key, found)
+        }
+    };
     if claims.iat <= authority.tokens_not_before {
         return Err(unauthorized());
     }
     Ok(authority)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CacheKey {
+    User(uuid::Uuid),
+    ApiKey(Vec<u8>),
+}
+
+/// Authorities read in the last few seconds, so a busy credential costs one token check, not a
+/// database read, per request. Every successful IAM change through this API clears it at once;
+/// a change made through another replica (or straight in the database) is seen within `ttl`.
+pub struct AuthorityCache {
+    ttl: std::time::Duration,
+    entries: std::sync::Mutex<HashMap<CacheKey, (std::time::Instant, Arc<Authority>)>>,
+}
+
+impl AuthorityCache {
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self {
+            ttl,
+            entries: Default::default(),
+        }
+    }
+
+    fn get(&self, key: &CacheKey) -> Option<Arc<Authority>> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().expect("cache lock");
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, a)| a.clone())
+    }
+
+    fn put(&self, key: CacheKey, authority: Authority) -> Arc<Authority> {
+        let authority = Arc::new(authority);
+        if self.ttl.is_zero() {
+            return authority;
+        }
+        let mut entries = self.entries.lock().expect("cache lock");
+        if entries.len() > 100_000 {
+            entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+        }
+        entries.insert(key, (std::time::Instant::now(), authority.clone()));
+        authority
+    }
+
+    pub fn clear(&self) {
+        self.entries.lock().expect("cache lock").clear();
+    }
 }
 
 async fn authenticate_node(

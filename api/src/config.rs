@@ -54,6 +54,10 @@ pub struct AuthConfig {
     pub rate_limit_per_second: u32,
     #[arg(long, env = "GPUAAS_RATE_LIMIT_BURST", default_value_t = 400)]
     pub rate_limit_burst: u32,
+    /// How long what a credential may do is cached (ms). IAM changes through this API clear the
+    /// cache at once; changes through another replica show within this time. 0: no cache.
+    #[arg(long, env = "GPUAAS_AUTHORITY_CACHE_MS", default_value_t = 2000)]
+    pub authority_cache_ms: u64,
     /// Largest request body, in bytes.
     #[arg(long, env = "GPUAAS_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
@@ -72,6 +76,7 @@ impl AuthConfig {
             bootstrap_operator_password: None,
             rate_limit_per_second: 10_000,
             rate_limit_burst: 10_000,
+            authority_cache_ms: 2000,
             max_body_bytes: 1 << 20,
         }
     }

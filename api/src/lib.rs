@@ -32,6 +32,9 @@ pub struct AppState {
     /// The access-token keys (also sign audit anchors).
     pub keys: Arc<TokenKeys>,
     pub limits: Arc<limits::Limits>,
+    /// The audit writer's queue (group commit).
+    pub audit: audit::AuditQueue,
+    pub authorities: Arc<auth::AuthorityCache>,
 }
 
 /// Every route, as `(METHOD, path)`; `doc/api/openapi.yaml` must list exactly these.
@@ -61,6 +64,31 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// The same routes and handlers with authentication bypassed: every request acts as `caller`,
+/// and is audited only when `audit` is set. For benchmarks that measure what authentication and
+/// the audit chain cost against the same handlers; no configuration of the binary reaches it.
+pub fn router_with_fixed_caller(state: AppState, caller: auth::Caller, audit: bool) -> Router {
+    let fixed = move |axum::extract::State(state): axum::extract::State<AppState>,
+                      mut req: Request,
+                      next: Next| {
+        let caller = caller.clone();
+        async move {
+            let action = req.uri().path().to_string();
+            let mutating = req.method() != axum::http::Method::GET;
+            req.extensions_mut().insert(caller.clone());
+            let response = next.run(req).await;
+            if audit && mutating {
+                audit::record(&state, &caller.ctx, "bench", &action, response.status(), None).await;
+            }
+            response
+        }
+    };
+    routes::router()
+        .route_layer(middleware::from_fn_with_state(state.clone(), fixed))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -128,12 +156,18 @@ impl AppState {
             auth.rate_limit_per_second,
             auth.rate_limit_burst,
         ));
+        let audit = audit::spawn_writer(pool.clone());
+        let authorities = Arc::new(auth::AuthorityCache::new(Duration::from_millis(
+            auth.authority_cache_ms,
+        )));
         Ok(Self {
             pool,
             temporal,
             config: Arc::new(config),
             keys: Arc::new(keys),
             limits,
+            audit,
+            authorities,
         })
     }
 }

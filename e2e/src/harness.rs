@@ -110,6 +110,8 @@ pub struct Platform {
     pub tenant_id: Uuid,
     /// The API's token keys, to mint tokens for other users in tests.
     pub keys: std::sync::Arc<platform_iam::tokens::TokenKeys>,
+    /// The API's state (benchmarks serve other routers over it).
+    pub api: api::AppState,
 }
 
 pub struct Options {
@@ -180,6 +182,7 @@ impl Platform {
         let state = api::AppState::connect(config).await.expect("API connects");
         let (operator_id, tenant_id) = bootstrap_accounts(&pool).await;
         let keys = state.keys.clone();
+        let api_state = state.clone();
         let operator_token = keys.issue_access(operator_id, Uuid::now_v7());
         let tenant_token = keys.issue_access(tenant_id, Uuid::now_v7());
         let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -207,6 +210,7 @@ impl Platform {
             operator_id,
             tenant_id,
             keys,
+            api: api_state,
         };
         if options.in_process_worker {
             platform.start_worker_thread();
