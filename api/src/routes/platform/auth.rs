@@ -113,7 +113,12 @@ pub async fn accept_invitation(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<AcceptInvitationRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let user = members::accept(&state.pool, &req.token, &req.password).await?;
+    let user = members::accept(&state.pool, &req.token, &req.password)
+        .await
+        .map_err(|e| match e.code() {
+            "invalid_credentials" => invalid_credentials(),
+            _ => e.into(),
+        })?;
     Ok(Json(start_session(&state, user).await?))
 }
 

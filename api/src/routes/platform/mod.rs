@@ -57,6 +57,11 @@ pub const ROUTES: &[Route] = &[
 ];
 
 pub fn router() -> Router<AppState> {
+    identity().merge(tenancy())
+}
+
+/// Probes, tokens and the caller.
+fn identity() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -68,6 +73,11 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/auth/accept-invitation", post(auth::accept_invitation))
         .route("/v1/me", get(auth::me))
+}
+
+/// Orgs, projects, members, service accounts, keys, join tokens, quotas, audit.
+fn tenancy() -> Router<AppState> {
+    Router::new()
         .route("/v1/orgs", get(orgs::list).post(orgs::create))
         .route("/v1/orgs/{org}", get(orgs::get))
         .route("/v1/orgs/{org}/plan", put(orgs::set_plan))

@@ -1,13 +1,15 @@
 //! What auditing costs a mutation, against a real Postgres.
 //!
-//! `cargo bench -p platform-audit --bench append [-- --seconds T --tasks N --orgs M --keep]`
+//! `cargo bench -p platform-audit --bench append [-- --seconds T --tasks N --orgs M
+//! --statements K --keep]`
 //!
 //! Setup (not timed): a fresh database on the server `GPUAAS_TEST_DATABASE_URL` names, a scratch
 //! table `audit.bench_scratch` (one row per task; created here, dropped at the end), and the
 //! chains of `--orgs` orgs (`ensure_chains`).
 //!
 //! Timed, each for `--seconds` with `--tasks` concurrent tasks, each task updating its own row:
-//! 1. baseline: the mutation alone, a transaction `UPDATE audit.bench_scratch …; COMMIT`;
+//! 1. baseline: the mutation alone, a transaction of `--statements` (default 1) single-row
+//!    `UPDATE audit.bench_scratch …`, then COMMIT;
 //! 2. audited, one org, same transaction: the UPDATE, then `append_in`, then COMMIT;
 //! 3. audited, `--orgs` orgs, same transaction (each task cycles through the orgs);
 //! 4. and 5. the same with the append in its own transaction after the mutation's (`append`);
@@ -32,6 +34,8 @@ struct Args {
     seconds: u64,
     tasks: usize,
     orgs: usize,
+    /// UPDATEs per mutation transaction.
+    statements: usize,
     keep: bool,
 }
 
@@ -40,6 +44,7 @@ fn parse_args() -> Args {
         seconds: 5,
         tasks: 16,
         orgs: 64,
+        statements: 1,
         keep: false,
     };
     let mut it = std::env::args().skip(1);
@@ -49,12 +54,13 @@ fn parse_args() -> Args {
             "--seconds" => args.seconds = value(&arg).parse().expect("--seconds T"),
             "--tasks" => args.tasks = value(&arg).parse().expect("--tasks N"),
             "--orgs" => args.orgs = value(&arg).parse().expect("--orgs M"),
+            "--statements" => args.statements = value(&arg).parse().expect("--statements K"),
             "--keep" => args.keep = true,
             // `cargo bench` passes `--bench`; ignore it and anything else cargo adds.
             _ => {}
         }
     }
-    assert!(args.tasks > 0 && args.orgs > 0 && args.seconds > 0);
+    assert!(args.tasks > 0 && args.orgs > 0 && args.seconds > 0 && args.statements > 0);
     args
 }
 
@@ -119,6 +125,7 @@ fn ctx(org: OrgId, task: usize) -> OperationContext {
 async fn mutation(
     pool: &PgPool,
     task: usize,
+    statements: usize,
     audit: Audit,
     ctx: &OperationContext,
     resource: &str,
@@ -133,11 +140,13 @@ async fn mutation(
     };
     let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
     let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
-    sqlx::query("UPDATE audit.bench_scratch SET n = n + 1 WHERE id = $1")
-        .bind(task as i32)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| e.to_string())?;
+    for row in task * statements..(task + 1) * statements {
+        sqlx::query("UPDATE audit.bench_scratch SET n = n + 1 WHERE id = $1")
+            .bind(row as i32)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     if audit == Audit::SameTx {
         platform_audit::append_in(&mut tx, &entry)
             .await
@@ -160,7 +169,7 @@ async fn run(pool: &PgPool, args: &Args, v: &Variant, orgs: Arc<Vec<OrgId>>) -> 
         .map(|task| {
             let pool = pool.clone();
             let orgs = orgs.clone();
-            let (audit, n_orgs) = (v.audit, v.orgs);
+            let (audit, n_orgs, statements) = (v.audit, v.orgs, args.statements);
             tokio::spawn(async move {
                 let mut out = Outcomes::default();
                 let mut i = 0usize;
@@ -169,7 +178,7 @@ async fn run(pool: &PgPool, args: &Args, v: &Variant, orgs: Arc<Vec<OrgId>>) -> 
                     let c = ctx(org, task);
                     let resource = format!("/v1/instances/{task}/{i}");
                     let t = Instant::now();
-                    match mutation(&pool, task, audit, &c, &resource).await {
+                    match mutation(&pool, task, statements, audit, &c, &resource).await {
                         Ok(()) => out.latencies.push(t.elapsed()),
                         Err(e) => out.errors.push(e),
                     }
@@ -306,7 +315,7 @@ async fn bench(pool: &PgPool, args: &Args) -> bool {
     sqlx::query(
         "INSERT INTO audit.bench_scratch (id, n) SELECT g, 0 FROM generate_series(0, $1 - 1) g",
     )
-    .bind(args.tasks as i32)
+    .bind((args.tasks * args.statements) as i32)
     .execute(pool)
     .await
     .expect("fill scratch table");
@@ -349,10 +358,11 @@ async fn bench(pool: &PgPool, args: &Args) -> bool {
         },
     ];
     println!(
-        "platform-audit append: {} tasks, {} s per variant, {} orgs in the many-org variants, \
-         {} lanes per org, Postgres at {}\n",
+        "platform-audit append: {} tasks, {} s per variant, {} UPDATE(s) per mutation, {} orgs in \
+         the many-org variants, {} lanes per org, Postgres at {}\n",
         args.tasks,
         args.seconds,
+        args.statements,
         args.orgs,
         platform_audit::LANES,
         shared_kernel::db::testing::server_url()

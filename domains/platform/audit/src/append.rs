@@ -1,8 +1,8 @@
 //! Recording an event: lock one lane of the scope's chains, link the event to its head, insert it
-//! and move the head, in one statement, in a short transaction of its own or at the end of the
+//! and move the head: two statements, in a short transaction of its own or at the end of the
 //! caller's.
 
-use crate::{AuditEvent, NewEntry, entry_hash, kind_str, scope_of};
+use crate::{AuditEvent, GENESIS_HASH, NewEntry, entry_hash, kind_str, scope_of};
 use chrono::{DateTime, Utc};
 use shared_kernel::{DomainError, DomainResult};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -54,23 +54,43 @@ pub async fn append_in(conn: &mut PgConnection, entry: &NewEntry<'_>) -> DomainR
 /// Creates the [`LANES`] chains of `org` (`None`: the platform's) if they do not exist yet, in
 /// their own short transaction. Optional: the first append creates them otherwise.
 pub async fn ensure_chains(pool: &PgPool, org: Option<shared_ids::OrgId>) -> DomainResult<()> {
-    sqlx::query("SELECT audit.create_lanes($1, $2, $3)")
-        .bind(scope_of(org))
-        .bind(org.map(|o| o.uuid()))
-        .bind(LANES)
-        .execute(pool)
-        .await?;
+    create_lanes(&mut *pool.acquire().await?, &scope_of(org), org).await
+}
+
+async fn create_lanes(
+    conn: &mut PgConnection,
+    scope: &str,
+    org: Option<shared_ids::OrgId>,
+) -> DomainResult<()> {
+    // A concurrent creator wins harmlessly (this waits for its commit, then does nothing).
+    sqlx::query(
+        "INSERT INTO audit.chains (chain, scope, org_id, lane, head_hash)
+         SELECT $1 || '/' || lane, $1, $2, lane, $3 FROM generate_series(0, $4 - 1) AS lane
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(scope)
+    .bind(org.map(|o| o.uuid()))
+    .bind(GENESIS_HASH)
+    .bind(LANES)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
+
+/// What a lock query answers: chain, head_seq, head_hash, the event's seq and time.
+type Head = (String, i64, String, i64, DateTime<Utc>);
 
 async fn append_locked(conn: &mut PgConnection, entry: &NewEntry<'_>) -> DomainResult<AuditEvent> {
     check_action(entry.action)?;
     let ctx = entry.ctx;
+    let scope = scope_of(ctx.org);
+    // Statement 1: lock a lane, read its head.
+    let (chain, head_seq, head_hash, seq, at) = lock_lane(conn, &scope, ctx.org).await?;
     let mut event = AuditEvent {
-        seq: 0,
-        chain: String::new(),
-        chain_seq: 0,
-        at: DateTime::<Utc>::UNIX_EPOCH,
+        seq,
+        chain,
+        chain_seq: head_seq + 1,
+        at,
         actor: ctx.principal.label(),
         actor_name: cut(&ctx.principal.name, MAX_TEXT_CHARS),
         actor_kind: kind_str(ctx.principal.kind).to_string(),
@@ -85,24 +105,31 @@ async fn append_locked(conn: &mut PgConnection, entry: &NewEntry<'_>) -> DomainR
         error_code: entry.error_code.map(|c| cut(c, MAX_TEXT_CHARS)),
         request_id: cut(&ctx.request_id, MAX_TEXT_CHARS),
         source_ip: ctx.source_ip.map(|ip| ip.to_string()),
-        prev_hash: String::new(),
+        prev_hash: head_hash,
         hash: String::new(),
     };
-    // One statement (the function in migrations/20261201000003_audit_init.sql): lock a lane,
-    // take seq and time after the lock, hash, insert, move the head. One round trip instead of
-    // two: what the bench measures is mostly statements.
-    let stored: Stored = sqlx::query_as(
-        "SELECT o_seq, o_chain, o_chain_seq, o_at, o_prev_hash, o_hash
-         FROM audit.append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    event.hash = entry_hash(&event.prev_hash, &event);
+    // Statement 2: the event, and the head moved to it.
+    sqlx::query(
+        "WITH head AS (
+             UPDATE audit.chains SET head_seq = $3, head_hash = $20 WHERE chain = $2
+         )
+         INSERT INTO audit.events (seq, chain, chain_seq, at, actor, actor_name, actor_kind,
+             auth_method, credential_id, org_id, project_id, action, resource, outcome, status,
+             error_code, request_id, source_ip, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+             $19, $20)",
     )
-    .bind(scope_of(ctx.org))
-    .bind(event.org_id.map(|o| o.uuid()))
-    .bind(LANES)
+    .bind(event.seq)
+    .bind(&event.chain)
+    .bind(event.chain_seq)
+    .bind(event.at)
     .bind(&event.actor)
     .bind(&event.actor_name)
     .bind(&event.actor_kind)
     .bind(&event.auth_method)
     .bind(&event.credential_id)
+    .bind(event.org_id.map(|o| o.uuid()))
     .bind(event.project_id.map(|p| p.uuid()))
     .bind(&event.action)
     .bind(&event.resource)
@@ -111,33 +138,53 @@ async fn append_locked(conn: &mut PgConnection, entry: &NewEntry<'_>) -> DomainR
     .bind(&event.error_code)
     .bind(&event.request_id)
     .bind(&event.source_ip)
-    .fetch_one(&mut *conn)
+    .bind(&event.prev_hash)
+    .bind(&event.hash)
+    .execute(&mut *conn)
     .await?;
-    (
-        event.seq,
-        event.chain,
-        event.chain_seq,
-        event.at,
-        event.prev_hash,
-        event.hash,
-    ) = stored;
-    // The database hashed; the reference encoding here must agree, or the row would never
-    // verify: refuse it (the caller's transaction rolls back with it).
-    let expected = entry_hash(&event.prev_hash, &event);
-    if expected != event.hash {
-        return Err(DomainError::conflict(
-            "audit_hash_mismatch",
-            format!(
-                "audit.append hashed chain {} chain_seq {} to {}, entry_hash says {expected}",
-                event.chain, event.chain_seq, event.hash
-            ),
-        ));
-    }
     Ok(event)
 }
 
-/// What `audit.append` answers: seq, chain, chain_seq, at, prev_hash, hash.
-type Stored = (i64, String, i64, DateTime<Utc>, String, String);
+/// Locks a lane of `scope` for this transaction and reads its head. The seq and the time are
+/// taken after the lock (outer query), so both grow along the chain.
+async fn lock_lane(
+    conn: &mut PgConnection,
+    scope: &str,
+    org: Option<shared_ids::OrgId>,
+) -> DomainResult<Head> {
+    for _ in 0..3 {
+        // The lowest lane nobody else holds (one this transaction holds already is free to it).
+        let free: Option<Head> = sqlx::query_as(
+            "SELECT l.chain, l.head_seq, l.head_hash, nextval('audit.event_seq'), clock_timestamp()
+             FROM (SELECT chain, head_seq, head_hash FROM audit.chains WHERE scope = $1
+                   ORDER BY lane LIMIT 1 FOR UPDATE SKIP LOCKED) l",
+        )
+        .bind(scope)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(head) = free {
+            return Ok(head);
+        }
+        // Every lane is held (wait for a random one), or the scope has none yet.
+        let busy: Option<Head> = sqlx::query_as(
+            "SELECT l.chain, l.head_seq, l.head_hash, nextval('audit.event_seq'), clock_timestamp()
+             FROM (SELECT chain, head_seq, head_hash FROM audit.chains WHERE scope = $1
+                   ORDER BY random() LIMIT 1 FOR UPDATE) l",
+        )
+        .bind(scope)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(head) = busy {
+            return Ok(head);
+        }
+        // The scope's first event: create its lanes.
+        create_lanes(conn, scope, org).await?;
+    }
+    Err(DomainError::Busy {
+        code: "audit_chain_unavailable",
+        message: format!("no audit chain of {scope} could be locked"),
+    })
+}
 
 fn check_action(action: &str) -> DomainResult<()> {
     let ok = !action.is_empty()

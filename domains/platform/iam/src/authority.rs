@@ -143,7 +143,7 @@ type UserRow = (String, Option<String>, i64, Vec<Uuid>, Vec<String>, Vec<Uuid>, 
 pub async fn of_user(pool: &PgPool, user: Uuid) -> DomainResult<Option<Authority>> {
     let row: Option<UserRow> = sqlx::query_as(
         "SELECT u.email, u.platform_role,
-                CASE WHEN u.tokens_not_before = '-infinity' THEN 0 ELSE extract(epoch FROM u.tokens_not_before)::int8 END,
+                CASE WHEN u.tokens_not_before = '-infinity' THEN 0 ELSE date_part('epoch', u.tokens_not_before)::int8 END,
                 coalesce(om.orgs, '{}'), coalesce(om.roles, '{}'),
                 coalesce(pm.projects, '{}'), coalesce(pm.orgs, '{}'), coalesce(pm.roles, '{}'),
                 d.id, d.org_id

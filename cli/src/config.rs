@@ -1,0 +1,189 @@
+//! The CLI's config file: named profiles, each an API URL and a credential (a login session or an
+//! API key), and optionally the project and org commands act in. `$GPUAAS_CONFIG`, else
+//! `$XDG_CONFIG_HOME/gpuaas/config.json`, else `~/.config/gpuaas/config.json`; written with mode
+//! 0600 (it holds secrets), replaced atomically, and rewritten under a lock when a session's
+//! tokens rotate (two CLIs refreshing one refresh token at once would end the session).
+//!
+//! ```json
+//! {"current": "default",
+//!  "profiles": {"default": {"api_url": "http://127.0.0.1:8080", "access_token": "…",
+//!               "refresh_token": "gpr_…", "access_expires_at": 1767225600,
+//!               "project": "my-project", "org": "0190…"}}}
+//! ```
+
+use crate::client::CliError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Config {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
+    /// Keys this version does not know, kept as they were.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Profile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Unix seconds at which `access_token` expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_expires_at: Option<i64>,
+    /// The project requests act in (`?project=`, an id or a name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// The org org-scoped commands act in by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Profile {
+    /// What kind of credential it holds, for people: never the secret.
+    pub fn credential_kind(&self) -> &'static str {
+        if self.api_key.is_some() {
+            "api key"
+        } else if self.refresh_token.is_some() || self.access_token.is_some() {
+            "login"
+        } else {
+            "none"
+        }
+    }
+
+    pub fn clear_credentials(&mut self) {
+        self.api_key = None;
+        self.access_token = None;
+        self.refresh_token = None;
+        self.access_expires_at = None;
+    }
+}
+
+/// Where the config file is.
+pub fn path() -> PathBuf {
+    if let Some(p) = std::env::var_os("GPUAAS_CONFIG").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("gpuaas").join("config.json")
+}
+
+impl Config {
+    /// Reads the file; a missing file is an empty config, an unreadable one an error.
+    pub fn load(path: &Path) -> Result<Self, CliError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                CliError::Other(format!("{} is not a valid config file: {e}", path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(CliError::Other(format!("cannot read {}: {e}", path.display()))),
+        }
+    }
+
+    /// Writes the file (mode 0600, its folder 0700 when created), replacing it atomically.
+    pub fn save(&self, path: &Path) -> Result<(), CliError> {
+        let fail = |e: std::io::Error| CliError::Other(format!("cannot write {}: {e}", path.display()));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir).map_err(fail)?;
+        }
+        let mut text = serde_json::to_string_pretty(self).expect("the config serialises");
+        text.push('\n');
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(format!(".tmp{}", std::process::id()));
+        let tmp = path.with_file_name(tmp_name);
+        let written = (|| {
+            let mut file = open_private(&tmp)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(fail)
+    }
+
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.get(name)
+    }
+}
+
+#[cfg(unix)]
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::create(path)
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+/// An exclusive lock on the config file (on a `.lock` file beside it), held while a profile's
+/// tokens are read, rotated and written back. Released on drop.
+pub struct Lock {
+    _file: std::fs::File,
+}
+
+pub fn lock(path: &Path) -> Result<Lock, CliError> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    let lock_path = path.with_file_name(name);
+    let fail = |e: std::io::Error| CliError::Other(format!("cannot lock {}: {e}", lock_path.display()));
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir).map_err(fail)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(fail)?;
+    file.lock().map_err(fail)?;
+    Ok(Lock { _file: file })
+}
+
+pub fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
