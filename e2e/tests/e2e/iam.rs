@@ -633,3 +633,33 @@ async fn the_request_past_the_rate_limit_gets_429_with_retry_after() {
     assert_eq!(body["code"], "rate_limited");
     assert_eq!(get_as(&p, &p.operator_token, "/v1/nodes").await.0, 200, "limits are per credential");
 }
+
+/// Tenants never see node names or ids: their "why pending" speaks of capacity; an operator
+/// reading the same instance sees which nodes and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_read_about_capacity_operators_about_nodes() {
+    let p = Platform::start(Options::default()).await;
+    p.register_ghost_node("secret-host-17", 2, "H100-80GB").await;
+    let id = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 8, "capacity_timeout_seconds": 60}))
+        .await;
+    let operator_view = loop {
+        let i = p.get_json(&format!("/v1/instances/{id}")).await;
+        if i["status_message"].as_str().is_some_and(|m| m.contains("secret-host-17")) {
+            break i;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(operator_view["state"], "pending");
+    let (s, tenant_view) = get_as(&p, &p.tenant_token, &format!("/v1/instances/{id}")).await;
+    assert_eq!(s, 200);
+    let text = tenant_view.to_string();
+    assert!(!text.contains("secret-host-17"), "a node name leaked: {text}");
+    assert!(tenant_view.get("node_id").is_none_or(Value::is_null), "{text}");
+    let why = tenant_view["status_message"].as_str().unwrap();
+    assert!(why.contains("capacity"), "{why}");
+    let (_, list) = get_as(&p, &p.tenant_token, "/v1/instances").await;
+    assert!(!list.to_string().contains("secret-host-17"));
+    // Nodes themselves are not a tenant's to see.
+    assert_eq!(get_as(&p, &p.tenant_token, "/v1/nodes").await.0, 404);
+}

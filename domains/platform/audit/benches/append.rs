@@ -209,7 +209,7 @@ async fn run(pool: &PgPool, args: &Args, v: &Variant, orgs: Arc<Vec<OrgId>>) -> 
 
 /// Tasks step through the orgs by a stride that is coprime to their number where it can.
 fn args_stride(orgs: usize) -> usize {
-    if orgs > 1 && orgs % 7 != 0 { 7 } else { 1 }
+    if orgs > 1 && !orgs.is_multiple_of(7) { 7 } else { 1 }
 }
 
 /// CPU ticks (1/100 s) of the machine (busy), this process and every `postgres` process.
