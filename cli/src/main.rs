@@ -2,25 +2,34 @@
 //! scripts, and exit codes scripts can trust (see `ExitCode`).
 
 mod client;
+mod config;
 mod output;
+mod platform;
+mod session;
 
 use api_types::gpuaas::{CreateInstanceRequest, Instance, Node};
 use clap::{Parser, Subcommand, ValueEnum};
-use client::{ApiClient, CliError};
+use client::{ApiClient, CliError, Credential, Session};
+use config::{Config, Profile};
 use output::{Format, print_instance, print_instances, print_node_events, print_nodes, print_skus};
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// Exit codes: 0 success; 1 unexpected error; 2 usage (clap); 3 the API refused the request
-/// (4xx); 4 not found; 5 the instance ended `failed`; 6 `--wait` timed out; 7 API unreachable.
+/// Exit codes: 0 success; 1 unexpected error; 2 usage (clap, or a missing `--org`, an unknown
+/// profile); 3 the API refused the request (4xx, 401 included); 4 not found (tenants also get it
+/// for operator routes); 5 the instance ended `failed`; 6 `--wait` timed out; 7 API unreachable;
+/// 8 `audit verify` found the audit trail tampered with.
 #[derive(Debug, Clone, Copy)]
 pub enum ExitCode {
     Unexpected = 1,
+    Usage = 2,
     Refused = 3,
     NotFound = 4,
     InstanceFailed = 5,
     WaitTimedOut = 6,
     Unreachable = 7,
+    AuditTampered = 8,
 }
 
 #[derive(Parser)]
@@ -29,12 +38,20 @@ struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
     output: OutputArg,
-    /// API base URL (default: the dev profile's, else http://127.0.0.1:8080).
+    /// The profile of the config file to use (`$GPUAAS_CONFIG`, else
+    /// `~/.config/gpuaas/config.json`); default: its current one. For `login`: the profile to
+    /// save (default `default`).
+    #[arg(long, global = true, env = "GPUAAS_PROFILE")]
+    profile: Option<String>,
+    /// API base URL (default: the profile's, else http://127.0.0.1:8080).
     #[arg(long, global = true, env = "GPUAAS_API_URL")]
     api_url: Option<String>,
-    /// Bearer token (default: the dev profile's).
+    /// Bearer token or API key (`gpk_…`), instead of the profile's credential.
     #[arg(long, global = true, env = "GPUAAS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The project to act in, by id or name (default: the profile's, else the credential's).
+    #[arg(long, global = true, env = "GPUAAS_PROJECT")]
+    project: Option<String>,
     #[command(subcommand)]
     command: Noun,
 }
@@ -47,6 +64,52 @@ enum OutputArg {
 
 #[derive(Subcommand)]
 enum Noun {
+    /// Log in and save the credential as a profile (made the current one).
+    Login(session::LoginArgs),
+    /// End the profile's session and forget its credential.
+    Logout,
+    /// Profiles of the config file; who the credential is.
+    Profile {
+        #[command(subcommand)]
+        verb: session::ProfileVerb,
+    },
+    /// Orgs.
+    Org {
+        #[command(subcommand)]
+        verb: platform::OrgVerb,
+    },
+    /// Projects of an org.
+    Project {
+        #[command(subcommand)]
+        verb: platform::ProjectVerb,
+    },
+    /// Members and invitations of an org.
+    Member {
+        #[command(subcommand)]
+        verb: platform::MemberVerb,
+    },
+    /// Service accounts of the project.
+    #[command(alias = "service-account")]
+    Serviceaccount {
+        #[command(subcommand)]
+        verb: platform::ServiceAccountVerb,
+    },
+    /// API keys (`gpk_…`).
+    #[command(alias = "api-key")]
+    Apikey {
+        #[command(subcommand)]
+        verb: platform::ApiKeyVerb,
+    },
+    /// The project's plan, entitlements and GPU quota.
+    Quota {
+        #[command(subcommand)]
+        verb: platform::QuotaVerb,
+    },
+    /// The audit trail: list, verify, export.
+    Audit {
+        #[command(subcommand)]
+        verb: platform::AuditVerb,
+    },
     /// GPU SKUs on offer.
     Sku {
         #[command(subcommand)]
@@ -106,6 +169,11 @@ enum NodeVerb {
     Decommission {
         id: String,
     },
+    /// Single-use tokens a new host joins with.
+    JoinToken {
+        #[command(subcommand)]
+        verb: platform::JoinTokenVerb,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,6 +224,78 @@ enum InstanceVerb {
     },
 }
 
+/// What every command may need: the output format, the config file and its selected profile,
+/// and the global flags.
+pub struct Ctx {
+    pub format: Format,
+    pub config_path: PathBuf,
+    pub config: Config,
+    /// `--profile` (or `GPUAAS_PROFILE`) as given.
+    pub profile_flag: Option<String>,
+    /// The profile in use: the flag's, else the file's current one.
+    pub profile_name: Option<String>,
+    pub api_url_flag: Option<String>,
+    pub token_flag: Option<String>,
+    pub project_flag: Option<String>,
+}
+
+impl Ctx {
+    /// The selected profile; an unknown name given with `--profile` is a usage error.
+    pub fn profile(&self) -> Result<Option<&Profile>, CliError> {
+        let Some(name) = &self.profile_name else {
+            return Ok(None);
+        };
+        match self.config.profile(name) {
+            Some(p) => Ok(Some(p)),
+            None if self.profile_flag.is_some() => Err(CliError::Usage(format!(
+                "no profile named {name} in {} (see `gpuaas profile list`, or `gpuaas login --profile {name}`)",
+                self.config_path.display()
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// A client for the selected profile, overridden by the flags.
+    pub fn client(&self) -> Result<ApiClient, CliError> {
+        let profile = self.profile()?;
+        let base = self
+            .api_url_flag
+            .clone()
+            .or_else(|| profile.and_then(|p| p.api_url.clone()))
+            .unwrap_or_else(|| config::DEFAULT_API_URL.into());
+        let credential = match (&self.token_flag, profile) {
+            (Some(token), _) => Credential::Static(token.clone()),
+            (None, Some(p)) if p.api_key.is_some() => {
+                Credential::Static(p.api_key.clone().unwrap_or_default())
+            }
+            (None, Some(p)) if p.access_token.is_some() || p.refresh_token.is_some() => {
+                Credential::Session(Session {
+                    config_path: self.config_path.clone(),
+                    profile: self.profile_name.clone().unwrap_or_default(),
+                    access_token: p.access_token.clone(),
+                    refresh_token: p.refresh_token.clone(),
+                    expires_at: p.access_expires_at,
+                })
+            }
+            _ => Credential::None,
+        };
+        let project = self
+            .project_flag
+            .clone()
+            .or_else(|| profile.and_then(|p| p.project.clone()));
+        Ok(ApiClient::new(&base, credential, project))
+    }
+
+    /// The org of the selected profile, if it names one.
+    pub fn profile_org(&self) -> Option<String> {
+        self.profile().ok().flatten().and_then(|p| p.org.clone())
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -163,47 +303,75 @@ async fn main() {
         OutputArg::Table => Format::Table,
         OutputArg::Json => Format::Json,
     };
-    let api = ApiClient::from_env(cli.api_url, cli.token);
-    match run(&api, cli.command, format).await {
-        Ok(()) => {}
-        Err(e) => {
-            match format {
-                Format::Json => eprintln!(
-                    "{}",
-                    serde_json::json!({"error": e.to_string(), "code": e.code()})
-                ),
-                Format::Table => eprintln!("error: {e}"),
-            }
-            std::process::exit(e.exit_code() as i32);
+    let result = async {
+        let config_path = config::path();
+        let config = Config::load(&config_path)?;
+        let profile_flag = non_empty(cli.profile);
+        let ctx = Ctx {
+            format,
+            profile_name: profile_flag.clone().or_else(|| config.current.clone()),
+            config_path,
+            config,
+            profile_flag,
+            api_url_flag: non_empty(cli.api_url),
+            token_flag: non_empty(cli.token),
+            project_flag: non_empty(cli.project),
+        };
+        run(ctx, cli.command).await
+    }
+    .await;
+    if let Err(e) = result {
+        match format {
+            Format::Json => eprintln!(
+                "{}",
+                serde_json::json!({"error": e.to_string(), "code": e.code()})
+            ),
+            Format::Table => eprintln!("error: {e}"),
         }
+        std::process::exit(e.exit_code() as i32);
     }
 }
 
-async fn run(api: &ApiClient, command: Noun, format: Format) -> Result<(), CliError> {
+async fn run(mut ctx: Ctx, command: Noun) -> Result<(), CliError> {
+    let format = ctx.format;
     match command {
+        Noun::Login(args) => session::login(&mut ctx, args).await,
+        Noun::Logout => session::logout(&mut ctx).await,
+        Noun::Profile { verb } => session::profile(&mut ctx, verb).await,
+        Noun::Org { verb } => platform::org(&ctx, verb).await,
+        Noun::Project { verb } => platform::project(&ctx, verb).await,
+        Noun::Member { verb } => platform::member(&ctx, verb).await,
+        Noun::Serviceaccount { verb } => platform::service_account(&ctx, verb).await,
+        Noun::Apikey { verb } => platform::api_key(&ctx, verb).await,
+        Noun::Quota { verb } => platform::quota(&ctx, verb).await,
+        Noun::Audit { verb } => platform::audit(&ctx, verb).await,
         Noun::Sku {
             verb: SkuVerb::List,
-        } => print_skus(format, &api.list_skus().await?),
-        Noun::Node {
-            verb: NodeVerb::List,
-        } => print_nodes(format, &api.list_nodes().await?),
-        Noun::Node {
-            verb: NodeVerb::Get { id },
-        } => print_nodes(format, &[api.get_node(&id).await?]),
-        Noun::Node {
-            verb: NodeVerb::Cordon { id },
-        } => print_nodes(format, &[api.set_cordoned(&id, true).await?]),
-        Noun::Node {
-            verb: NodeVerb::Uncordon { id },
-        } => print_nodes(format, &[api.set_cordoned(&id, false).await?]),
-        Noun::Node {
-            verb:
-                NodeVerb::Drain {
-                    id,
-                    deadline,
-                    wait,
-                    timeout,
-                },
+        } => {
+            print_skus(format, &ctx.client()?.list_skus().await?);
+            Ok(())
+        }
+        Noun::Node { verb } => node(&ctx, verb).await,
+        Noun::Instance { verb } => instance(&ctx.client()?, verb, format).await,
+    }
+}
+
+async fn node(ctx: &Ctx, verb: NodeVerb) -> Result<(), CliError> {
+    let format = ctx.format;
+    if let NodeVerb::JoinToken { verb } = verb {
+        return platform::join_token(ctx, verb).await;
+    }
+    let api = &ctx.client()?;
+    match verb {
+        NodeVerb::List => print_nodes(format, &api.list_nodes().await?),
+        NodeVerb::Get { id } => print_nodes(format, &[api.get_node(&id).await?]),
+        NodeVerb::Cordon { id } => print_nodes(format, &[api.set_cordoned(&id, true).await?]),
+        NodeVerb::Uncordon { id } => print_nodes(format, &[api.set_cordoned(&id, false).await?]),
+        NodeVerb::Drain {
+            id,
+            deadline,
+            wait,
+            timeout,
         } => {
             let draining = api.drain_node(&id, deadline).await?;
             let node = if wait {
@@ -213,13 +381,9 @@ async fn run(api: &ApiClient, command: Noun, format: Format) -> Result<(), CliEr
             };
             print_nodes(format, &[node]);
         }
-        Noun::Node {
-            verb: NodeVerb::Events { id },
-        } => print_node_events(format, &api.node_events(&id).await?),
-        Noun::Node {
-            verb: NodeVerb::Decommission { id },
-        } => print_nodes(format, &[api.node_action(&id, "decommission").await?]),
-        Noun::Instance { verb } => return instance(api, verb, format).await,
+        NodeVerb::Events { id } => print_node_events(format, &api.node_events(&id).await?),
+        NodeVerb::Decommission { id } => print_nodes(format, &[api.node_action(&id, "decommission").await?]),
+        NodeVerb::JoinToken { .. } => {}
     }
     Ok(())
 }

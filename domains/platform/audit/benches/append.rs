@@ -12,7 +12,8 @@
 //!    `UPDATE audit.bench_scratch …`, then COMMIT;
 //! 2. audited, one org, same transaction: the UPDATE, then `append_in`, then COMMIT;
 //! 3. audited, `--orgs` orgs, same transaction (each task cycles through the orgs);
-//! 4. and 5. the same with the append in its own transaction after the mutation's (`append`);
+//! 4. and 5. the same with the append in its own transaction after the mutation's commit
+//!    (`append_in` on the connection outside a transaction, which is what `append` does);
 //! 6. the baseline again (the machine's drift: ratios use the mean of both baselines).
 //!
 //! Then `anchor` and `verify` of everything written (timed), which must report no problem, and
@@ -209,7 +210,11 @@ async fn run(pool: &PgPool, args: &Args, v: &Variant, orgs: Arc<Vec<OrgId>>) -> 
 
 /// Tasks step through the orgs by a stride that is coprime to their number where it can.
 fn args_stride(orgs: usize) -> usize {
-    if orgs > 1 && !orgs.is_multiple_of(7) { 7 } else { 1 }
+    if orgs > 1 && !orgs.is_multiple_of(7) {
+        7
+    } else {
+        1
+    }
 }
 
 /// CPU ticks (1/100 s) of the machine (busy), this process and every `postgres` process.

@@ -288,7 +288,7 @@ pub async fn verify(
 /// who can rewrite the tables can delete the stored anchors with the events they cover, but not
 /// these. Those of other scopes are ignored.
 ///
-/// Reads everything once, [`PAGE`] events per query; the time is linear in the events checked.
+/// Reads everything once, 5000 events per query; the time is linear in the events checked.
 pub async fn verify_with(
     pool: &PgPool,
     verifier: &dyn AnchorVerifier,
