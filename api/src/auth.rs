@@ -69,7 +69,12 @@ pub struct Route {
     pub action: &'static str,
 }
 
-pub const fn route(method: &'static str, path: &'static str, access: Access, action: &'static str) -> Route {
+pub const fn route(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    action: &'static str,
+) -> Route {
     Route {
         method,
         path,
@@ -101,16 +106,22 @@ pub struct Caller {
 impl Caller {
     /// The project a project-scoped route acts in (resolved before the handler runs).
     pub fn project(&self) -> ProjectId {
-        self.ctx.project.expect("Access::Project routes resolve the project")
+        self.ctx
+            .project
+            .expect("Access::Project routes resolve the project")
     }
 
     /// The org an org-scoped or project-scoped route acts in.
     pub fn org(&self) -> OrgId {
-        self.ctx.org.expect("Access::Org and Access::Project routes resolve the org")
+        self.ctx
+            .org
+            .expect("Access::Org and Access::Project routes resolve the org")
     }
 
     pub fn authority(&self) -> &Authority {
-        self.authority.as_deref().expect("authenticated routes carry an authority")
+        self.authority
+            .as_deref()
+            .expect("authenticated routes carry an authority")
     }
 
     /// Who acts, for the gpuaas event log.
@@ -164,7 +175,11 @@ fn forbidden(permission: Permission) -> ApiError {
 }
 
 fn project_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "project_not_found", "project not found")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "project_not_found",
+        "project not found",
+    )
 }
 
 fn org_not_found() -> ApiError {
@@ -177,14 +192,20 @@ pub async fn authorize(
     req: Request,
     next: Next,
 ) -> Response {
-    let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
     let route = matched
         .as_deref()
         .and_then(|path| table().get(&(req.method().as_str(), path)))
         .copied();
     let Some(route) = route else {
-        return ApiError::internal(format!("{} {matched:?} is not in the route table", req.method()))
-            .into_response();
+        return ApiError::internal(format!(
+            "{} {matched:?} is not in the route table",
+            req.method()
+        ))
+        .into_response();
     };
     let source_ip = req
         .extensions()
@@ -212,21 +233,45 @@ pub async fn authorize(
         state.authorities.clear();
     }
     if mutating {
-        let ctx = caller.map(|c| c.ctx).unwrap_or_else(|| anonymous(source_ip));
-        let code = response.extensions().get::<crate::problem::ErrorCode>().map(|c| c.0.clone());
-        crate::audit::record(&state, &ctx, route.action, &resource, response.status(), code.as_deref()).await;
+        let ctx = caller
+            .map(|c| c.ctx)
+            .unwrap_or_else(|| anonymous(source_ip));
+        let code = response
+            .extensions()
+            .get::<crate::problem::ErrorCode>()
+            .map(|c| c.0.clone());
+        crate::audit::record(
+            &state,
+            &ctx,
+            route.action,
+            &resource,
+            response.status(),
+            code.as_deref(),
+        )
+        .await;
     }
     response
 }
 
 /// Whether a successful request of this action can change what some credential may do.
 fn changes_authority(action: &str) -> bool {
-    ["member.", "api_key.", "service_account.", "invitation.", "org.", "project."]
-        .iter()
-        .any(|p| action.starts_with(p))
+    [
+        "member.",
+        "api_key.",
+        "service_account.",
+        "invitation.",
+        "org.",
+        "project.",
+    ]
+    .iter()
+    .any(|p| action.starts_with(p))
 }
 
-fn base_context(principal: Principal, method: AuthMethod, source_ip: Option<IpAddr>) -> OperationContext {
+fn base_context(
+    principal: Principal,
+    method: AuthMethod,
+    source_ip: Option<IpAddr>,
+) -> OperationContext {
     OperationContext {
         principal,
         auth_method: method,
@@ -260,7 +305,11 @@ async fn resolve(
         Access::Node => authenticate_node(state, &parts.headers, source_ip).await,
         access => {
             let authority = authenticate(state, &parts.headers).await?;
-            let mut ctx = base_context(authority.principal.clone(), authority.auth_method, source_ip);
+            let mut ctx = base_context(
+                authority.principal.clone(),
+                authority.auth_method,
+                source_ip,
+            );
             ctx.credential_id = authority.credential_id.clone();
             ctx.operator = authority.is_operator();
             let mut caller = Caller {
@@ -289,7 +338,10 @@ async fn resolve(
                 Access::Org(p) | Access::OrgOrPlatform(p, _) => {
                     let org = match org_param(parts).await {
                         Some(named) => named.parse().map_err(|_| org_not_found())?,
-                        None => authority.implicit_project().map(|(_, org)| org).ok_or_else(org_not_found)?,
+                        None => authority
+                            .implicit_project()
+                            .map(|(_, org)| org)
+                            .ok_or_else(org_not_found)?,
                     };
                     let platform_reader = matches!(access, Access::OrgOrPlatform(_, pp) if authority.platform(pp) == Decision::Allowed);
                     if !platform_reader {
@@ -486,4 +538,3 @@ async fn org_param(parts: &mut Parts) -> Option<String> {
     }
     query_param(parts, "org")
 }
-

@@ -47,7 +47,11 @@ pub struct AuthConfig {
     /// An operator account created at start when missing (the dev stack and first installs).
     #[arg(long, env = "GPUAAS_BOOTSTRAP_OPERATOR_EMAIL")]
     pub bootstrap_operator_email: Option<String>,
-    #[arg(long, env = "GPUAAS_BOOTSTRAP_OPERATOR_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "GPUAAS_BOOTSTRAP_OPERATOR_PASSWORD",
+        hide_env_values = true
+    )]
     pub bootstrap_operator_password: Option<String>,
     /// Requests per second per credential (per IP for anonymous requests), and the burst.
     #[arg(long, env = "GPUAAS_RATE_LIMIT_PER_SECOND", default_value_t = 100)]

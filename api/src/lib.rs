@@ -17,9 +17,9 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use platform_iam::tokens::TokenKeys;
 use problem::{ApiError, REQUEST_ID};
 use shared_kernel::db::Pool as PgPool;
-use platform_iam::tokens::TokenKeys;
 use std::sync::Arc;
 use std::time::Duration;
 use temporalio_client::Client;
@@ -39,7 +39,10 @@ pub struct AppState {
 
 /// Every route, as `(METHOD, path)`; `doc/api/openapi.yaml` must list exactly these.
 pub fn routes() -> Vec<(&'static str, &'static str)> {
-    route_table().into_iter().map(|r| (r.method, r.path)).collect()
+    route_table()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect()
 }
 
 /// Every route with what it requires and its audit action.
@@ -52,7 +55,10 @@ pub fn route_table() -> Vec<auth::Route> {
 
 pub fn router(state: AppState) -> Router {
     routes::router()
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authorize))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
         .layer(DefaultBodyLimit::max(state.config.auth.max_body_bytes))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
@@ -82,7 +88,15 @@ pub fn router_with_fixed_caller(state: AppState, caller: auth::Caller, audit: bo
             req.extensions_mut().insert(caller.clone());
             let response = next.run(req).await;
             if audit && mutating {
-                audit::record(&state, &caller.ctx, "bench", &action, response.status(), None).await;
+                audit::record(
+                    &state,
+                    &caller.ctx,
+                    "bench",
+                    &action,
+                    response.status(),
+                    None,
+                )
+                .await;
             }
             response
         }
@@ -136,7 +150,9 @@ impl AppState {
         let keys = match &auth.signing_keys_dir {
             Some(dir) => TokenKeys::load_dir(dir, &auth.token_issuer, &auth.token_audience, ttl)?,
             None => {
-                tracing::warn!("GPUAAS_SIGNING_KEYS_DIR is not set: access tokens die with this process");
+                tracing::warn!(
+                    "GPUAAS_SIGNING_KEYS_DIR is not set: access tokens die with this process"
+                );
                 TokenKeys::ephemeral(&auth.token_issuer, &auth.token_audience, ttl)
             }
         };

@@ -24,7 +24,9 @@ fn nz(n: u32) -> NonZeroU32 {
 impl Limits {
     pub fn new(per_second: u32, burst: u32) -> Self {
         Self {
-            per_caller: RateLimiter::keyed(Quota::per_second(nz(per_second)).allow_burst(nz(burst))),
+            per_caller: RateLimiter::keyed(
+                Quota::per_second(nz(per_second)).allow_burst(nz(burst)),
+            ),
             // Ten logins per account, then one every 6 s; thirty per IP, then one every 10 s.
             login_per_account: RateLimiter::keyed(
                 Quota::with_period(Duration::from_secs(6))
@@ -46,13 +48,23 @@ impl Limits {
             (None, true) => caller.ctx.principal.label(),
             (None, false) => format!("ip:{}", ip.map(|i| i.to_string()).unwrap_or_default()),
         };
-        check(&self.per_caller, key, "rate_limited", "too many requests for this credential")
+        check(
+            &self.per_caller,
+            key,
+            "rate_limited",
+            "too many requests for this credential",
+        )
     }
 
     /// Before a password is checked: the IP's and the account's budget of attempts.
     pub fn check_login(&self, email: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
         let ip = ip.map(|i| i.to_string()).unwrap_or_default();
-        check(&self.login_per_ip, ip, "login_throttled", "too many login attempts from this address")?;
+        check(
+            &self.login_per_ip,
+            ip,
+            "login_throttled",
+            "too many login attempts from this address",
+        )?;
         check(
             &self.login_per_account,
             email.trim().to_lowercase(),
@@ -69,10 +81,19 @@ impl Limits {
     }
 }
 
-fn check(limiter: &DefaultKeyedRateLimiter<String>, key: String, code: &'static str, detail: &'static str) -> Result<(), ApiError> {
-    limiter
-        .check_key(&key)
-        .map_err(|not_until| throttled(not_until.wait_time_from(DefaultClock::default().now()), code, detail))
+fn check(
+    limiter: &DefaultKeyedRateLimiter<String>,
+    key: String,
+    code: &'static str,
+    detail: &'static str,
+) -> Result<(), ApiError> {
+    limiter.check_key(&key).map_err(|not_until| {
+        throttled(
+            not_until.wait_time_from(DefaultClock::default().now()),
+            code,
+            detail,
+        )
+    })
 }
 
 fn throttled(wait: Duration, code: &'static str, detail: &'static str) -> ApiError {

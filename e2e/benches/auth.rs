@@ -59,9 +59,12 @@ async fn serve(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .await
-            .unwrap()
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap()
     });
     url
 }
@@ -73,7 +76,9 @@ async fn main() {
     let concurrency = arg("--concurrency", 16);
     let p = Platform::start(Options::default()).await;
     let http = reqwest::Client::new();
-    let (status, instance) = p.create(json!({"sku": "a100-40gb", "gpu_count": 1}), None).await;
+    let (status, instance) = p
+        .create(json!({"sku": "a100-40gb", "gpu_count": 1}), None)
+        .await;
     assert_eq!(status, 202);
     let id = instance["id"].as_str().unwrap().to_string();
     let key: serde_json::Value = http
@@ -87,7 +92,10 @@ async fn main() {
         .await
         .unwrap();
     let api_key = key["key"].as_str().unwrap().to_string();
-    let authority = platform_iam::authority::of_user(&p.pool, p.tenant_id).await.unwrap().unwrap();
+    let authority = platform_iam::authority::of_user(&p.pool, p.tenant_id)
+        .await
+        .unwrap()
+        .unwrap();
     let mut ctx = harness::tenant_context();
     ctx.principal = authority.principal.clone();
     let caller = api::auth::Caller {
@@ -96,7 +104,12 @@ async fn main() {
         role: Some(platform_iam::Role::Owner),
         node: None,
     };
-    let bypass_url = serve(api::router_with_fixed_caller(p.api.clone(), caller.clone(), false)).await;
+    let bypass_url = serve(api::router_with_fixed_caller(
+        p.api.clone(),
+        caller.clone(),
+        false,
+    ))
+    .await;
     let audited_url = serve(api::router_with_fixed_caller(p.api.clone(), caller, true)).await;
 
     let get = |base: String, token: Option<String>| {
@@ -122,8 +135,18 @@ async fn main() {
     let mut sums = [0.0f64; 5];
     for round in 1..=rounds {
         let bypass = rate(seconds, concurrency, get(bypass_url.clone(), None)).await;
-        let with_key = rate(seconds, concurrency, get(p.api_url.clone(), Some(api_key.clone()))).await;
-        let with_jwt = rate(seconds, concurrency, get(p.api_url.clone(), Some(p.tenant_token.clone()))).await;
+        let with_key = rate(
+            seconds,
+            concurrency,
+            get(p.api_url.clone(), Some(api_key.clone())),
+        )
+        .await;
+        let with_jwt = rate(
+            seconds,
+            concurrency,
+            get(p.api_url.clone(), Some(p.tenant_token.clone())),
+        )
+        .await;
         let unaudited = rate(seconds, concurrency, create(bypass_url.clone(), "plain")).await;
         let audited = rate(seconds, concurrency, create(audited_url.clone(), "audited")).await;
         println!(
@@ -133,7 +156,10 @@ async fn main() {
             with_jwt / bypass,
             audited / unaudited
         );
-        for (s, v) in sums.iter_mut().zip([bypass, with_key, with_jwt, unaudited, audited]) {
+        for (s, v) in sums
+            .iter_mut()
+            .zip([bypass, with_key, with_jwt, unaudited, audited])
+        {
             *s += v;
         }
     }
@@ -144,6 +170,11 @@ async fn main() {
         with_jwt / bypass,
         audited / unaudited
     );
-    let chain = platform_audit::verify(&p.pool, &api::audit::KeySigner(p.keys.clone()), None).await.unwrap();
-    println!("audit chains after the run: ok={} events={} chains={}", chain.ok, chain.events_checked, chain.chains_checked);
+    let chain = platform_audit::verify(&p.pool, &api::audit::KeySigner(p.keys.clone()), None)
+        .await
+        .unwrap();
+    println!(
+        "audit chains after the run: ok={} events={} chains={}",
+        chain.ok, chain.events_checked, chain.chains_checked
+    );
 }

@@ -631,7 +631,13 @@ impl Platform {
     }
 
     /// As `wait_state`, reading through `token` (a tenant's view).
-    pub async fn wait_state_as(&self, token: &str, id: &str, states: &[&str], timeout: Duration) -> Value {
+    pub async fn wait_state_as(
+        &self,
+        token: &str,
+        id: &str,
+        states: &[&str],
+        timeout: Duration,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let instance: Value = self
@@ -647,7 +653,10 @@ impl Platform {
             if states.iter().any(|s| instance["state"] == *s) {
                 return instance;
             }
-            assert!(Instant::now() < deadline, "instance {id}: {instance} after {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "instance {id}: {instance} after {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -881,10 +890,14 @@ pub fn tenant_context() -> shared_kernel::OperationContext {
 /// Creates the operator and the tenant (owner of the seeded default org); returns their ids.
 pub async fn bootstrap_accounts(pool: &PgPool) -> (Uuid, Uuid) {
     use platform_iam::{PlatformRole, Role, users};
-    let operator = users::ensure_platform_user(pool, OPERATOR_EMAIL, PASSWORD, PlatformRole::Operator)
+    let operator =
+        users::ensure_platform_user(pool, OPERATOR_EMAIL, PASSWORD, PlatformRole::Operator)
+            .await
+            .expect("create the operator");
+    let tenant = users::create(pool, TENANT_EMAIL, PASSWORD)
         .await
-        .expect("create the operator");
-    let tenant = users::create(pool, TENANT_EMAIL, PASSWORD).await.expect("create the tenant").id;
+        .expect("create the tenant")
+        .id;
     users::add_to_org(pool, platform_iam::DEFAULT_ORG, tenant, Role::Owner)
         .await
         .expect("tenant owns the default org");

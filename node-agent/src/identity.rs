@@ -23,7 +23,9 @@ impl Identity {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let key_file = dir.join("node.key");
         let der = match std::fs::read_to_string(&key_file) {
-            Ok(text) => STANDARD.decode(text.trim()).context("node.key is not base64")?,
+            Ok(text) => STANDARD
+                .decode(text.trim())
+                .context("node.key is not base64")?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let der = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
                     .map_err(|_| anyhow::anyhow!("could not generate the node key"))?

@@ -83,7 +83,9 @@ pub async fn register(
     let known = identity.node_id();
     let join_token = config.join_token.as_deref().filter(|t| !t.is_empty());
     if known.is_none() && join_token.is_none() {
-        anyhow::bail!("this host has not joined yet: set GPUAAS_JOIN_TOKEN to a join token from an operator");
+        anyhow::bail!(
+            "this host has not joined yet: set GPUAAS_JOIN_TOKEN to a join token from an operator"
+        );
     }
     let request = RegisterNodeRequest {
         public_key: known.is_none().then(|| identity.public_key()),

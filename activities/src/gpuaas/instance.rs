@@ -2,13 +2,13 @@
 //! control-plane worker as local activities. Every one is idempotent (activities run at least
 //! once).
 
-use shared_kernel::OperationContext;
 use super::metrics;
 use super::vocabulary::{InstanceStep, activity};
 use crate::{FinishHook, finish};
 use product_gpuaas::{FailureReason, Placement, Transition, instance, placement};
 use serde::{Deserialize, Serialize};
 use shared_ids::InstanceId;
+use shared_kernel::OperationContext;
 use sqlx::PgPool;
 use std::sync::Arc;
 use temporalio_macros::activities;
@@ -84,7 +84,8 @@ impl InstanceActivities {
     ) -> Result<Transition, ActivityError> {
         let result = instance::mark_running(&self.pool, id).await;
         if let Ok(Transition::Applied) = result
-            && let Ok(i) = instance::get(&self.pool, &OperationContext::system("provisioning"), id).await
+            && let Ok(i) =
+                instance::get(&self.pool, &OperationContext::system("provisioning"), id).await
         {
             let took = i.running_at.unwrap_or(i.updated_at) - i.created_at;
             ::metrics::histogram!(metrics::PROVISIONING_DURATION)

@@ -26,7 +26,9 @@ async fn setup(gpus: i32) -> (PgPool, ActivityEnvironment) {
             })
             .collect(),
     };
-    node::register(&pool, shared_ids::NodeId::new(), &reg).await.unwrap();
+    node::register(&pool, shared_ids::NodeId::new(), &reg)
+        .await
+        .unwrap();
     let env = ActivityEnvironment::builder()
         .register_activities(InstanceActivities::new(pool.clone(), no_hook()))
         .build();
@@ -159,7 +161,13 @@ async fn the_failure_path_activities_run_twice_are_harmless() {
             .unwrap(),
         Transition::AlreadyThere
     );
-    let failed = instance::get(&pool, &shared_kernel::OperationContext::system("test"), starved).await.unwrap();
+    let failed = instance::get(
+        &pool,
+        &shared_kernel::OperationContext::system("test"),
+        starved,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         failed.failure_reason,
         Some(FailureReason::InsufficientCapacity)

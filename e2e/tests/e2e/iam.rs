@@ -16,7 +16,8 @@ const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../doc/api/openapi
 /// `(METHOD, path, x-gpuaas-access)` of every operation in the contract.
 fn contract_operations() -> Vec<(Method, String, String)> {
     let text = std::fs::read_to_string(SPEC_PATH).unwrap();
-    let spec: Value = serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&text).unwrap()).unwrap();
+    let spec: Value =
+        serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&text).unwrap()).unwrap();
     let mut out = Vec::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
@@ -33,7 +34,11 @@ fn contract_operations() -> Vec<(Method, String, String)> {
             out.push((m, path.clone(), access));
         }
     }
-    assert!(out.len() > 30, "the contract lists too few operations: {}", out.len());
+    assert!(
+        out.len() > 30,
+        "the contract lists too few operations: {}",
+        out.len()
+    );
     out
 }
 
@@ -63,7 +68,9 @@ async fn sign_up(p: &Platform, name: &str) -> Tenant {
     let resp = p
         .http
         .post(format!("{}/v1/auth/signup", p.api_url))
-        .json(&json!({"email": format!("owner@{name}.test"), "password": PASSWORD, "org_name": name}))
+        .json(
+            &json!({"email": format!("owner@{name}.test"), "password": PASSWORD, "org_name": name}),
+        )
         .send()
         .await
         .unwrap();
@@ -80,7 +87,10 @@ async fn sign_up(p: &Platform, name: &str) -> Tenant {
 
 /// A user of `org` with `role`, and a token for them.
 async fn member(p: &Platform, org: &str, role: Role, email: &str) -> (Uuid, String) {
-    let user = platform_iam::users::create(&p.pool, email, PASSWORD).await.unwrap().id;
+    let user = platform_iam::users::create(&p.pool, email, PASSWORD)
+        .await
+        .unwrap()
+        .id;
     platform_iam::users::add_to_org(&p.pool, org.parse().unwrap(), user, role)
         .await
         .unwrap();
@@ -171,9 +181,21 @@ async fn tenants_see_only_their_own_objects_for_every_route_of_the_contract() {
     let a = sign_up(&p, "tenant-a").await;
     let b = sign_up(&p, "tenant-b").await;
     // B's objects, one of each kind.
-    let (s, instance) = post_as(&p, &b.token, "/v1/instances", json!({"sku": "h100-80gb-sxm", "gpu_count": 1})).await;
+    let (s, instance) = post_as(
+        &p,
+        &b.token,
+        "/v1/instances",
+        json!({"sku": "h100-80gb-sxm", "gpu_count": 1}),
+    )
+    .await;
     assert_eq!(s, 202, "{instance}");
-    let (s, sa) = post_as(&p, &b.token, "/v1/service-accounts", json!({"name": "ci", "role": "member"})).await;
+    let (s, sa) = post_as(
+        &p,
+        &b.token,
+        "/v1/service-accounts",
+        json!({"name": "ci", "role": "member"}),
+    )
+    .await;
     assert_eq!(s, 201, "{sa}");
     let (s, key) = post_as(&p, &b.token, "/v1/api-keys", json!({"name": "laptop"})).await;
     assert_eq!(s, 201, "{key}");
@@ -197,13 +219,19 @@ async fn tenants_see_only_their_own_objects_for_every_route_of_the_contract() {
             let filled = fill(&path, ids);
             match kind {
                 "project" => format!("{filled}?project={}", ids.project),
-                _ if access.starts_with("org:") && !path.contains("{org}") => format!("{filled}?org={}", ids.org),
+                _ if access.starts_with("org:") && !path.contains("{org}") => {
+                    format!("{filled}?org={}", ids.org)
+                }
                 _ => filled,
             }
         };
         let (s_theirs, body_theirs) = call(&p, &method, &scope(&theirs), &a.token).await;
         let (s_none, body_none) = call(&p, &method, &scope(&random_ids()), &a.token).await;
-        assert_eq!((s_theirs, s_none), (404, 404), "{method} {path}: {body_theirs} / {body_none}");
+        assert_eq!(
+            (s_theirs, s_none),
+            (404, 404),
+            "{method} {path}: {body_theirs} / {body_none}"
+        );
         assert_eq!(
             without_request_id(body_theirs),
             without_request_id(body_none),
@@ -211,7 +239,10 @@ async fn tenants_see_only_their_own_objects_for_every_route_of_the_contract() {
         );
         // And in A's own project, B's objects are not found either.
         if kind == "project" && path.contains("{id}") {
-            let own = Ids { project: a.project.clone(), ..theirs.clone() };
+            let own = Ids {
+                project: a.project.clone(),
+                ..theirs.clone()
+            };
             let (s, body) = call(&p, &method, &scope(&own), &a.token).await;
             assert_eq!(s, 404, "{method} {path} in A's project: {body}");
         }
@@ -236,7 +267,12 @@ fn expected(access: &str, role: Option<Role>, platform: Option<PlatformRole>) ->
         match kind {
             "authenticated" => true,
             // Operators read any project's instances (support), nothing else of a tenant's.
-            "project" if perm == Some(Permission::InstancesRead) && platform == Some(PlatformRole::Operator) => true,
+            "project"
+                if perm == Some(Permission::InstancesRead)
+                    && platform == Some(PlatformRole::Operator) =>
+            {
+                true
+            }
             "project" | "org" => role.is_some_and(|r| r.grants(perm.unwrap())),
             "platform" => platform.is_some_and(|r| r.grants(perm.unwrap())),
             other => panic!("unknown access {other}"),
@@ -245,7 +281,13 @@ fn expected(access: &str, role: Option<Role>, platform: Option<PlatformRole>) ->
     access.split('|').any(grants)
 }
 
-const AUTHZ_CODES: &[&str] = &["unauthorized", "forbidden", "route_not_found", "project_not_found", "org_not_found"];
+const AUTHZ_CODES: &[&str] = &[
+    "unauthorized",
+    "forbidden",
+    "route_not_found",
+    "project_not_found",
+    "org_not_found",
+];
 
 /// For every route, each role gets exactly what the route declares: allowed requests get past
 /// authorization (whatever the handler then says of the empty body), refused ones get 403 where
@@ -256,13 +298,31 @@ async fn every_role_gets_exactly_what_each_route_declares() {
     let t = sign_up(&p, "matrix").await;
     let mut roles: Vec<(&str, String, Option<Role>, Option<PlatformRole>)> =
         vec![("owner", t.token.clone(), Some(Role::Owner), None)];
-    for (name, role) in [("admin", Role::Admin), ("member", Role::Member), ("viewer", Role::Viewer)] {
+    for (name, role) in [
+        ("admin", Role::Admin),
+        ("member", Role::Member),
+        ("viewer", Role::Viewer),
+    ] {
         let (_, token) = member(&p, &t.org, role, &format!("{name}@matrix.test")).await;
         roles.push((name, token, Some(role), None));
     }
-    roles.push(("operator", p.operator_token.clone(), None, Some(PlatformRole::Operator)));
-    roles.push(("other tenant", sign_up(&p, "elsewhere").await.token, None, None));
-    let ids = Ids { org: t.org.clone(), project: t.project.clone(), ..random_ids() };
+    roles.push((
+        "operator",
+        p.operator_token.clone(),
+        None,
+        Some(PlatformRole::Operator),
+    ));
+    roles.push((
+        "other tenant",
+        sign_up(&p, "elsewhere").await.token,
+        None,
+        None,
+    ));
+    let ids = Ids {
+        org: t.org.clone(),
+        project: t.project.clone(),
+        ..random_ids()
+    };
     let mut mismatches = Vec::new();
     for (method, path, access) in contract_operations() {
         if matches!(access.as_str(), "public" | "node") {
@@ -280,14 +340,22 @@ async fn every_role_gets_exactly_what_each_route_declares() {
             let refused = AUTHZ_CODES.contains(&code) && status != 200;
             let want = expected(&access, *role, *platform);
             if want == refused {
-                mismatches.push(format!("{name}: {method} {path} ({access}) → {status} {code}"));
+                mismatches.push(format!(
+                    "{name}: {method} {path} ({access}) → {status} {code}"
+                ));
             }
             if refused && role.is_some() && access.starts_with("project:") && code != "forbidden" {
-                mismatches.push(format!("{name}: {method} {path}: refused in its own project with {code}, not 403"));
+                mismatches.push(format!(
+                    "{name}: {method} {path}: refused in its own project with {code}, not 403"
+                ));
             }
         }
     }
-    assert!(mismatches.is_empty(), "role matrix:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "role matrix:\n{}",
+        mismatches.join("\n")
+    );
 }
 
 /// A platform whose signing key the test can read, to forge tokens an attacker could not.
@@ -296,9 +364,15 @@ async fn platform_with_key_dir() -> (Platform, Vec<u8>, std::path::PathBuf) {
     let mut options = Options::default();
     options.auth.signing_keys_dir = Some(dir.clone());
     let p = Platform::start(options).await;
-    let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let text = std::fs::read_to_string(file).unwrap();
-    let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text.trim()).unwrap();
+    let der =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text.trim()).unwrap();
     (p, der, dir)
 }
 
@@ -315,7 +389,12 @@ fn claims(user: Uuid, iss: &str, aud: Option<&str>, nbf: i64, exp: i64) -> Value
 fn sign_ed(der: &[u8], kid: &str, claims: &Value) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.kid = Some(kid.into());
-    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_ed_der(der)).unwrap()
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_ed_der(der),
+    )
+    .unwrap()
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -327,32 +406,75 @@ fn b64(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_attacks_all_get_401() {
     let (p, der, dir) = platform_with_key_dir().await;
-    let jwks: Value = p.http.get(format!("{}/.well-known/jwks.json", p.api_url)).send().await.unwrap().json().await.unwrap();
+    let jwks: Value = p
+        .http
+        .get(format!("{}/.well-known/jwks.json", p.api_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let key = &jwks["keys"][0];
-    assert_eq!((key["kty"].as_str(), key["alg"].as_str()), (Some("OKP"), Some("EdDSA")));
+    assert_eq!(
+        (key["kty"].as_str(), key["alg"].as_str()),
+        (Some("OKP"), Some("EdDSA"))
+    );
     let kid = key["kid"].as_str().unwrap();
-    let public = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, key["x"].as_str().unwrap()).unwrap();
+    let public = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        key["x"].as_str().unwrap(),
+    )
+    .unwrap();
     let user = p.tenant_id;
-    let good = sign_ed(&der, kid, &claims(user, "gpuaas", Some("gpuaas-api"), 0, 600));
-    assert_eq!(get_as(&p, &good, "/v1/instances").await.0, 200, "a well-formed token passes");
+    let good = sign_ed(
+        &der,
+        kid,
+        &claims(user, "gpuaas", Some("gpuaas-api"), 0, 600),
+    );
+    assert_eq!(
+        get_as(&p, &good, "/v1/instances").await.0,
+        200,
+        "a well-formed token passes"
+    );
 
     let header_none = b64(br#"{"alg":"none","typ":"JWT","kid":"KID"}"#).replace("KID", kid);
-    let body = b64(claims(user, "gpuaas", Some("gpuaas-api"), 0, 600).to_string().as_bytes());
+    let body = b64(claims(user, "gpuaas", Some("gpuaas-api"), 0, 600)
+        .to_string()
+        .as_bytes());
     let hs256 = {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
         header.kid = Some(kid.into());
-        jsonwebtoken::encode(&header, &claims(user, "gpuaas", Some("gpuaas-api"), 0, 600), &jsonwebtoken::EncodingKey::from_secret(&public)).unwrap()
+        jsonwebtoken::encode(
+            &header,
+            &claims(user, "gpuaas", Some("gpuaas-api"), 0, 600),
+            &jsonwebtoken::EncodingKey::from_secret(&public),
+        )
+        .unwrap()
     };
     let other_key = platform_iam::tokens::generate_pkcs8();
     let (_, removed_token) = {
-        let (id, token) = member(&p, &platform_iam::DEFAULT_ORG.to_string(), Role::Member, "leaver@gpuaas.test").await;
+        let (id, token) = member(
+            &p,
+            &platform_iam::DEFAULT_ORG.to_string(),
+            Role::Member,
+            "leaver@gpuaas.test",
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(1100)).await; // the token predates the removal
-        platform_iam::members::remove(&p.pool, platform_iam::DEFAULT_ORG, id, Role::Owner).await.unwrap();
+        platform_iam::members::remove(&p.pool, platform_iam::DEFAULT_ORG, id, Role::Owner)
+            .await
+            .unwrap();
         (id, token)
     };
     let deleted_token = {
-        let id = platform_iam::users::create(&p.pool, "gone@gpuaas.test", PASSWORD).await.unwrap().id;
-        platform_iam::users::add_to_org(&p.pool, platform_iam::DEFAULT_ORG, id, Role::Member).await.unwrap();
+        let id = platform_iam::users::create(&p.pool, "gone@gpuaas.test", PASSWORD)
+            .await
+            .unwrap()
+            .id;
+        platform_iam::users::add_to_org(&p.pool, platform_iam::DEFAULT_ORG, id, Role::Member)
+            .await
+            .unwrap();
         let token = p.keys.issue_access(id, Uuid::now_v7());
         platform_iam::users::delete(&p.pool, id).await.unwrap();
         token
@@ -365,13 +487,54 @@ async fn jwt_attacks_all_get_401() {
     let attacks: Vec<(&str, String)> = vec![
         ("alg none", format!("{header_none}.{body}.")),
         ("HS256 signed with the public key", hs256),
-        ("expired", sign_ed(&der, kid, &claims(user, "gpuaas", Some("gpuaas-api"), -1200, -600))),
-        ("nbf in the future", sign_ed(&der, kid, &claims(user, "gpuaas", Some("gpuaas-api"), 600, 1200))),
-        ("wrong iss", sign_ed(&der, kid, &claims(user, "evil", Some("gpuaas-api"), 0, 600))),
-        ("wrong aud", sign_ed(&der, kid, &claims(user, "gpuaas", Some("other-api"), 0, 600))),
-        ("missing aud", sign_ed(&der, kid, &claims(user, "gpuaas", None, 0, 600))),
-        ("unknown kid", sign_ed(&other_key, "not-a-key", &claims(user, "gpuaas", Some("gpuaas-api"), 0, 600))),
-        ("known kid, other key", sign_ed(&other_key, kid, &claims(user, "gpuaas", Some("gpuaas-api"), 0, 600))),
+        (
+            "expired",
+            sign_ed(
+                &der,
+                kid,
+                &claims(user, "gpuaas", Some("gpuaas-api"), -1200, -600),
+            ),
+        ),
+        (
+            "nbf in the future",
+            sign_ed(
+                &der,
+                kid,
+                &claims(user, "gpuaas", Some("gpuaas-api"), 600, 1200),
+            ),
+        ),
+        (
+            "wrong iss",
+            sign_ed(&der, kid, &claims(user, "evil", Some("gpuaas-api"), 0, 600)),
+        ),
+        (
+            "wrong aud",
+            sign_ed(
+                &der,
+                kid,
+                &claims(user, "gpuaas", Some("other-api"), 0, 600),
+            ),
+        ),
+        (
+            "missing aud",
+            sign_ed(&der, kid, &claims(user, "gpuaas", None, 0, 600)),
+        ),
+        (
+            "unknown kid",
+            sign_ed(
+                &other_key,
+                "not-a-key",
+                &claims(user, "gpuaas", Some("gpuaas-api"), 0, 600),
+            ),
+        ),
+        (
+            "known kid, other key",
+            sign_ed(
+                &other_key,
+                kid,
+                &claims(user, "gpuaas", Some("gpuaas-api"), 0, 600),
+            ),
+        ),
         ("stripped signature", stripped),
         ("a deleted user's token", deleted_token),
         ("a removed member's token", removed_token),
@@ -379,7 +542,11 @@ async fn jwt_attacks_all_get_401() {
     ];
     for (what, token) in attacks {
         let (status, body) = get_as(&p, &token, "/v1/instances").await;
-        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "{what}: {body}");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{what}: {body}"
+        );
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -393,14 +560,26 @@ async fn login_refresh_rotation_and_logout() {
         let http = p.http.clone();
         let url = format!("{}/v1/auth/login", p.api_url);
         async move {
-            let resp = http.post(url).json(&json!({"email": email, "password": password})).send().await.unwrap();
+            let resp = http
+                .post(url)
+                .json(&json!({"email": email, "password": password}))
+                .send()
+                .await
+                .unwrap();
             (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
         }
     };
     let (s, wrong) = login("owner@sessions.test", "not the password at all").await;
-    assert_eq!((s, wrong["code"].as_str()), (401, Some("invalid_credentials")));
+    assert_eq!(
+        (s, wrong["code"].as_str()),
+        (401, Some("invalid_credentials"))
+    );
     let (s, unknown) = login("nobody@sessions.test", "not the password at all").await;
-    assert_eq!((s, unknown["detail"].clone()), (401, wrong["detail"].clone()), "no account enumeration");
+    assert_eq!(
+        (s, unknown["detail"].clone()),
+        (401, wrong["detail"].clone()),
+        "no account enumeration"
+    );
     let (s, tokens) = login("owner@sessions.test", PASSWORD).await;
     assert_eq!(s, 200, "{tokens}");
     assert_eq!(tokens["expires_in"], 3600);
@@ -410,32 +589,65 @@ async fn login_refresh_rotation_and_logout() {
         let http = p.http.clone();
         let url = format!("{}/v1/auth/refresh", p.api_url);
         async move {
-            let resp = http.post(url).json(&json!({"refresh_token": token})).send().await.unwrap();
-            (resp.status().as_u16(), resp.json::<Value>().await.unwrap_or(Value::Null))
+            let resp = http
+                .post(url)
+                .json(&json!({"refresh_token": token}))
+                .send()
+                .await
+                .unwrap();
+            (
+                resp.status().as_u16(),
+                resp.json::<Value>().await.unwrap_or(Value::Null),
+            )
         }
     };
     let (s, rotated) = refresh(first.clone()).await;
     assert_eq!(s, 200);
     let second = rotated["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(first, second);
-    assert_eq!(get_as(&p, rotated["access_token"].as_str().unwrap(), "/v1/me").await.0, 200);
+    assert_eq!(
+        get_as(&p, rotated["access_token"].as_str().unwrap(), "/v1/me")
+            .await
+            .0,
+        200
+    );
     // The first token again: a replay. The whole family ends, the newest token too.
     assert_eq!(refresh(first).await.0, 401);
     assert_eq!(refresh(second).await.0, 401, "reuse revoked the family");
     // Logout ends a fresh session.
     let (_, again) = login("owner@sessions.test", PASSWORD).await;
     let token = again["refresh_token"].as_str().unwrap().to_string();
-    let resp = p.http.post(format!("{}/v1/auth/logout", p.api_url)).json(&json!({"refresh_token": token})).send().await.unwrap();
+    let resp = p
+        .http
+        .post(format!("{}/v1/auth/logout", p.api_url))
+        .json(&json!({"refresh_token": token}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 204);
     assert_eq!(refresh(token).await.0, 401);
     // Weak passwords and a taken email are clear 4xx, and nothing is half-written.
-    let resp = p.http.post(format!("{}/v1/auth/signup", p.api_url))
-        .json(&json!({"email": "x@y.test", "password": "short", "org_name": "weak"})).send().await.unwrap();
+    let resp = p
+        .http
+        .post(format!("{}/v1/auth/signup", p.api_url))
+        .json(&json!({"email": "x@y.test", "password": "short", "org_name": "weak"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 422);
-    let resp = p.http.post(format!("{}/v1/auth/signup", p.api_url))
-        .json(&json!({"email": "owner@sessions.test", "password": PASSWORD, "org_name": "another"})).send().await.unwrap();
+    let resp = p
+        .http
+        .post(format!("{}/v1/auth/signup", p.api_url))
+        .json(&json!({"email": "owner@sessions.test", "password": PASSWORD, "org_name": "another"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 409);
-    let orgs: i64 = sqlx::query_scalar("SELECT count(*) FROM iam.orgs WHERE name IN ('weak', 'another')").fetch_one(&p.pool).await.unwrap();
+    let orgs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM iam.orgs WHERE name IN ('weak', 'another')")
+            .fetch_one(&p.pool)
+            .await
+            .unwrap();
     assert_eq!(orgs, 0);
     let _ = t;
 }
@@ -454,28 +666,88 @@ async fn api_keys_scope_bind_and_revoke_and_no_secret_is_stored_in_plaintext() {
     let (_, me) = get_as(&p, &secret, "/v1/me").await;
     assert_eq!(me["auth_method"], "api_key");
     // Scoped to reading instances: it cannot create one, nor manage keys.
-    let (_, read_only) = post_as(&p, &t.token, "/v1/api-keys", json!({"name": "ro", "scopes": ["instances:read"]})).await;
+    let (_, read_only) = post_as(
+        &p,
+        &t.token,
+        "/v1/api-keys",
+        json!({"name": "ro", "scopes": ["instances:read"]}),
+    )
+    .await;
     let ro = read_only["key"].as_str().unwrap();
     assert_eq!(get_as(&p, ro, "/v1/instances").await.0, 200);
-    let (s, body) = post_as(&p, ro, "/v1/instances", json!({"sku": "a100-40gb", "gpu_count": 1})).await;
+    let (s, body) = post_as(
+        &p,
+        ro,
+        "/v1/instances",
+        json!({"sku": "a100-40gb", "gpu_count": 1}),
+    )
+    .await;
     assert_eq!((s, body["code"].as_str()), (403, Some("forbidden")));
     assert_eq!(get_as(&p, ro, "/v1/api-keys").await.0, 403);
     // A service account's key is bound to its project: another project of the org is not found.
-    let (_, sa) = post_as(&p, &t.token, "/v1/service-accounts", json!({"name": "deployer", "role": "member"})).await;
-    let (_, sa_key) = post_as(&p, &t.token, "/v1/api-keys", json!({"name": "deployer", "service_account_id": sa["id"]})).await;
+    let (_, sa) = post_as(
+        &p,
+        &t.token,
+        "/v1/service-accounts",
+        json!({"name": "deployer", "role": "member"}),
+    )
+    .await;
+    let (_, sa_key) = post_as(
+        &p,
+        &t.token,
+        "/v1/api-keys",
+        json!({"name": "deployer", "service_account_id": sa["id"]}),
+    )
+    .await;
     let sa_secret = sa_key["key"].as_str().unwrap().to_string();
-    let (s, other) = post_as(&p, &t.token, &format!("/v1/orgs/{}/projects", t.org), json!({"name": "other"})).await;
+    let (s, other) = post_as(
+        &p,
+        &t.token,
+        &format!("/v1/orgs/{}/projects", t.org),
+        json!({"name": "other"}),
+    )
+    .await;
     assert_eq!(s, 201, "{other}");
     assert_eq!(get_as(&p, &sa_secret, "/v1/instances").await.0, 200);
-    let (s, body) = get_as(&p, &sa_secret, &format!("/v1/instances?project={}", other["id"].as_str().unwrap())).await;
+    let (s, body) = get_as(
+        &p,
+        &sa_secret,
+        &format!("/v1/instances?project={}", other["id"].as_str().unwrap()),
+    )
+    .await;
     assert_eq!((s, body["code"].as_str()), (404, Some("project_not_found")));
-    assert_eq!(get_as(&p, &sa_secret, "/v1/instances?project=other").await.0, 404);
-    assert_eq!(get_as(&p, &t.token, "/v1/instances?project=other").await.0, 200, "by name, for the owner");
+    assert_eq!(
+        get_as(&p, &sa_secret, "/v1/instances?project=other")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        get_as(&p, &t.token, "/v1/instances?project=other").await.0,
+        200,
+        "by name, for the owner"
+    );
     // Listed by prefix; revoked keys get 401 at once.
     let (_, listed) = get_as(&p, &t.token, "/v1/api-keys").await;
-    assert!(listed["items"].as_array().unwrap().iter().all(|k| k.get("key").is_none()), "never shown again");
-    let resp = p.http.delete(format!("{}/v1/api-keys/{}", p.api_url, key["api_key"]["id"].as_str().unwrap()))
-        .bearer_auth(&t.token).send().await.unwrap();
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k.get("key").is_none()),
+        "never shown again"
+    );
+    let resp = p
+        .http
+        .delete(format!(
+            "{}/v1/api-keys/{}",
+            p.api_url,
+            key["api_key"]["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&t.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(get_as(&p, &secret, "/v1/instances").await.0, 401);
     // A typo in a key is refused without a database lookup, like any unknown key.
@@ -483,23 +755,56 @@ async fn api_keys_scope_bind_and_revoke_and_no_secret_is_stored_in_plaintext() {
     assert_eq!(get_as(&p, &typo, "/v1/instances").await.0, 401);
 
     // No secret in the database: every row of every table, as text, searched for each secret.
-    let refresh: Value = p.http.post(format!("{}/v1/auth/login", p.api_url))
-        .json(&json!({"email": "owner@keys.test", "password": PASSWORD})).send().await.unwrap().json().await.unwrap();
+    let refresh: Value = p
+        .http
+        .post(format!("{}/v1/auth/login", p.api_url))
+        .json(&json!({"email": "owner@keys.test", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let join = p.join_token().await;
-    let secrets = [secret.as_str(), ro, &sa_secret, PASSWORD, &t.token,
-        refresh["refresh_token"].as_str().unwrap(), refresh["access_token"].as_str().unwrap(), &join];
+    let secrets = [
+        secret.as_str(),
+        ro,
+        &sa_secret,
+        PASSWORD,
+        &t.token,
+        refresh["refresh_token"].as_str().unwrap(),
+        refresh["access_token"].as_str().unwrap(),
+        &join,
+    ];
     let dump = database_as_text(&p).await;
     for s in secrets {
-        assert!(!dump.contains(s), "a secret is stored in plaintext: {}…", &s[..8]);
+        assert!(
+            !dump.contains(s),
+            "a secret is stored in plaintext: {}…",
+            &s[..8]
+        );
     }
-    assert!(dump.contains(&secret[..12]), "the search can find what is there (the key's prefix)");
+    assert!(
+        dump.contains(&secret[..12]),
+        "the search can find what is there (the key's prefix)"
+    );
 
     // A body over the limit is refused with its own code, and writes nothing.
     let big = format!("{{\"sku\": \"{}\"}}", "x".repeat(2 << 20));
-    let resp = p.http.post(format!("{}/v1/instances", p.api_url)).bearer_auth(&t.token)
-        .header("content-type", "application/json").body(big).send().await.unwrap();
+    let resp = p
+        .http
+        .post(format!("{}/v1/instances", p.api_url))
+        .bearer_auth(&t.token)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 413);
-    assert_eq!(resp.json::<Value>().await.unwrap()["code"], "body_too_large");
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["code"],
+        "body_too_large"
+    );
 }
 
 /// Every row of every table of the platform's schemas, as text.
@@ -514,10 +819,11 @@ pub async fn database_as_text(p: &Platform) -> String {
     assert!(tables.len() >= 10, "{tables:?}");
     let mut out = String::new();
     for (schema, table) in tables {
-        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM {schema}.{table} t"))
-            .fetch_all(&p.pool)
-            .await
-            .unwrap();
+        let rows: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT t::text FROM {schema}.{table} t"))
+                .fetch_all(&p.pool)
+                .await
+                .unwrap();
         out.push_str(&rows.join("\n"));
     }
     out
@@ -535,7 +841,10 @@ async fn join_tokens_are_single_use_and_node_credentials_prove_one_node_only() {
             let resp = http.post(url).header("authorization", auth)
                 .json(&json!({"name": name, "agent_version": "t", "discovery": "simulated", "gpus": [], "public_key": key}))
                 .send().await.unwrap();
-            (resp.status().as_u16(), resp.json::<Value>().await.unwrap_or(Value::Null))
+            (
+                resp.status().as_u16(),
+                resp.json::<Value>().await.unwrap_or(Value::Null),
+            )
         }
     };
     let pair = |()| {
@@ -545,23 +854,62 @@ async fn join_tokens_are_single_use_and_node_credentials_prove_one_node_only() {
     use ring::signature::KeyPair;
     let (a, b) = (pair(()), pair(()));
     // An operator creates the token over the API; tenants cannot.
-    let (s, created) = post_as(&p, &p.operator_token, "/v1/nodes/join-tokens", json!({"ttl_seconds": 600})).await;
+    let (s, created) = post_as(
+        &p,
+        &p.operator_token,
+        "/v1/nodes/join-tokens",
+        json!({"ttl_seconds": 600}),
+    )
+    .await;
     assert_eq!(s, 201, "{created}");
     let token = created["token"].as_str().unwrap().to_string();
-    assert_eq!(post_as(&p, &p.tenant_token, "/v1/nodes/join-tokens", json!({})).await.0, 404);
-    let (s, joined) = register(format!("Bearer {token}"), "host-a", Some(b64(a.public_key().as_ref()))).await;
+    assert_eq!(
+        post_as(&p, &p.tenant_token, "/v1/nodes/join-tokens", json!({}))
+            .await
+            .0,
+        404
+    );
+    let (s, joined) = register(
+        format!("Bearer {token}"),
+        "host-a",
+        Some(b64(a.public_key().as_ref())),
+    )
+    .await;
     assert_eq!(s, 200, "{joined}");
     let node_a: shared_ids::NodeId = joined["node_id"].as_str().unwrap().parse().unwrap();
     // Used once: refused the second time, even for another host.
-    let (s, _) = register(format!("Bearer {token}"), "host-b", Some(b64(b.public_key().as_ref()))).await;
+    let (s, _) = register(
+        format!("Bearer {token}"),
+        "host-b",
+        Some(b64(b.public_key().as_ref())),
+    )
+    .await;
     assert_eq!(s, 401, "a used join token");
     // Expired: refused.
     let expired = p.join_token().await;
-    sqlx::query("UPDATE iam.join_tokens SET expires_at = now() - interval '1 second' WHERE used_at IS NULL")
-        .execute(&p.pool).await.unwrap();
-    assert_eq!(register(format!("Bearer {expired}"), "host-b", Some(b64(b.public_key().as_ref()))).await.0, 401);
+    sqlx::query(
+        "UPDATE iam.join_tokens SET expires_at = now() - interval '1 second' WHERE used_at IS NULL",
+    )
+    .execute(&p.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        register(
+            format!("Bearer {expired}"),
+            "host-b",
+            Some(b64(b.public_key().as_ref()))
+        )
+        .await
+        .0,
+        401
+    );
     // Host B joins properly.
-    let (s, joined_b) = register(format!("Bearer {}", p.join_token().await), "host-b", Some(b64(b.public_key().as_ref()))).await;
+    let (s, joined_b) = register(
+        format!("Bearer {}", p.join_token().await),
+        "host-b",
+        Some(b64(b.public_key().as_ref())),
+    )
+    .await;
     assert_eq!(s, 200);
     let node_b: shared_ids::NodeId = joined_b["node_id"].as_str().unwrap().parse().unwrap();
     let assertion = |pair: &ring::signature::Ed25519KeyPair, node: shared_ids::NodeId| {
@@ -577,7 +925,13 @@ async fn join_tokens_are_single_use_and_node_credentials_prove_one_node_only() {
     assert_eq!((s, body["code"].as_str()), (409, Some("node_name_taken")));
     // A node credential reaches no user or operator route.
     for path in ["/v1/instances", "/v1/nodes", "/v1/me"] {
-        let resp = p.http.get(format!("{}{path}", p.api_url)).header("authorization", assertion(&a, node_a)).send().await.unwrap();
+        let resp = p
+            .http
+            .get(format!("{}{path}", p.api_url))
+            .header("authorization", assertion(&a, node_a))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 401, "{path}");
     }
     // A stale assertion (replayed later) is refused.
@@ -594,21 +948,55 @@ async fn parallel_creates_never_exceed_the_project_quota() {
     let mut p = Platform::start(Options::default()).await;
     p.start_agent("q1", "8xH100-80GB", 100).await;
     let t = sign_up(&p, "quota").await;
-    let resp = p.http.put(format!("{}/v1/projects/{}/quota", p.api_url, t.project))
-        .bearer_auth(&p.operator_token).json(&json!({"max_concurrent_gpus": 3})).send().await.unwrap();
+    let resp = p
+        .http
+        .put(format!("{}/v1/projects/{}/quota", p.api_url, t.project))
+        .bearer_auth(&p.operator_token)
+        .json(&json!({"max_concurrent_gpus": 3}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 204);
     let (_, quota) = get_as(&p, &t.token, "/v1/quota").await;
     assert_eq!(quota["max_concurrent_gpus"], 3, "{quota}");
-    let creates = (0..8).map(|_| post_as(&p, &t.token, "/v1/instances", json!({"sku": "h100-80gb-sxm", "gpu_count": 1})));
-    let ids: Vec<String> = futures::future::join_all(creates).await.into_iter()
-        .map(|(s, body)| { assert_eq!(s, 202, "{body}"); body["id"].as_str().unwrap().to_string() }).collect();
+    let creates = (0..8).map(|_| {
+        post_as(
+            &p,
+            &t.token,
+            "/v1/instances",
+            json!({"sku": "h100-80gb-sxm", "gpu_count": 1}),
+        )
+    });
+    let ids: Vec<String> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(|(s, body)| {
+            assert_eq!(s, 202, "{body}");
+            body["id"].as_str().unwrap().to_string()
+        })
+        .collect();
     let mut states = BTreeMap::new();
     for id in &ids {
-        let done = p.wait_state_as(&t.token, id, &["running", "failed"], Duration::from_secs(60)).await;
+        let done = p
+            .wait_state_as(
+                &t.token,
+                id,
+                &["running", "failed"],
+                Duration::from_secs(60),
+            )
+            .await;
         if done["state"] == "failed" {
-            assert!(done["status_message"].as_str().unwrap().starts_with("quota_exceeded"), "{done}");
+            assert!(
+                done["status_message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("quota_exceeded"),
+                "{done}"
+            );
         }
-        *states.entry(done["state"].as_str().unwrap().to_string()).or_insert(0) += 1;
+        *states
+            .entry(done["state"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
     }
     assert_eq!(states.get("running"), Some(&3), "{states:?}");
     assert_eq!(states.get("failed"), Some(&5), "{states:?}");
@@ -623,15 +1011,33 @@ async fn the_request_past_the_rate_limit_gets_429_with_retry_after() {
     options.auth.rate_limit_burst = 5;
     let p = Platform::start(options).await;
     for i in 0..5 {
-        assert_eq!(get_as(&p, &p.tenant_token, "/v1/instances").await.0, 200, "request {i}");
+        assert_eq!(
+            get_as(&p, &p.tenant_token, "/v1/instances").await.0,
+            200,
+            "request {i}"
+        );
     }
-    let resp = p.http.get(format!("{}/v1/instances", p.api_url)).bearer_auth(&p.tenant_token).send().await.unwrap();
+    let resp = p
+        .http
+        .get(format!("{}/v1/instances", p.api_url))
+        .bearer_auth(&p.tenant_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 429);
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "rate_limited");
-    assert_eq!(get_as(&p, &p.operator_token, "/v1/nodes").await.0, 200, "limits are per credential");
+    assert_eq!(
+        get_as(&p, &p.operator_token, "/v1/nodes").await.0,
+        200,
+        "limits are per credential"
+    );
 }
 
 /// Tenants never see node names or ids: their "why pending" speaks of capacity; an operator
@@ -639,13 +1045,17 @@ async fn the_request_past_the_rate_limit_gets_429_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_read_about_capacity_operators_about_nodes() {
     let p = Platform::start(Options::default()).await;
-    p.register_ghost_node("secret-host-17", 2, "H100-80GB").await;
+    p.register_ghost_node("secret-host-17", 2, "H100-80GB")
+        .await;
     let id = p
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 8, "capacity_timeout_seconds": 60}))
         .await;
     let operator_view = loop {
         let i = p.get_json(&format!("/v1/instances/{id}")).await;
-        if i["status_message"].as_str().is_some_and(|m| m.contains("secret-host-17")) {
+        if i["status_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("secret-host-17"))
+        {
             break i;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -654,8 +1064,14 @@ async fn tenants_read_about_capacity_operators_about_nodes() {
     let (s, tenant_view) = get_as(&p, &p.tenant_token, &format!("/v1/instances/{id}")).await;
     assert_eq!(s, 200);
     let text = tenant_view.to_string();
-    assert!(!text.contains("secret-host-17"), "a node name leaked: {text}");
-    assert!(tenant_view.get("node_id").is_none_or(Value::is_null), "{text}");
+    assert!(
+        !text.contains("secret-host-17"),
+        "a node name leaked: {text}"
+    );
+    assert!(
+        tenant_view.get("node_id").is_none_or(Value::is_null),
+        "{text}"
+    );
     let why = tenant_view["status_message"].as_str().unwrap();
     assert!(why.contains("capacity"), "{why}");
     let (_, list) = get_as(&p, &p.tenant_token, "/v1/instances").await;

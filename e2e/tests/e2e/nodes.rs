@@ -409,12 +409,17 @@ async fn decommissioning_a_dead_node_releases_its_fenced_gpus_and_retires_it() {
         .collect();
     assert_eq!(retired.len(), 1, "{all:?}");
     let actor = retired[0]["actor"].as_str().unwrap();
-    assert!(actor.contains(OPERATOR_EMAIL) && actor.contains("user:"), "a real principal: {actor}");
+    assert!(
+        actor.contains(OPERATOR_EMAIL) && actor.contains("user:"),
+        "a real principal: {actor}"
+    );
     let again = reqwest::Client::new()
         .post(format!("{}/v1/nodes/register", p.api_url))
         .bearer_auth(p.join_token().await)
-        .json(&json!({"name": "a100", "agent_version": "x", "discovery": "simulated", "gpus": [],
-                      "public_key": fresh_public_key()}))
+        .json(
+            &json!({"name": "a100", "agent_version": "x", "discovery": "simulated", "gpus": [],
+                      "public_key": fresh_public_key()}),
+        )
         .send()
         .await
         .unwrap();

@@ -157,7 +157,7 @@ async fn start_unstarted(
     let mut started = 0;
     for u in unstarted {
         let provision = ProvisionInput {
-        requested_by: Some(shared_kernel::Principal::system("reconciler")),
+            requested_by: Some(shared_kernel::Principal::system("reconciler")),
             instance_id: u.instance_id,
             project_id: u.project_id,
             command: u.command,

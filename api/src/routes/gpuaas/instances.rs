@@ -37,7 +37,11 @@ pub async fn create(
     start_provisioning(&state, &caller, &created.instance).await?;
     let location = format!("/v1/instances/{}", created.instance.id);
     let view = instance::for_caller(&caller.ctx, created.instance);
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(convert::instance(view))))
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(convert::instance(view)),
+    ))
 }
 
 #[derive(serde::Deserialize)]
@@ -98,7 +102,11 @@ pub async fn delete(
     Ok((StatusCode::ACCEPTED, Json(convert::instance(view))))
 }
 
-async fn start_provisioning(state: &AppState, caller: &Caller, i: &product_gpuaas::Instance) -> ApiResult<()> {
+async fn start_provisioning(
+    state: &AppState,
+    caller: &Caller,
+    i: &product_gpuaas::Instance,
+) -> ApiResult<()> {
     let gpuaas = &state.config.gpuaas;
     let input = ProvisionInput {
         requested_by: Some(caller.ctx.principal.clone()),
@@ -113,7 +121,11 @@ async fn start_provisioning(state: &AppState, caller: &Caller, i: &product_gpuaa
         .map_err(|e| ApiError::internal(format!("start the provisioning of {}: {e}", i.id)))
 }
 
-async fn start_termination(state: &AppState, caller: &Caller, i: &product_gpuaas::Instance) -> ApiResult<()> {
+async fn start_termination(
+    state: &AppState,
+    caller: &Caller,
+    i: &product_gpuaas::Instance,
+) -> ApiResult<()> {
     let gpuaas = &state.config.gpuaas;
     let input = TerminateInput {
         requested_by: Some(caller.ctx.principal.clone()),
@@ -130,6 +142,11 @@ async fn start_termination(state: &AppState, caller: &Caller, i: &product_gpuaas
 /// Ids that do not parse cannot exist: 404, like any other unknown id (the code is a literal, so
 /// the OpenAPI contract test sees it).
 fn instance_id(id: &str) -> Result<InstanceId, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "instance_not_found", "instance not found"))
+    id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "instance_not_found",
+            "instance not found",
+        )
+    })
 }

@@ -8,24 +8,69 @@ pub mod skus;
 
 use crate::AppState;
 use crate::auth::{Access::*, Route, route};
-use platform_iam::Permission::*;
 use axum::Router;
 use axum::routing::{get, post};
+use platform_iam::Permission::*;
 
 pub const ROUTES: &[Route] = &[
     route("GET", "/v1/skus", Authenticated, "sku.list"),
     route("GET", "/v1/nodes", Platform(NodesRead), "node.list"),
     route("POST", "/v1/nodes/register", Node, "node.register"),
     route("GET", "/v1/nodes/{id}", Platform(NodesRead), "node.read"),
-    route("POST", "/v1/nodes/{id}/cordon", Platform(NodesWrite), "node.cordon"),
-    route("POST", "/v1/nodes/{id}/uncordon", Platform(NodesWrite), "node.uncordon"),
-    route("POST", "/v1/nodes/{id}/drain", Platform(NodesWrite), "node.drain"),
-    route("POST", "/v1/nodes/{id}/decommission", Platform(NodesWrite), "node.decommission"),
-    route("GET", "/v1/nodes/{id}/events", Platform(NodesRead), "node.events"),
-    route("GET", "/v1/instances", Project(InstancesRead), "instance.list"),
-    route("POST", "/v1/instances", Project(InstancesWrite), "instance.create"),
-    route("GET", "/v1/instances/{id}", Project(InstancesRead), "instance.read"),
-    route("DELETE", "/v1/instances/{id}", Project(InstancesWrite), "instance.delete"),
+    route(
+        "POST",
+        "/v1/nodes/{id}/cordon",
+        Platform(NodesWrite),
+        "node.cordon",
+    ),
+    route(
+        "POST",
+        "/v1/nodes/{id}/uncordon",
+        Platform(NodesWrite),
+        "node.uncordon",
+    ),
+    route(
+        "POST",
+        "/v1/nodes/{id}/drain",
+        Platform(NodesWrite),
+        "node.drain",
+    ),
+    route(
+        "POST",
+        "/v1/nodes/{id}/decommission",
+        Platform(NodesWrite),
+        "node.decommission",
+    ),
+    route(
+        "GET",
+        "/v1/nodes/{id}/events",
+        Platform(NodesRead),
+        "node.events",
+    ),
+    route(
+        "GET",
+        "/v1/instances",
+        Project(InstancesRead),
+        "instance.list",
+    ),
+    route(
+        "POST",
+        "/v1/instances",
+        Project(InstancesWrite),
+        "instance.create",
+    ),
+    route(
+        "GET",
+        "/v1/instances/{id}",
+        Project(InstancesRead),
+        "instance.read",
+    ),
+    route(
+        "DELETE",
+        "/v1/instances/{id}",
+        Project(InstancesWrite),
+        "instance.delete",
+    ),
 ];
 
 pub fn router() -> Router<AppState> {

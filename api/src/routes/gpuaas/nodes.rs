@@ -24,10 +24,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<List<Node>>> 
     }))
 }
 
-pub async fn get(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Node>> {
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Node>> {
     Ok(Json(convert::node(
         node::get(&state.pool, node_id(&id)?).await?,
     )))
@@ -59,14 +56,21 @@ pub async fn register(
 
 /// The node a registration is for: the credential's node, or (joining) the node of that name,
 /// or a new one, whose public key the join records while it uses up the token.
-async fn node_identity(state: &AppState, caller: &Caller, req: &RegisterNodeRequest) -> ApiResult<NodeId> {
+async fn node_identity(
+    state: &AppState,
+    caller: &Caller,
+    req: &RegisterNodeRequest,
+) -> ApiResult<NodeId> {
     match &caller.node {
         Some(NodeCaller::Node(id)) => Ok(*id),
         Some(NodeCaller::Joining { token }) => {
             let key = req
                 .public_key
                 .as_deref()
-                .and_then(|k| base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, k).ok())
+                .and_then(|k| {
+                    base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, k)
+                        .ok()
+                })
                 .ok_or_else(|| {
                     ApiError::new(
                         axum::http::StatusCode::UNPROCESSABLE_ENTITY,
@@ -74,7 +78,9 @@ async fn node_identity(state: &AppState, caller: &Caller, req: &RegisterNodeRequ
                         "joining needs the node's Ed25519 public key (base64url) in public_key",
                     )
                 })?;
-            let id = node::id_by_name(&state.pool, &req.name).await?.unwrap_or_default();
+            let id = node::id_by_name(&state.pool, &req.name)
+                .await?
+                .unwrap_or_default();
             platform_iam::nodes::join(&state.pool, token, id, &key).await?;
             Ok(id)
         }
@@ -184,6 +190,11 @@ fn lifecycle_input(state: &AppState, node: NodeId, name: &str) -> NodeLifecycleI
 /// Ids that do not parse cannot exist: 404, like any other unknown id (the code is a literal, so
 /// the OpenAPI contract test sees it).
 fn node_id(id: &str) -> Result<NodeId, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::new(axum::http::StatusCode::NOT_FOUND, "node_not_found", "node not found"))
+    id.parse().map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "node_not_found",
+            "node not found",
+        )
+    })
 }

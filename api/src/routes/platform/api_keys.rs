@@ -15,7 +15,13 @@ use platform_iam::service_accounts;
 use shared_kernel::PrincipalKind;
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<List<ApiKey>>> {
-    let keys = api_keys::list(&state.pool, caller.org(), caller.project(), caller.ctx.principal.id).await?;
+    let keys = api_keys::list(
+        &state.pool,
+        caller.org(),
+        caller.project(),
+        caller.ctx.principal.id,
+    )
+    .await?;
     Ok(Json(List {
         items: keys.into_iter().map(convert::api_key).collect(),
     }))
@@ -27,9 +33,16 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateApiKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     let owner = key_owner(&state, &caller, req.service_account_id).await?;
-    let bound = matches!(owner, KeyOwner::ServiceAccount(_)) || req.bind_to_project.unwrap_or(false);
-    let scopes = req.scopes.as_deref().map(api_keys::parse_scopes).transpose()?;
-    let expires_at = req.expires_in_seconds.map(|s| chrono::Utc::now() + chrono::Duration::seconds(s.clamp(60, 400 * 24 * 3600)));
+    let bound =
+        matches!(owner, KeyOwner::ServiceAccount(_)) || req.bind_to_project.unwrap_or(false);
+    let scopes = req
+        .scopes
+        .as_deref()
+        .map(api_keys::parse_scopes)
+        .transpose()?;
+    let expires_at = req
+        .expires_in_seconds
+        .map(|s| chrono::Utc::now() + chrono::Duration::seconds(s.clamp(60, 400 * 24 * 3600)));
     let new = NewApiKey {
         name: &req.name,
         owner,
@@ -49,7 +62,11 @@ pub async fn create(
 }
 
 /// A key for a service account of the project, or for the calling principal itself.
-async fn key_owner(state: &AppState, caller: &Caller, account: Option<uuid::Uuid>) -> ApiResult<KeyOwner> {
+async fn key_owner(
+    state: &AppState,
+    caller: &Caller,
+    account: Option<uuid::Uuid>,
+) -> ApiResult<KeyOwner> {
     let me = &caller.ctx.principal;
     match (account, me.kind) {
         (Some(id), _) => {
@@ -71,9 +88,20 @@ pub async fn revoke(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ApiKey>> {
-    let id = id
-        .parse()
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "api_key_not_found", "API key not found"))?;
-    let key = api_keys::revoke(&state.pool, caller.org(), caller.project(), caller.ctx.principal.id, id).await?;
+    let id = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "api_key_not_found",
+            "API key not found",
+        )
+    })?;
+    let key = api_keys::revoke(
+        &state.pool,
+        caller.org(),
+        caller.project(),
+        caller.ctx.principal.id,
+        id,
+    )
+    .await?;
     Ok(Json(convert::api_key(key)))
 }

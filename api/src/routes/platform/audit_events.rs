@@ -33,7 +33,10 @@ pub async fn list(
     let limit = crate::extract::page_limit(params.limit)?;
     let after_seq = params
         .cursor
-        .map(|c| c.parse::<i64>().map_err(|_| crate::extract::invalid_cursor()))
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| crate::extract::invalid_cursor())
+        })
         .transpose()?;
     let filter = Filter {
         org: caller.ctx.org,
@@ -46,7 +49,9 @@ pub async fn list(
         limit,
     };
     let items = platform_audit::list(&state.pool, &filter).await?;
-    let next_cursor = (items.len() as i64 == limit).then(|| items.last().map(|e| e.seq.to_string())).flatten();
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|e| e.seq.to_string()))
+        .flatten();
     Ok(Json(Page {
         items: items.into_iter().map(convert::audit_event).collect(),
         next_cursor,
@@ -54,8 +59,12 @@ pub async fn list(
 }
 
 /// `GET /v1/audit-events/verify`: walks the chains and checks them against the signed anchors.
-pub async fn verify(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<AuditVerifyReport>> {
-    let report = platform_audit::verify(&state.pool, &KeySigner(state.keys.clone()), caller.ctx.org).await?;
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<AuditVerifyReport>> {
+    let report =
+        platform_audit::verify(&state.pool, &KeySigner(state.keys.clone()), caller.ctx.org).await?;
     Ok(Json(AuditVerifyReport {
         ok: report.ok,
         events_checked: report.events_checked,
@@ -78,7 +87,11 @@ pub async fn export(
     ApiQuery(params): ApiQuery<ExportParams>,
 ) -> ApiResult<Json<AuditBundle>> {
     if params.until <= params.since || params.until - params.since > chrono::Duration::days(93) {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_range", "until must be after since, at most 93 days later"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_range",
+            "until must be after since, at most 93 days later",
+        ));
     }
     crate::audit::anchor_now(&state).await;
     let b = platform_audit::export(&state.pool, caller.ctx.org, params.since, params.until).await?;

@@ -145,7 +145,10 @@ pub async fn me(caller: Caller) -> Json<Me> {
         role: role.as_str().into(),
     }));
     Json(Me {
-        kind: serde_json::to_value(a.principal.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        kind: serde_json::to_value(a.principal.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
         id: a.principal.id,
         name: a.principal.name.clone(),
         platform_role: a.platform_role.map(|r| r.as_str().to_string()),

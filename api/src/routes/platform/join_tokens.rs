@@ -16,7 +16,8 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateJoinTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<JoinToken>)> {
     let ttl = req.ttl_seconds.unwrap_or(3600);
-    let (token, secret) = nodes::create_join_token(&state.pool, caller.ctx.principal.id, ttl).await?;
+    let (token, secret) =
+        nodes::create_join_token(&state.pool, caller.ctx.principal.id, ttl).await?;
     Ok((
         StatusCode::CREATED,
         Json(JoinToken {

@@ -6,7 +6,9 @@ use crate::auth::Caller;
 use crate::extract::ApiJson;
 use crate::problem::{ApiError, ApiResult};
 use api_types::List;
-use api_types::platform::{CreateInvitationRequest, CreatedInvitation, Invitation, Member, SetRoleRequest};
+use api_types::platform::{
+    CreateInvitationRequest, CreatedInvitation, Invitation, Member, SetRoleRequest,
+};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -42,7 +44,10 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn invitations(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<List<Invitation>>> {
+pub async fn invitations(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<List<Invitation>>> {
     let items = members::invitations(&state.pool, caller.org()).await?;
     Ok(Json(List {
         items: items.into_iter().map(convert::invitation).collect(),
@@ -57,11 +62,26 @@ pub async fn invite(
 ) -> ApiResult<(StatusCode, Json<CreatedInvitation>)> {
     let role = convert::role(&req.role)?;
     if role == Role::Owner && caller.role != Some(Role::Owner) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an owner can invite an owner"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an owner can invite an owner",
+        ));
     }
-    let ttl = chrono::Duration::seconds(req.ttl_seconds.unwrap_or(7 * 24 * 3600).clamp(60, 30 * 24 * 3600));
-    let (invitation, secret) =
-        members::invite(&state.pool, caller.org(), &req.email, role, caller.ctx.principal.id, ttl).await?;
+    let ttl = chrono::Duration::seconds(
+        req.ttl_seconds
+            .unwrap_or(7 * 24 * 3600)
+            .clamp(60, 30 * 24 * 3600),
+    );
+    let (invitation, secret) = members::invite(
+        &state.pool,
+        caller.org(),
+        &req.email,
+        role,
+        caller.ctx.principal.id,
+        ttl,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedInvitation {
@@ -72,6 +92,11 @@ pub async fn invite(
 }
 
 fn user_id(id: &str) -> Result<Uuid, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "member_not_found", "member not found"))
+    id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "member_not_found",
+            "member not found",
+        )
+    })
 }

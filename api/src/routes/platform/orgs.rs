@@ -6,7 +6,9 @@ use crate::auth::Caller;
 use crate::extract::ApiJson;
 use crate::problem::ApiResult;
 use api_types::List;
-use api_types::platform::{CreateOrgRequest, CreateOrgResponse, CreatedInvitation, Org, SetPlanRequest};
+use api_types::platform::{
+    CreateOrgRequest, CreateOrgResponse, CreatedInvitation, Org, SetPlanRequest,
+};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -28,7 +30,15 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<CreateOrgResponse>)> {
     let (org, project) = orgs::create(&state.pool, &req.name).await?;
     let ttl = chrono::Duration::days(7);
-    let (invitation, secret) = members::invite(&state.pool, org.id, &req.owner_email, Role::Owner, caller.ctx.principal.id, ttl).await?;
+    let (invitation, secret) = members::invite(
+        &state.pool,
+        org.id,
+        &req.owner_email,
+        Role::Owner,
+        caller.ctx.principal.id,
+        ttl,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreateOrgResponse {
@@ -43,7 +53,9 @@ pub async fn create(
 }
 
 pub async fn get(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Org>> {
-    Ok(Json(convert::org(orgs::get(&state.pool, caller.org()).await?)))
+    Ok(Json(convert::org(
+        orgs::get(&state.pool, caller.org()).await?,
+    )))
 }
 
 /// `PUT /v1/orgs/{org}/plan` (operators).
@@ -52,7 +64,9 @@ pub async fn set_plan(
     Path(org): Path<String>,
     ApiJson(req): ApiJson<SetPlanRequest>,
 ) -> ApiResult<StatusCode> {
-    let org: OrgId = org.parse().map_err(|_| platform_iam::orgs::org_not_found(&org))?;
+    let org: OrgId = org
+        .parse()
+        .map_err(|_| platform_iam::orgs::org_not_found(&org))?;
     orgs::get(&state.pool, org).await?;
     platform_policy::set_org_plan(&state.pool, org, &req.plan).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -47,8 +47,11 @@ pub async fn set_quota(
     Path(project): Path<String>,
     ApiJson(req): ApiJson<SetQuotaRequest>,
 ) -> ApiResult<StatusCode> {
-    let id: ProjectId = project.parse().map_err(|_| orgs::project_not_found(&project))?;
+    let id: ProjectId = project
+        .parse()
+        .map_err(|_| orgs::project_not_found(&project))?;
     let project = orgs::get_project(&state.pool, id).await?;
-    platform_policy::set_project_quota(&state.pool, project.org_id, id, req.max_concurrent_gpus).await?;
+    platform_policy::set_project_quota(&state.pool, project.org_id, id, req.max_concurrent_gpus)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,7 +13,10 @@ use axum::http::StatusCode;
 use platform_iam::service_accounts;
 use uuid::Uuid;
 
-pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<List<ServiceAccount>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<List<ServiceAccount>>> {
     let items = service_accounts::list(&state.pool, caller.project()).await?;
     Ok(Json(List {
         items: items.into_iter().map(convert::service_account).collect(),
@@ -26,8 +29,14 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateServiceAccountRequest>,
 ) -> ApiResult<(StatusCode, Json<ServiceAccount>)> {
     let role = convert::role(&req.role)?;
-    let account =
-        service_accounts::create(&state.pool, caller.project(), &req.name, role, caller.ctx.principal.id).await?;
+    let account = service_accounts::create(
+        &state.pool,
+        caller.project(),
+        &req.name,
+        role,
+        caller.ctx.principal.id,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(convert::service_account(account))))
 }
 

@@ -82,9 +82,8 @@ pub fn parse_scopes(scopes: &[String]) -> DomainResult<Vec<Permission>> {
     scopes
         .iter()
         .map(|s| {
-            Permission::parse(s).ok_or_else(|| {
-                DomainError::invalid("invalid_scope", format!("unknown scope {s}"))
-            })
+            Permission::parse(s)
+                .ok_or_else(|| DomainError::invalid("invalid_scope", format!("unknown scope {s}")))
         })
         .collect()
 }
@@ -166,7 +165,8 @@ pub async fn revoke(
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    row.map(key).ok_or_else(|| DomainError::not_found("api_key_not_found", "API key not found"))
+    row.map(key)
+        .ok_or_else(|| DomainError::not_found("api_key_not_found", "API key not found"))
 }
 
 /// A live key by its text. Malformed text (bad prefix or checksum) costs no database query.

@@ -100,7 +100,8 @@ impl Authority {
 
     pub fn in_project(&self, project: ProjectId, org: OrgId, permission: Permission) -> Decision {
         // Operators read any project's instances (support: why is it pending, on which node).
-        if permission == Permission::InstancesRead && self.is_operator() && self.scoped(permission) {
+        if permission == Permission::InstancesRead && self.is_operator() && self.scoped(permission)
+        {
             return Decision::Allowed;
         }
         match self.role_in_project(project, org) {
@@ -137,7 +138,18 @@ impl Authority {
     }
 }
 
-type UserRow = (String, Option<String>, i64, Vec<Uuid>, Vec<String>, Vec<Uuid>, Vec<Uuid>, Vec<String>, Option<Uuid>, Option<Uuid>);
+type UserRow = (
+    String,
+    Option<String>,
+    i64,
+    Vec<Uuid>,
+    Vec<String>,
+    Vec<Uuid>,
+    Vec<Uuid>,
+    Vec<String>,
+    Option<Uuid>,
+    Option<Uuid>,
+);
 
 /// The authority of a user (from an access token), or None when the user no longer exists.
 pub async fn of_user(pool: &PgPool, user: Uuid) -> DomainResult<Option<Authority>> {
@@ -161,7 +173,18 @@ pub async fn of_user(pool: &PgPool, user: Uuid) -> DomainResult<Option<Authority
     .bind(user)
     .fetch_optional(pool)
     .await?;
-    let Some((email, platform_role, tokens_not_before, orgs, roles, projects, project_orgs, project_role_names, default_id, default_org)) = row
+    let Some((
+        email,
+        platform_role,
+        tokens_not_before,
+        orgs,
+        roles,
+        projects,
+        project_orgs,
+        project_role_names,
+        default_id,
+        default_org,
+    )) = row
     else {
         return Ok(None);
     };
@@ -185,7 +208,9 @@ pub async fn of_user(pool: &PgPool, user: Uuid) -> DomainResult<Option<Authority
             .zip(project_role_names)
             .filter_map(|((p, o), r)| Some((p.into(), o.into(), Role::parse(&r)?)))
             .collect(),
-        default_project: default_id.zip(default_org).map(|(p, o)| (p.into(), o.into())),
+        default_project: default_id
+            .zip(default_org)
+            .map(|(p, o)| (p.into(), o.into())),
         bound_org: None,
         bound_project: None,
         scopes: None,

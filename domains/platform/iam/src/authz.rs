@@ -204,7 +204,11 @@ mod tests {
     #[test]
     fn no_tenant_role_reaches_the_fleet() {
         for role in Role::ALL {
-            for p in [Permission::NodesRead, Permission::NodesWrite, Permission::JoinTokensCreate] {
+            for p in [
+                Permission::NodesRead,
+                Permission::NodesWrite,
+                Permission::JoinTokensCreate,
+            ] {
                 assert!(!role.grants(p), "{role} must not grant {p}");
             }
         }

@@ -115,11 +115,7 @@ pub async fn remove(pool: &PgPool, org: OrgId, user: Uuid, actor_role: Role) -> 
     Ok(())
 }
 
-async fn lock_member(
-    tx: &mut sqlx::PgConnection,
-    org: OrgId,
-    user: Uuid,
-) -> DomainResult<Role> {
+async fn lock_member(tx: &mut sqlx::PgConnection, org: OrgId, user: Uuid) -> DomainResult<Role> {
     // Lock every owner row of the org, so two concurrent demotions cannot remove the last owner.
     let rows: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT user_id, role FROM iam.org_members WHERE org_id = $1 AND (user_id = $2 OR role = 'owner')
@@ -135,7 +131,11 @@ async fn lock_member(
         .ok_or_else(|| member_not_found(user))
 }
 
-async fn ensure_another_owner(tx: &mut sqlx::PgConnection, org: OrgId, user: Uuid) -> DomainResult<()> {
+async fn ensure_another_owner(
+    tx: &mut sqlx::PgConnection,
+    org: OrgId,
+    user: Uuid,
+) -> DomainResult<()> {
     let others: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM iam.org_members WHERE org_id = $1 AND role = 'owner' AND user_id <> $2",
     )
@@ -163,7 +163,15 @@ pub struct Invitation {
     pub accepted_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-type InvitationRow = (Uuid, Uuid, String, String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>);
+type InvitationRow = (
+    Uuid,
+    Uuid,
+    String,
+    String,
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
 
 fn invitation(row: InvitationRow) -> Option<Invitation> {
     Some(Invitation {
@@ -187,7 +195,10 @@ pub async fn invite(
     ttl: chrono::Duration,
 ) -> DomainResult<(Invitation, NewSecret)> {
     if !email.contains('@') || email.len() > 254 {
-        return Err(DomainError::invalid("invalid_email", "not an email address"));
+        return Err(DomainError::invalid(
+            "invalid_email",
+            "not an email address",
+        ));
     }
     let secret = secrets::generate(SecretKind::Invitation);
     let row: InvitationRow = sqlx::query_as(
@@ -221,7 +232,12 @@ pub async fn invitations(pool: &PgPool, org: OrgId) -> DomainResult<Vec<Invitati
 /// Accepts an invitation: creates the invited user with `password` (or checks the password of
 /// the existing account) and adds the membership. Single use. Returns the user's id.
 pub async fn accept(pool: &PgPool, token: &str, password: &str) -> DomainResult<Uuid> {
-    let invalid = || DomainError::invalid("invalid_invitation", "the invitation is unknown, used or expired");
+    let invalid = || {
+        DomainError::invalid(
+            "invalid_invitation",
+            "the invitation is unknown, used or expired",
+        )
+    };
     if !secrets::well_formed(SecretKind::Invitation, token) {
         return Err(invalid());
     }
@@ -244,7 +260,10 @@ pub async fn accept(pool: &PgPool, token: &str, password: &str) -> DomainResult<
     let user = match existing {
         Some(id) => {
             if !users::verify_existing(pool, id, password).await? {
-                return Err(DomainError::invalid("invalid_credentials", "email or password is wrong"));
+                return Err(DomainError::invalid(
+                    "invalid_credentials",
+                    "email or password is wrong",
+                ));
             }
             id
         }

@@ -57,7 +57,10 @@ pub async fn create_join_token(
 }
 
 fn invalid_join_token() -> DomainError {
-    DomainError::invalid("invalid_join_token", "the join token is unknown, used or expired")
+    DomainError::invalid(
+        "invalid_join_token",
+        "the join token is unknown, used or expired",
+    )
 }
 
 /// The id of a usable (unexpired, unused) join token, without using it.

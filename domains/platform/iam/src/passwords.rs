@@ -1,8 +1,8 @@
 //! Passwords: argon2id (RustCrypto `argon2`, OWASP's recommended parameters by default), with a
 //! length policy. Only the PHC string is stored.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use shared_kernel::{DomainError, DomainResult};
 
 pub const MIN_LEN: usize = 12;
@@ -28,8 +28,11 @@ pub fn hash(password: &str) -> String {
 }
 
 pub fn verify(password: &str, stored: &str) -> bool {
-    PasswordHash::new(stored)
-        .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(stored).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 /// A hash to verify against when the account does not exist, so a login for an unknown email

@@ -58,7 +58,8 @@ pub fn well_formed(kind: SecretKind, text: &str) -> bool {
     let Some(body) = text.strip_prefix(kind.prefix()) else {
         return false;
     };
-    if body.len() != RANDOM_CHARS + CHECKSUM_CHARS || !body.bytes().all(|b| b.is_ascii_alphanumeric())
+    if body.len() != RANDOM_CHARS + CHECKSUM_CHARS
+        || !body.bytes().all(|b| b.is_ascii_alphanumeric())
     {
         return false;
     }
@@ -98,7 +99,10 @@ mod tests {
         assert!(well_formed(SecretKind::ApiKey, &a.text));
         assert_ne!(a.text, b.text);
         assert_eq!(a.hash, hash(&a.text));
-        assert!(!well_formed(SecretKind::RefreshToken, &a.text), "prefix is checked");
+        assert!(
+            !well_formed(SecretKind::RefreshToken, &a.text),
+            "prefix is checked"
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@ pub struct Refreshed {
 }
 
 fn invalid() -> DomainError {
-    DomainError::invalid("invalid_refresh_token", "the refresh token is unknown, expired or revoked")
+    DomainError::invalid(
+        "invalid_refresh_token",
+        "the refresh token is unknown, expired or revoked",
+    )
 }
 
 async fn insert(pool: &PgPool, user: Uuid, family: Uuid) -> DomainResult<NewSecret> {

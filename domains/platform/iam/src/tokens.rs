@@ -58,7 +58,10 @@ pub struct TokenKeys {
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenKeys")
-            .field("kids", &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .field(
+                "kids",
+                &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+            )
             .field("issuer", &self.issuer)
             .finish()
     }
@@ -244,8 +247,12 @@ fn write_private(path: &Path, der: &[u8]) -> anyhow_like::Result<()> {
     #[cfg(unix)]
     options.mode(0o600);
     let mut file = options.open(path).map_err(anyhow_like::io(path))?;
-    file.write_all(base64::engine::general_purpose::STANDARD.encode(der).as_bytes())
-        .map_err(anyhow_like::io(path))
+    file.write_all(
+        base64::engine::general_purpose::STANDARD
+            .encode(der)
+            .as_bytes(),
+    )
+    .map_err(anyhow_like::io(path))
 }
 
 /// A plain error for key loading (the domain keeps no anyhow dependency).
@@ -269,7 +276,11 @@ mod tests {
     use super::*;
 
     fn keys() -> TokenKeys {
-        TokenKeys::ephemeral("https://issuer.test", "gpuaas-api", Duration::from_secs(900))
+        TokenKeys::ephemeral(
+            "https://issuer.test",
+            "gpuaas-api",
+            Duration::from_secs(900),
+        )
     }
 
     #[test]
@@ -294,14 +305,19 @@ mod tests {
     #[test]
     fn rotation_keeps_old_tokens_valid_and_signs_with_the_newest() {
         let old = generate_pkcs8();
-        let before = TokenKeys::from_pkcs8(&[old.clone()], "i", "a", Duration::from_secs(60)).unwrap();
+        let before =
+            TokenKeys::from_pkcs8(&[old.clone()], "i", "a", Duration::from_secs(60)).unwrap();
         let token = before.issue_access(Uuid::now_v7(), Uuid::now_v7());
         let after =
-            TokenKeys::from_pkcs8(&[old, generate_pkcs8()], "i", "a", Duration::from_secs(60)).unwrap();
+            TokenKeys::from_pkcs8(&[old, generate_pkcs8()], "i", "a", Duration::from_secs(60))
+                .unwrap();
         assert!(after.validate(&token).is_ok());
         assert_eq!(after.jwks()["keys"].as_array().unwrap().len(), 2);
         let fresh = after.issue_access(Uuid::now_v7(), Uuid::now_v7());
-        assert!(matches!(before.validate(&fresh), Err(TokenError::UnknownKey)));
+        assert!(matches!(
+            before.validate(&fresh),
+            Err(TokenError::UnknownKey)
+        ));
         let (kid, sig) = after.sign(b"head");
         assert!(after.verify(&kid, b"head", &sig));
         assert!(!after.verify(&kid, b"other", &sig));

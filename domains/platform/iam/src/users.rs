@@ -26,7 +26,10 @@ fn check_email(email: &str) -> DomainResult<String> {
     if ok {
         Ok(email.to_string())
     } else {
-        Err(DomainError::invalid("invalid_email", "not an email address"))
+        Err(DomainError::invalid(
+            "invalid_email",
+            "not an email address",
+        ))
     }
 }
 
@@ -34,9 +37,11 @@ fn check_email(email: &str) -> DomainResult<String> {
 async fn hash_password(password: &str) -> DomainResult<String> {
     passwords::check_policy(password)?;
     let password = password.to_string();
-    Ok(tokio::task::spawn_blocking(move || passwords::hash(&password))
-        .await
-        .expect("hashing does not panic"))
+    Ok(
+        tokio::task::spawn_blocking(move || passwords::hash(&password))
+            .await
+            .expect("hashing does not panic"),
+    )
 }
 
 async fn verify_password(password: &str, stored: &str) -> bool {
@@ -165,12 +170,16 @@ pub async fn get(pool: &PgPool, id: Uuid) -> DomainResult<User> {
 /// Deletes a user: their memberships, keys and sessions end with them.
 pub async fn delete(pool: &PgPool, id: Uuid) -> DomainResult<()> {
     let mut tx = pool.begin().await?;
-    let done = sqlx::query("UPDATE iam.users SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    let done =
+        sqlx::query("UPDATE iam.users SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
     if done.rows_affected() == 0 {
-        return Err(DomainError::not_found("user_not_found", format!("user {id} not found")));
+        return Err(DomainError::not_found(
+            "user_not_found",
+            format!("user {id} not found"),
+        ));
     }
     for sql in [
         "DELETE FROM iam.org_members WHERE user_id = $1",
@@ -186,7 +195,12 @@ pub async fn delete(pool: &PgPool, id: Uuid) -> DomainResult<()> {
 }
 
 /// Adds an existing user to an org (tests and operators; people join through invitations).
-pub async fn add_to_org(pool: &PgPool, org: shared_ids::OrgId, user: Uuid, role: Role) -> DomainResult<()> {
+pub async fn add_to_org(
+    pool: &PgPool,
+    org: shared_ids::OrgId,
+    user: Uuid,
+    role: Role,
+) -> DomainResult<()> {
     sqlx::query(
         "INSERT INTO iam.org_members (org_id, user_id, role) VALUES ($1, $2, $3)
          ON CONFLICT (org_id, user_id) DO UPDATE SET role = EXCLUDED.role",
@@ -226,11 +240,12 @@ pub(crate) async fn create_plain(
 }
 
 pub(crate) async fn verify_existing(pool: &PgPool, id: Uuid, password: &str) -> DomainResult<bool> {
-    let stored: Option<String> =
-        sqlx::query_scalar("SELECT password_hash FROM iam.users WHERE id = $1 AND deleted_at IS NULL")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+    let stored: Option<String> = sqlx::query_scalar(
+        "SELECT password_hash FROM iam.users WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
     Ok(match stored {
         Some(stored) => verify_password(password, &stored).await,
         None => false,

@@ -200,13 +200,21 @@ async fn explain_wait(
         InstanceState::Terminating => "to stop the workload",
         _ => "to start the workload",
     };
-    let host = if name_nodes { format!("node {name}") } else { "the host".to_string() };
+    let host = if name_nodes {
+        format!("node {name}")
+    } else {
+        "the host".to_string()
+    };
     let node_note = match (state.as_str(), seen_s) {
         ("down", _) => format!("{host} is down: its agent stopped answering"),
         (s, Some(seen)) => format!("{host} is {s}, its agent last answered {seen:.0}s ago"),
         (s, None) => format!("{host} is {s}"),
     };
-    let agent = if name_nodes { format!("the agent of node {name}") } else { "the host's agent".to_string() };
+    let agent = if name_nodes {
+        format!("the agent of node {name}")
+    } else {
+        "the host's agent".to_string()
+    };
     let detail = format!("waiting {waiting_s:.0}s for {agent} {what} ({node_note})");
     let existing = instance.status_message.take().filter(|_| name_nodes);
     instance.status_message = Some(match existing {
@@ -237,23 +245,29 @@ fn tenant_message(i: &Instance) -> Option<String> {
     use InstanceState::*;
     // The policy's refusals speak of the tenant's own quota and plan: theirs to read.
     let policy = i.status_message.as_ref().filter(|m| {
-        m.starts_with(platform_policy::QUOTA_EXCEEDED) || m.starts_with(platform_policy::SKU_NOT_ENTITLED)
+        m.starts_with(platform_policy::QUOTA_EXCEEDED)
+            || m.starts_with(platform_policy::SKU_NOT_ENTITLED)
     });
     if let (Failed, Some(message)) = (i.state, policy) {
         return Some(message.clone());
     }
     match (i.state, i.failure_reason) {
         (Pending, _) => i.status_message.as_ref().map(|_| {
-            format!("waiting for capacity: no host has {} free GPUs of this SKU right now", i.gpu_count)
+            format!(
+                "waiting for capacity: no host has {} free GPUs of this SKU right now",
+                i.gpu_count
+            )
         }),
         (Failed, Some(FailureReason::InsufficientCapacity)) => {
             Some("no capacity for this SKU and GPU count within the capacity timeout".into())
         }
         (Failed, Some(FailureReason::NodeUnreachable)) => Some("the host stopped answering".into()),
-        (Failed, Some(FailureReason::StartFailed)) => i
-            .status_message
-            .as_ref()
-            .map(|m| format!("the workload failed to start: {}", m.rsplit(": ").next().unwrap_or(m))),
+        (Failed, Some(FailureReason::StartFailed)) => i.status_message.as_ref().map(|m| {
+            format!(
+                "the workload failed to start: {}",
+                m.rsplit(": ").next().unwrap_or(m)
+            )
+        }),
         (Failed, Some(FailureReason::Timeout)) => Some("the host did not confirm in time".into()),
         (Failed, Some(FailureReason::WorkloadVanished)) => {
             Some("the workload stopped: its process exited or its host lost it".into())

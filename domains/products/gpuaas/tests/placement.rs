@@ -21,7 +21,9 @@ async fn add_node(pool: &PgPool, name: &str, gpus: i32, model: &str) -> NodeId {
             })
             .collect(),
     };
-    node::register(pool, shared_ids::NodeId::new(), &reg).await.unwrap()
+    node::register(pool, shared_ids::NodeId::new(), &reg)
+        .await
+        .unwrap()
 }
 
 async fn new_instance(pool: &PgPool, sku: &str, gpus: i32) -> InstanceId {
@@ -33,11 +35,16 @@ async fn new_instance(pool: &PgPool, sku: &str, gpus: i32) -> InstanceId {
         command: None,
         capacity_timeout_s: None,
     };
-    instance::create(pool, &shared_kernel::OperationContext::system("placement-test"), &req, None)
-        .await
-        .unwrap()
-        .instance
-        .id
+    instance::create(
+        pool,
+        &shared_kernel::OperationContext::system("placement-test"),
+        &req,
+        None,
+    )
+    .await
+    .unwrap()
+    .instance
+    .id
 }
 
 fn placed(p: Placement) -> product_gpuaas::Allocation {
