@@ -102,10 +102,9 @@ async fn append_batch(
     pool: &shared_kernel::db::Pool,
     batch: &[(OwnedEntry, oneshot::Sender<Result<(), String>>)],
 ) -> shared_kernel::DomainResult<()> {
+    let entries: Vec<NewEntry<'_>> = batch.iter().map(|(e, _)| e.entry()).collect();
     let mut tx = pool.begin().await?;
-    for (entry, _) in batch {
-        platform_audit::append_in(&mut tx, &entry.entry()).await?;
-    }
+    platform_audit::append_many_in(&mut tx, &entries).await?;
     tx.commit().await?;
     Ok(())
 }

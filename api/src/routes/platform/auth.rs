@@ -45,6 +45,7 @@ pub async fn signup(
     state.limits.check_login(&req.email, caller.ctx.source_ip)?;
     let (user, org, project) =
         users::signup(&state.pool, &req.email, &req.password, &req.org_name).await?;
+    platform_audit::ensure_chains(&state.pool, Some(org.id)).await?;
     let tokens = start_session(&state, user.id).await?;
     Ok((
         StatusCode::CREATED,

@@ -29,6 +29,7 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateOrgRequest>,
 ) -> ApiResult<(StatusCode, Json<CreateOrgResponse>)> {
     let (org, project) = orgs::create(&state.pool, &req.name).await?;
+    platform_audit::ensure_chains(&state.pool, Some(org.id)).await?;
     let ttl = chrono::Duration::days(7);
     let (invitation, secret) = members::invite(
         &state.pool,

@@ -25,7 +25,8 @@ mod verify;
 
 pub use anchor::{Anchor, AnchorSigner, AnchorVerifier, anchor};
 pub use append::{
-    LANES, MAX_ACTION_CHARS, MAX_RESOURCE_CHARS, MAX_TEXT_CHARS, append, append_in, ensure_chains,
+    LANES, MAX_ACTION_CHARS, MAX_RESOURCE_CHARS, MAX_TEXT_CHARS, append, append_in, append_many_in,
+    ensure_chains,
 };
 pub use export::{BUNDLE_FORMAT, Bundle, export, verify_bundle};
 pub use hash::{

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use platform_audit::{
     Anchor, AnchorSigner, AnchorVerifier, AuditEvent, AuthMethod, Bundle, Filter, GENESIS_HASH,
     LANES, MAX_RESOURCE_CHARS, NewEntry, OperationContext, Outcome, Principal, PrincipalKind,
-    VerifyReport, anchor, append, append_in, entry_hash, export, list, verify, verify_bundle,
-    verify_with,
+    VerifyReport, anchor, append, append_in, append_many_in, entry_hash, export, list, verify,
+    verify_bundle, verify_with,
 };
 use ring::rand::SystemRandom;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
@@ -408,6 +408,74 @@ async fn concurrent_appends_across_orgs_stay_contiguous() {
         assert_ok(&r);
         assert_eq!(r.events_checked, 50);
     }
+}
+
+/// Batches (what the API's group-commit writer appends) interleaved with single appends, from
+/// several tasks at once: every chain stays contiguous, each batch keeps its order, and the
+/// chains verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_and_single_appends_interleave_and_stay_contiguous() {
+    let (_, url) = shared_kernel::db::testing::fresh_database().await;
+    let pool = pool_with(&url, 20).await;
+    let orgs: Vec<OrgId> = (0..3).map(|_| OrgId::new()).collect();
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let pool = pool.clone();
+            let orgs = orgs.clone();
+            tokio::spawn(async move {
+                let ctxs: Vec<OperationContext> = (0..10)
+                    .map(|j| {
+                        ctx(
+                            if j % 4 == 3 {
+                                None
+                            } else {
+                                Some(orgs[(i + j) % 3])
+                            },
+                            Uuid::new_v4(),
+                            "batch",
+                        )
+                    })
+                    .collect();
+                let resources: Vec<String> = (0..10).map(|j| format!("/v1/x/{i}/{j}")).collect();
+                if i % 3 == 0 {
+                    for (c, r) in ctxs.iter().zip(&resources) {
+                        append(&pool, &entry(c, "instance.create", r))
+                            .await
+                            .unwrap();
+                    }
+                    return Vec::new();
+                }
+                let entries: Vec<NewEntry<'_>> = ctxs
+                    .iter()
+                    .zip(&resources)
+                    .map(|(c, r)| entry(c, "instance.create", r))
+                    .collect();
+                let mut tx = pool.begin().await.unwrap();
+                let events = append_many_in(&mut tx, &entries).await.unwrap();
+                tx.commit().await.unwrap();
+                events
+            })
+        })
+        .collect();
+    for t in tasks {
+        let events = t.await.unwrap();
+        for pair in events.windows(2) {
+            if pair[0].chain == pair[1].chain {
+                assert_eq!(
+                    pair[1].chain_seq,
+                    pair[0].chain_seq + 1,
+                    "a batch keeps its order"
+                );
+                assert_eq!(pair[1].prev_hash, pair[0].hash);
+            }
+        }
+    }
+    assert_eq!(assert_contiguous(&pool).await, 240);
+    let (s, v) = keys("k1");
+    anchor(&pool, &s).await.unwrap();
+    let report = verify(&pool, &v, None).await.unwrap();
+    assert_ok(&report);
+    assert_eq!(report.events_checked, 240);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
