@@ -388,11 +388,18 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Autho
             .ok_or_else(unauthorized)?;
         return Ok(state.authorities.put(key, authority));
     }
-    let claims = state.keys.validate(token).map_err(|e| {
-        tracing::debug!(error = %e, "access token refused");
-        unauthorized()
-    })?;
-    let user: uuid::Uuid = claims.sub.parse().map_err(|_| unauthorized())?;
+    let (user, iat) = match state.authorities.verified_token(token) {
+        Some(known) => known,
+        None => {
+            let claims = state.keys.validate(token).map_err(|e| {
+                tracing::debug!(error = %e, "access token refused");
+                unauthorized()
+            })?;
+            let user: uuid::Uuid = claims.sub.parse().map_err(|_| unauthorized())?;
+            state.authorities.remember_token(token, user, claims.iat, claims.exp);
+            (user, claims.iat)
+        }
+    };
     let key = CacheKey::User(user);
     let authority = match state.authorities.get(&key) {
         Some(hit) => hit,
@@ -403,7 +410,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Autho
             state.authorities.put(key, found)
         }
     };
-    if claims.iat <= authority.tokens_not_before {
+    if iat <= authority.tokens_not_before {
         return Err(unauthorized());
     }
     Ok(authority)
@@ -421,6 +428,9 @@ pub enum CacheKey {
 pub struct AuthorityCache {
     ttl: std::time::Duration,
     entries: std::sync::Mutex<HashMap<CacheKey, (std::time::Instant, Arc<Authority>)>>,
+    /// Access tokens whose signature and claims were checked: `(user, iat, exp)`, kept for the
+    /// same TTL and never past `exp`, so a busy token is verified once, not per request.
+    tokens: std::sync::Mutex<HashMap<String, (std::time::Instant, uuid::Uuid, i64, i64)>>,
 }
 
 impl AuthorityCache {
@@ -428,7 +438,31 @@ impl AuthorityCache {
         Self {
             ttl,
             entries: Default::default(),
+            tokens: Default::default(),
         }
+    }
+
+    fn verified_token(&self, token: &str) -> Option<(uuid::Uuid, i64)> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let now = chrono::Utc::now().timestamp();
+        let tokens = self.tokens.lock().expect("cache lock");
+        tokens
+            .get(token)
+            .filter(|(at, _, _, exp)| at.elapsed() < self.ttl && *exp > now)
+            .map(|(_, user, iat, _)| (*user, *iat))
+    }
+
+    fn remember_token(&self, token: &str, user: uuid::Uuid, iat: i64, exp: i64) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut tokens = self.tokens.lock().expect("cache lock");
+        if tokens.len() > 100_000 {
+            tokens.retain(|_, (at, ..)| at.elapsed() < self.ttl);
+        }
+        tokens.insert(token.to_string(), (std::time::Instant::now(), user, iat, exp));
     }
 
     fn get(&self, key: &CacheKey) -> Option<Arc<Authority>> {
@@ -457,6 +491,18 @@ impl AuthorityCache {
 
     pub fn clear(&self) {
         self.entries.lock().expect("cache lock").clear();
+    }
+
+    /// Forgets expired entries (the housekeeping task calls it).
+    pub fn retain_recent(&self) {
+        self.entries
+            .lock()
+            .expect("cache lock")
+            .retain(|_, (at, _)| at.elapsed() < self.ttl);
+        self.tokens
+            .lock()
+            .expect("cache lock")
+            .retain(|_, (at, ..)| at.elapsed() < self.ttl);
     }
 }
 

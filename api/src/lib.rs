@@ -209,12 +209,13 @@ fn spawn_housekeeping(state: &AppState) {
     if every > 0 {
         audit::spawn_anchoring(state.clone(), Duration::from_secs(every));
     }
-    let limits = state.limits.clone();
+    let (limits, authorities) = (state.limits.clone(), state.authorities.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
             limits.retain_recent();
+            authorities.retain_recent();
         }
     });
 }
