@@ -396,7 +396,9 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<Autho
                 unauthorized()
             })?;
             let user: uuid::Uuid = claims.sub.parse().map_err(|_| unauthorized())?;
-            state.authorities.remember_token(token, user, claims.iat, claims.exp);
+            state
+                .authorities
+                .remember_token(token, user, claims.iat, claims.exp);
             (user, claims.iat)
         }
     };
@@ -462,7 +464,10 @@ impl AuthorityCache {
         if tokens.len() > 100_000 {
             tokens.retain(|_, (at, ..)| at.elapsed() < self.ttl);
         }
-        tokens.insert(token.to_string(), (std::time::Instant::now(), user, iat, exp));
+        tokens.insert(
+            token.to_string(),
+            (std::time::Instant::now(), user, iat, exp),
+        );
     }
 
     fn get(&self, key: &CacheKey) -> Option<Arc<Authority>> {

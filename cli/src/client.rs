@@ -19,7 +19,7 @@ const EXPIRY_SKEW_S: i64 = 30;
 
 #[derive(Debug)]
 pub enum CliError {
-    Api(Problem),
+    Api(Box<Problem>),
     Unreachable(String),
     InstanceFailed(String),
     WaitTimedOut(String),
@@ -358,14 +358,14 @@ impl ApiClient {
             refresh_token = profile.refresh_token.clone();
         }
         let Some(refresh_token) = refresh_token else {
-            return Err(CliError::Api(Problem {
+            return Err(CliError::Api(Box::new(Problem {
                 type_uri: "about:blank".into(),
                 title: "Unauthorized".into(),
                 status: 401,
                 detail: format!("the session of profile {} has expired", session.profile),
                 code: "unauthorized".into(),
                 request_id: String::new(),
-            })
+            }))
             .with_hint(&relogin));
         };
         let tokens: TokenResponse = self
@@ -471,10 +471,7 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, CliError> {
 
 fn error_of(status: reqwest::StatusCode, body: &[u8]) -> CliError {
     match serde_json::from_slice::<Problem>(body) {
-        Ok(problem) => CliError::Api(problem),
-        Err(_) => CliError::Other(format!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(body)
-        )),
+        Ok(problem) => CliError::Api(Box::new(problem)),
+        Err(_) => CliError::Other(format!("HTTP {status}: {}", String::from_utf8_lossy(body))),
     }
 }

@@ -91,16 +91,23 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, CliError> {
         match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                CliError::Other(format!("{} is not a valid config file: {e}", path.display()))
+                CliError::Other(format!(
+                    "{} is not a valid config file: {e}",
+                    path.display()
+                ))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(CliError::Other(format!("cannot read {}: {e}", path.display()))),
+            Err(e) => Err(CliError::Other(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
         }
     }
 
     /// Writes the file (mode 0600, its folder 0700 when created), replacing it atomically.
     pub fn save(&self, path: &Path) -> Result<(), CliError> {
-        let fail = |e: std::io::Error| CliError::Other(format!("cannot write {}: {e}", path.display()));
+        let fail =
+            |e: std::io::Error| CliError::Other(format!("cannot write {}: {e}", path.display()));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_private_dir(dir).map_err(fail)?;
         }
@@ -169,7 +176,8 @@ pub fn lock(path: &Path) -> Result<Lock, CliError> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".lock");
     let lock_path = path.with_file_name(name);
-    let fail = |e: std::io::Error| CliError::Other(format!("cannot lock {}: {e}", lock_path.display()));
+    let fail =
+        |e: std::io::Error| CliError::Other(format!("cannot lock {}: {e}", lock_path.display()));
     if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_private_dir(dir).map_err(fail)?;
     }
@@ -186,4 +194,52 @@ pub fn lock(path: &Path) -> Result<Lock, CliError> {
 
 pub fn now_unix() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_privately_and_keeps_what_it_does_not_know() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new").join("config.json");
+        assert!(
+            Config::load(&path).unwrap().profiles.is_empty(),
+            "missing: empty"
+        );
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"current": "a", "future": 1,
+                "profiles": {"a": {"api_url": "http://x", "refresh_token": "gpr_1", "color": "red"}}}"#,
+        )
+        .unwrap();
+        let mut cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.profile("a").unwrap().credential_kind(), "login");
+        cfg.profiles.get_mut("a").unwrap().clear_credentials();
+        cfg.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("\"future\": 1") && text.contains("\"color\": \"red\""),
+            "{text}"
+        );
+        assert!(!text.contains("gpr_1"), "{text}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let _lock = lock(&path).unwrap();
+        assert_eq!(Config::load(&path).unwrap().current.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error_not_an_empty_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(Config::load(&path).is_err());
+    }
 }

@@ -32,25 +32,27 @@ pub enum ExitCode {
     AuditTampered = 8,
 }
 
+const GLOBAL: &str = "Global options";
+
 #[derive(Parser)]
 #[command(name = "gpuaas", version, about = "GPUaaS command-line client")]
 struct Cli {
     /// Output format.
-    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "table", help_heading = GLOBAL)]
     output: OutputArg,
     /// The profile of the config file to use (`$GPUAAS_CONFIG`, else
     /// `~/.config/gpuaas/config.json`); default: its current one. For `login`: the profile to
     /// save (default `default`).
-    #[arg(long, global = true, env = "GPUAAS_PROFILE")]
+    #[arg(long, global = true, env = "GPUAAS_PROFILE", help_heading = GLOBAL)]
     profile: Option<String>,
     /// API base URL (default: the profile's, else http://127.0.0.1:8080).
-    #[arg(long, global = true, env = "GPUAAS_API_URL")]
+    #[arg(long, global = true, env = "GPUAAS_API_URL", help_heading = GLOBAL)]
     api_url: Option<String>,
     /// Bearer token or API key (`gpk_…`), instead of the profile's credential.
-    #[arg(long, global = true, env = "GPUAAS_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "GPUAAS_TOKEN", hide_env_values = true, help_heading = GLOBAL)]
     token: Option<String>,
     /// The project to act in, by id or name (default: the profile's, else the credential's).
-    #[arg(long, global = true, env = "GPUAAS_PROJECT")]
+    #[arg(long, global = true, env = "GPUAAS_PROJECT", help_heading = GLOBAL)]
     project: Option<String>,
     #[command(subcommand)]
     command: Noun,
@@ -382,7 +384,9 @@ async fn node(ctx: &Ctx, verb: NodeVerb) -> Result<(), CliError> {
             print_nodes(format, &[node]);
         }
         NodeVerb::Events { id } => print_node_events(format, &api.node_events(&id).await?),
-        NodeVerb::Decommission { id } => print_nodes(format, &[api.node_action(&id, "decommission").await?]),
+        NodeVerb::Decommission { id } => {
+            print_nodes(format, &[api.node_action(&id, "decommission").await?])
+        }
         NodeVerb::JoinToken { .. } => {}
     }
     Ok(())

@@ -1,6 +1,12 @@
 //! Tables for people, JSON for scripts.
 
+use crate::config::Config;
 use api_types::gpuaas::{Instance, Node, NodeEvent, Sku};
+use api_types::platform::{
+    ApiKey, AuditEvent, AuditVerifyReport, CreateOrgResponse, CreatedApiKey, CreatedInvitation,
+    Invitation, JoinToken, Me, Member, Org, Project, Quota, ServiceAccount,
+};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 #[derive(Clone, Copy)]
@@ -9,7 +15,7 @@ pub enum Format {
     Json,
 }
 
-fn json<T: Serialize + ?Sized>(value: &T) {
+pub fn json<T: Serialize + ?Sized>(value: &T) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).expect("API types serialise")
@@ -187,5 +193,375 @@ pub fn print_instance(format: Format, i: &Instance) {
     ];
     for (k, v) in fields {
         println!("{k:<15} {v}");
+    }
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn opt_ts(t: &Option<DateTime<Utc>>) -> String {
+    t.as_ref().map(ts).unwrap_or_else(|| "-".into())
+}
+
+fn or_dash(s: Option<String>) -> String {
+    s.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into())
+}
+
+/// `key  value` lines, the keys aligned.
+fn fields(rows: &[(&str, String)]) {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        println!("{k:<width$}  {v}");
+    }
+}
+
+pub fn print_profiles(format: Format, config: &Config) {
+    let current = config.current.as_deref();
+    if let Format::Json = format {
+        let items: Vec<serde_json::Value> = config
+            .profiles
+            .iter()
+            .map(|(name, p)| {
+                serde_json::json!({
+                    "name": name,
+                    "current": Some(name.as_str()) == current,
+                    "api_url": p.api_url,
+                    "credential": p.credential_kind(),
+                    "access_expires_at": p.access_expires_at,
+                    "project": p.project,
+                    "org": p.org,
+                })
+            })
+            .collect();
+        return json(&items);
+    }
+    table(
+        &["", "NAME", "API URL", "CREDENTIAL", "PROJECT", "ORG"],
+        config
+            .profiles
+            .iter()
+            .map(|(name, p)| {
+                vec![
+                    if Some(name.as_str()) == current {
+                        "*"
+                    } else {
+                        ""
+                    }
+                    .to_string(),
+                    name.clone(),
+                    or_dash(p.api_url.clone()),
+                    p.credential_kind().to_string(),
+                    or_dash(p.project.clone()),
+                    or_dash(p.org.clone()),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn print_me(format: Format, profile: Option<&str>, me: &Me) {
+    if let Format::Json = format {
+        return json(me);
+    }
+    let memberships: Vec<String> = me
+        .memberships
+        .iter()
+        .map(|m| match &m.project_id {
+            Some(p) => format!("{} in project {p} (org {})", m.role, m.org_id),
+            None => format!("{} of org {}", m.role, m.org_id),
+        })
+        .collect();
+    fields(&[
+        ("profile", or_dash(profile.map(String::from))),
+        ("kind", me.kind.clone()),
+        ("id", me.id.to_string()),
+        ("name", me.name.clone()),
+        ("platform_role", or_dash(me.platform_role.clone())),
+        ("auth_method", me.auth_method.clone()),
+        (
+            "default_project",
+            or_dash(me.default_project_id.map(|p| p.to_string())),
+        ),
+        (
+            "memberships",
+            if memberships.is_empty() {
+                "-".into()
+            } else {
+                memberships.join("; ")
+            },
+        ),
+    ]);
+}
+
+pub fn print_orgs(format: Format, orgs: &[Org]) {
+    if let Format::Json = format {
+        return json(orgs);
+    }
+    table(
+        &["ID", "NAME", "CREATED"],
+        orgs.iter()
+            .map(|o| vec![o.id.to_string(), o.name.clone(), ts(&o.created_at)])
+            .collect(),
+    );
+}
+
+pub fn print_created_org(format: Format, created: &CreateOrgResponse) {
+    if let Format::Json = format {
+        return json(created);
+    }
+    fields(&[
+        ("org", format!("{} ({})", created.org.id, created.org.name)),
+        (
+            "project",
+            format!("{} ({})", created.project.id, created.project.name),
+        ),
+        (
+            "owner_invited",
+            format!(
+                "{} (expires {})",
+                created.invitation.invitation.email,
+                ts(&created.invitation.invitation.expires_at)
+            ),
+        ),
+        ("invitation_token", created.invitation.token.clone()),
+    ]);
+}
+
+pub fn print_projects(format: Format, projects: &[Project]) {
+    if let Format::Json = format {
+        return json(projects);
+    }
+    table(
+        &["ID", "NAME", "ORG", "DEFAULT", "CREATED"],
+        projects
+            .iter()
+            .map(|p| {
+                vec![
+                    p.id.to_string(),
+                    p.name.clone(),
+                    p.org_id.to_string(),
+                    if p.is_default { "yes" } else { "" }.to_string(),
+                    ts(&p.created_at),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn print_members(format: Format, members: &[Member]) {
+    if let Format::Json = format {
+        return json(members);
+    }
+    table(
+        &["USER", "EMAIL", "ROLE", "JOINED"],
+        members
+            .iter()
+            .map(|m| {
+                vec![
+                    m.user_id.to_string(),
+                    m.email.clone(),
+                    m.role.clone(),
+                    ts(&m.joined_at),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn print_invitations(format: Format, invitations: &[Invitation]) {
+    if let Format::Json = format {
+        return json(invitations);
+    }
+    table(
+        &["ID", "EMAIL", "ROLE", "CREATED", "EXPIRES", "ACCEPTED"],
+        invitations
+            .iter()
+            .map(|i| {
+                vec![
+                    i.id.to_string(),
+                    i.email.clone(),
+                    i.role.clone(),
+                    ts(&i.created_at),
+                    ts(&i.expires_at),
+                    opt_ts(&i.accepted_at),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn print_created_invitation(format: Format, created: &CreatedInvitation) {
+    if let Format::Json = format {
+        return json(created);
+    }
+    let i = &created.invitation;
+    fields(&[
+        ("id", i.id.to_string()),
+        ("org", i.org_id.to_string()),
+        ("email", i.email.clone()),
+        ("role", i.role.clone()),
+        ("expires", ts(&i.expires_at)),
+        ("token", created.token.clone()),
+    ]);
+}
+
+pub fn print_service_accounts(format: Format, accounts: &[ServiceAccount]) {
+    if let Format::Json = format {
+        return json(accounts);
+    }
+    table(
+        &["ID", "NAME", "ROLE", "PROJECT", "CREATED"],
+        accounts
+            .iter()
+            .map(|a| {
+                vec![
+                    a.id.to_string(),
+                    a.name.clone(),
+                    a.role.clone(),
+                    a.project_id.to_string(),
+                    ts(&a.created_at),
+                ]
+            })
+            .collect(),
+    );
+}
+
+fn key_state(k: &ApiKey) -> String {
+    match (&k.revoked_at, &k.expires_at) {
+        (Some(at), _) => format!("revoked {}", ts(at)),
+        (None, Some(at)) if *at <= Utc::now() => format!("expired {}", ts(at)),
+        _ => "active".into(),
+    }
+}
+
+pub fn print_api_keys(format: Format, keys: &[ApiKey]) {
+    if let Format::Json = format {
+        return json(keys);
+    }
+    table(
+        &[
+            "ID",
+            "PREFIX",
+            "NAME",
+            "OWNER",
+            "PROJECT",
+            "SCOPES",
+            "EXPIRES",
+            "LAST USED",
+            "STATE",
+        ],
+        keys.iter()
+            .map(|k| {
+                vec![
+                    k.id.to_string(),
+                    k.prefix.clone(),
+                    k.name.clone(),
+                    k.owner_kind.clone(),
+                    or_dash(k.project_id.map(|p| p.to_string())),
+                    or_dash(k.scopes.as_ref().map(|s| s.join(","))),
+                    opt_ts(&k.expires_at),
+                    opt_ts(&k.last_used_at),
+                    key_state(k),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn print_created_api_key(format: Format, created: &CreatedApiKey) {
+    if let Format::Json = format {
+        return json(created);
+    }
+    let k = &created.api_key;
+    fields(&[
+        ("id", k.id.to_string()),
+        ("name", k.name.clone()),
+        ("owner", format!("{} {}", k.owner_kind, k.owner_id)),
+        ("org", k.org_id.to_string()),
+        ("project", or_dash(k.project_id.map(|p| p.to_string()))),
+        ("scopes", or_dash(k.scopes.as_ref().map(|s| s.join(",")))),
+        ("expires", opt_ts(&k.expires_at)),
+        ("key", created.key.clone()),
+    ]);
+}
+
+pub fn print_join_token(format: Format, token: &JoinToken) {
+    if let Format::Json = format {
+        return json(token);
+    }
+    fields(&[
+        ("id", token.id.to_string()),
+        ("expires", ts(&token.expires_at)),
+        ("token", token.token.clone()),
+    ]);
+}
+
+pub fn print_quota(format: Format, quota: &Quota) {
+    if let Format::Json = format {
+        return json(quota);
+    }
+    fields(&[
+        ("project", quota.project_id.to_string()),
+        ("plan", quota.plan.clone()),
+        (
+            "entitled_skus",
+            quota
+                .entitled_skus
+                .as_ref()
+                .map(|s| s.join(","))
+                .unwrap_or_else(|| "all".into()),
+        ),
+        (
+            "max_concurrent_gpus",
+            quota
+                .max_concurrent_gpus
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "no limit".into()),
+        ),
+    ]);
+}
+
+pub fn print_audit_events(format: Format, events: &[AuditEvent]) {
+    if let Format::Json = format {
+        return json(events);
+    }
+    table(
+        &["SEQ", "AT", "ACTOR", "ACTION", "RESOURCE", "OUTCOME"],
+        events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.seq.to_string(),
+                    ts(&e.at),
+                    if e.actor_name.is_empty() {
+                        e.actor.clone()
+                    } else {
+                        e.actor_name.clone()
+                    },
+                    e.action.clone(),
+                    e.resource.clone(),
+                    match &e.error_code {
+                        Some(code) => format!("{} ({} {code})", e.outcome, e.status),
+                        None => format!("{} ({})", e.outcome, e.status),
+                    },
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn print_verify_report(format: Format, report: &AuditVerifyReport) {
+    if let Format::Json = format {
+        return json(report);
+    }
+    println!(
+        "{}: {} event(s) in {} chain(s) checked",
+        if report.ok { "OK" } else { "TAMPERED" },
+        report.events_checked,
+        report.chains_checked
+    );
+    for problem in &report.problems {
+        println!("  - {problem}");
     }
 }

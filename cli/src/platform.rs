@@ -41,13 +41,14 @@ pub enum OrgVerb {
 pub enum ProjectVerb {
     /// The projects of an org.
     List {
-        /// Default: the profile's org, else your default project's.
+        /// The org (id or name; default: the profile's, else your default project's).
         #[arg(long)]
         org: Option<String>,
     },
     Create {
         #[arg(long)]
         name: String,
+        /// The org (id or name; default: the profile's, else your default project's).
         #[arg(long)]
         org: Option<String>,
     },
@@ -57,6 +58,7 @@ pub enum ProjectVerb {
 pub enum MemberVerb {
     /// The members of an org.
     List {
+        /// The org (id or name; default: the profile's, else your default project's).
         #[arg(long)]
         org: Option<String>,
     },
@@ -70,6 +72,7 @@ pub enum MemberVerb {
         /// How long the invitation is valid (`7d`, `48h`, seconds; default 7 days).
         #[arg(long, value_parser = parse_duration)]
         ttl: Option<i64>,
+        /// The org (id or name; default: the profile's, else your default project's).
         #[arg(long)]
         org: Option<String>,
     },
@@ -79,6 +82,7 @@ pub enum MemberVerb {
         user: String,
         #[arg(long)]
         role: String,
+        /// The org (id or name; default: the profile's, else your default project's).
         #[arg(long)]
         org: Option<String>,
     },
@@ -86,11 +90,13 @@ pub enum MemberVerb {
     Remove {
         /// The member's user id or email.
         user: String,
+        /// The org (id or name; default: the profile's, else your default project's).
         #[arg(long)]
         org: Option<String>,
     },
     /// The org's invitations.
     Invitations {
+        /// The org (id or name; default: the profile's, else your default project's).
         #[arg(long)]
         org: Option<String>,
     },
@@ -166,6 +172,8 @@ pub enum QuotaVerb {
 pub enum AuditVerb {
     /// Audit entries, oldest first: the org's, or the platform's for operators naming no org.
     List {
+        /// The org (id or name; default: the profile's, else your default project's, or the
+        /// whole platform for operators).
         #[arg(long)]
         org: Option<String>,
         /// Only this action (`api_key.create`, …).
@@ -189,6 +197,8 @@ pub enum AuditVerb {
     },
     /// Check the hash chains against their signed anchors; exit 8 when they do not verify.
     Verify {
+        /// The org (id or name; default: the profile's, else your default project's, or the
+        /// whole platform for operators).
         #[arg(long)]
         org: Option<String>,
     },
@@ -198,6 +208,8 @@ pub enum AuditVerb {
         since: DateTime<Utc>,
         #[arg(long, value_parser = parse_time)]
         until: DateTime<Utc>,
+        /// The org (id or name; default: the profile's, else your default project's, or the
+        /// whole platform for operators).
         #[arg(long)]
         org: Option<String>,
         /// Write the bundle here (default: standard output).
@@ -252,7 +264,9 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
     }
-    Err(format!("`{text}` is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z)"))
+    Err(format!(
+        "`{text}` is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z)"
+    ))
 }
 
 fn rfc3339(t: &DateTime<Utc>) -> String {
@@ -287,11 +301,18 @@ async fn resolve_org(ctx: &Ctx, api: &ApiClient, flag: Option<String>) -> Result
     }
     let me: Me = api.send(Req::get("/v1/me")).await?;
     if let Some(default) = me.default_project_id
-        && let Some(m) = me.memberships.iter().find(|m| m.project_id == Some(default))
+        && let Some(m) = me
+            .memberships
+            .iter()
+            .find(|m| m.project_id == Some(default))
     {
         return Ok(m.org_id.to_string());
     }
-    let orgs: BTreeSet<String> = me.memberships.iter().map(|m| m.org_id.to_string()).collect();
+    let orgs: BTreeSet<String> = me
+        .memberships
+        .iter()
+        .map(|m| m.org_id.to_string())
+        .collect();
     if orgs.len() == 1 {
         return Ok(orgs.into_iter().next().expect("one org"));
     }
@@ -317,7 +338,11 @@ async fn resolve_org(ctx: &Ctx, api: &ApiClient, flag: Option<String>) -> Result
 }
 
 /// The org an audit request names: `--org`, else the profile's, else none (the API decides).
-async fn audit_org(ctx: &Ctx, api: &ApiClient, flag: Option<String>) -> Result<Option<String>, CliError> {
+async fn audit_org(
+    ctx: &Ctx,
+    api: &ApiClient,
+    flag: Option<String>,
+) -> Result<Option<String>, CliError> {
     match flag.or_else(|| ctx.profile_org()) {
         Some(named) => Ok(Some(org_id(api, &named).await?)),
         None => Ok(None),
@@ -334,7 +359,9 @@ pub async fn org(ctx: &Ctx, verb: OrgVerb) -> Result<(), CliError> {
         }
         OrgVerb::Get { id } => {
             let org = resolve_org(ctx, api, id).await?;
-            let org: Org = api.send(Req::get(format!("/v1/orgs/{}", seg(&org)))).await?;
+            let org: Org = api
+                .send(Req::get(format!("/v1/orgs/{}", seg(&org))))
+                .await?;
             output::print_orgs(format, &[org]);
         }
         OrgVerb::Create { name, owner_email } => {
@@ -345,11 +372,14 @@ pub async fn org(ctx: &Ctx, verb: OrgVerb) -> Result<(), CliError> {
             output::print_created_org(format, &created);
         }
         OrgVerb::SetPlan { org, plan } => {
-            let org = if is_uuid(&org) { org } else { org_id(api, &org).await? };
+            let org = if is_uuid(&org) {
+                org
+            } else {
+                org_id(api, &org).await?
+            };
             api.send::<()>(
-                Req::put(format!("/v1/orgs/{}/plan", seg(&org))).json(&SetPlanRequest {
-                    plan: plan.clone(),
-                }),
+                Req::put(format!("/v1/orgs/{}/plan", seg(&org)))
+                    .json(&SetPlanRequest { plan: plan.clone() }),
             )
             .await?;
             match format {
@@ -585,9 +615,11 @@ pub async fn join_token(ctx: &Ctx, verb: JoinTokenVerb) -> Result<(), CliError> 
     match verb {
         JoinTokenVerb::Create { ttl } => {
             let token: JoinToken = api
-                .send(Req::post("/v1/nodes/join-tokens").json(&CreateJoinTokenRequest {
-                    ttl_seconds: Some(ttl),
-                }))
+                .send(
+                    Req::post("/v1/nodes/join-tokens").json(&CreateJoinTokenRequest {
+                        ttl_seconds: Some(ttl),
+                    }),
+                )
                 .await?;
             eprintln!("note: the join token is shown only now; one host can join with it, once");
             output::print_join_token(ctx.format, &token);
@@ -607,8 +639,7 @@ pub async fn quota(ctx: &Ctx, verb: QuotaVerb) -> Result<(), CliError> {
         QuotaVerb::Set { gpus, unlimited } => {
             let Some(project) = ctx.project_flag.clone() else {
                 return Err(CliError::Usage(
-                    "name the project whose quota to set: quota set --project <id> --gpus N"
-                        .into(),
+                    "name the project whose quota to set: quota set --project <id> --gpus N".into(),
                 ));
             };
             let project = if is_uuid(&project) {
@@ -626,8 +657,9 @@ pub async fn quota(ctx: &Ctx, verb: QuotaVerb) -> Result<(), CliError> {
             };
             let max_concurrent_gpus = if unlimited { None } else { gpus };
             api.send::<()>(
-                Req::put(format!("/v1/projects/{}/quota", seg(&project)))
-                    .json(&SetQuotaRequest { max_concurrent_gpus }),
+                Req::put(format!("/v1/projects/{}/quota", seg(&project))).json(&SetQuotaRequest {
+                    max_concurrent_gpus,
+                }),
             )
             .await?;
             match format {
@@ -706,7 +738,11 @@ pub async fn audit(ctx: &Ctx, verb: AuditVerb) -> Result<(), CliError> {
             out,
         } => {
             let org = audit_org(ctx, api, org).await?;
-            eprintln!("exporting the audit trail {} .. {} …", rfc3339(&since), rfc3339(&until));
+            eprintln!(
+                "exporting the audit trail {} .. {} …",
+                rfc3339(&since),
+                rfc3339(&until)
+            );
             // The bundle exactly as the API sent it: its hashes and signatures cover these bytes'
             // contents, so nothing is re-encoded on the way.
             let body = api
@@ -766,7 +802,9 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(
-            parse_time("2026-01-31T12:00:00+01:00").unwrap().to_rfc3339(),
+            parse_time("2026-01-31T12:00:00+01:00")
+                .unwrap()
+                .to_rfc3339(),
             "2026-01-31T11:00:00+00:00"
         );
         assert_eq!(

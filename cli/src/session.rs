@@ -1,10 +1,10 @@
 //! `gpuaas login`, `gpuaas logout` and `gpuaas profile …`: credentials kept as profiles of the
 //! config file.
 
+use crate::Ctx;
 use crate::client::{ApiClient, CliError, Credential, Req};
 use crate::config::{self, Config, Profile};
 use crate::output::{self, Format};
-use crate::Ctx;
 use api_types::platform::{LoginRequest, Me, RefreshRequest, TokenResponse};
 use clap::{Args, Subcommand};
 use std::io::{BufRead, Read, Write};
@@ -43,7 +43,10 @@ pub enum ProfileVerb {
 }
 
 /// Reads the config under its lock, changes it and writes it back.
-fn update_config(ctx: &mut Ctx, change: impl FnOnce(&mut Config) -> Result<(), CliError>) -> Result<(), CliError> {
+fn update_config(
+    ctx: &mut Ctx,
+    change: impl FnOnce(&mut Config) -> Result<(), CliError>,
+) -> Result<(), CliError> {
     let _lock = config::lock(&ctx.config_path)?;
     let mut cfg = Config::load(&ctx.config_path)?;
     change(&mut cfg)?;
@@ -118,7 +121,11 @@ pub async fn login(ctx: &mut Ctx, args: LoginArgs) -> Result<(), CliError> {
         ..Profile::default()
     };
     let me: Me = if let Some(key) = &args.api_key {
-        let key = if key == "-" { read_stdin_secret("API key")? } else { key.clone() };
+        let key = if key == "-" {
+            read_stdin_secret("API key")?
+        } else {
+            key.clone()
+        };
         if !key.starts_with("gpk_") {
             return Err(CliError::Usage("an API key starts with gpk_".into()));
         }
@@ -132,9 +139,13 @@ pub async fn login(ctx: &mut Ctx, args: LoginArgs) -> Result<(), CliError> {
         let tokens: TokenResponse = anonymous
             .public(Req::post("/v1/auth/login").json(&LoginRequest { email, password }))
             .await?;
-        let me = ApiClient::new(&api_url, Credential::Static(tokens.access_token.clone()), None)
-            .send(Req::get("/v1/me"))
-            .await?;
+        let me = ApiClient::new(
+            &api_url,
+            Credential::Static(tokens.access_token.clone()),
+            None,
+        )
+        .send(Req::get("/v1/me"))
+        .await?;
         profile.access_token = Some(tokens.access_token);
         profile.refresh_token = Some(tokens.refresh_token);
         profile.access_expires_at = Some(config::now_unix() + tokens.expires_in as i64);
@@ -172,7 +183,9 @@ pub async fn login(ctx: &mut Ctx, args: LoginArgs) -> Result<(), CliError> {
 
 pub async fn logout(ctx: &mut Ctx) -> Result<(), CliError> {
     let Some(name) = ctx.profile_name.clone() else {
-        return Err(CliError::Usage("no profile to log out of: none is current".into()));
+        return Err(CliError::Usage(
+            "no profile to log out of: none is current".into(),
+        ));
     };
     let Some(profile) = ctx.config.profile(&name).cloned() else {
         return Err(CliError::Usage(format!("no profile named {name}")));

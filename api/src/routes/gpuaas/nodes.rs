@@ -64,20 +64,7 @@ async fn node_identity(
     match &caller.node {
         Some(NodeCaller::Node(id)) => Ok(*id),
         Some(NodeCaller::Joining { token }) => {
-            let key = req
-                .public_key
-                .as_deref()
-                .and_then(|k| {
-                    base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, k)
-                        .ok()
-                })
-                .ok_or_else(|| {
-                    ApiError::new(
-                        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                        "public_key_required",
-                        "joining needs the node's Ed25519 public key (base64url) in public_key",
-                    )
-                })?;
+            let key = public_key(req)?;
             let id = node::id_by_name(&state.pool, &req.name)
                 .await?
                 .unwrap_or_default();
@@ -86,6 +73,22 @@ async fn node_identity(
         }
         None => Err(crate::auth::unauthorized()),
     }
+}
+
+/// The joining node's public key (base64url).
+fn public_key(req: &RegisterNodeRequest) -> ApiResult<Vec<u8>> {
+    req.public_key
+        .as_deref()
+        .and_then(|k| {
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, k).ok()
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "public_key_required",
+                "joining needs the node's Ed25519 public key (base64url) in public_key",
+            )
+        })
 }
 
 /// `POST /v1/nodes/{id}/cordon`: no new instances are placed on the node.

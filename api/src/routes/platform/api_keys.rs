@@ -35,14 +35,7 @@ pub async fn create(
     let owner = key_owner(&state, &caller, req.service_account_id).await?;
     let bound =
         matches!(owner, KeyOwner::ServiceAccount(_)) || req.bind_to_project.unwrap_or(false);
-    let scopes = req
-        .scopes
-        .as_deref()
-        .map(api_keys::parse_scopes)
-        .transpose()?;
-    let expires_at = req
-        .expires_in_seconds
-        .map(|s| chrono::Utc::now() + chrono::Duration::seconds(s.clamp(60, 400 * 24 * 3600)));
+    let (scopes, expires_at) = limits(&req)?;
     let new = NewApiKey {
         name: &req.name,
         owner,
@@ -59,6 +52,24 @@ pub async fn create(
             key: secret.text,
         }),
     ))
+}
+
+/// The key's scopes and expiry (one minute to 400 days).
+type KeyLimits = (
+    Option<Vec<platform_iam::Permission>>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
+fn limits(req: &CreateApiKeyRequest) -> ApiResult<KeyLimits> {
+    let scopes = req
+        .scopes
+        .as_deref()
+        .map(api_keys::parse_scopes)
+        .transpose()?;
+    let expires_at = req
+        .expires_in_seconds
+        .map(|s| chrono::Utc::now() + chrono::Duration::seconds(s.clamp(60, 400 * 24 * 3600)));
+    Ok((scopes, expires_at))
 }
 
 /// A key for a service account of the project, or for the calling principal itself.

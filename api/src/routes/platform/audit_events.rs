@@ -30,24 +30,8 @@ pub async fn list(
     caller: Caller,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<Page<AuditEvent>>> {
-    let limit = crate::extract::page_limit(params.limit)?;
-    let after_seq = params
-        .cursor
-        .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| crate::extract::invalid_cursor())
-        })
-        .transpose()?;
-    let filter = Filter {
-        org: caller.ctx.org,
-        platform_only: caller.ctx.org.is_none(),
-        action: params.action,
-        actor: params.actor,
-        since: params.since,
-        until: params.until,
-        after_seq,
-        limit,
-    };
+    let filter = filter(&caller, params)?;
+    let limit = filter.limit;
     let items = platform_audit::list(&state.pool, &filter).await?;
     let next_cursor = (items.len() as i64 == limit)
         .then(|| items.last().map(|e| e.seq.to_string()))
@@ -56,6 +40,27 @@ pub async fn list(
         items: items.into_iter().map(convert::audit_event).collect(),
         next_cursor,
     }))
+}
+
+/// The caller's org (or, for operators naming none, the platform) and the query's narrowing.
+fn filter(caller: &Caller, params: ListParams) -> ApiResult<Filter> {
+    let after_seq = params
+        .cursor
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| crate::extract::invalid_cursor())
+        })
+        .transpose()?;
+    Ok(Filter {
+        org: caller.ctx.org,
+        platform_only: caller.ctx.org.is_none(),
+        action: params.action,
+        actor: params.actor,
+        since: params.since,
+        until: params.until,
+        after_seq,
+        limit: crate::extract::page_limit(params.limit)?,
+    })
 }
 
 /// `GET /v1/audit-events/verify`: walks the chains and checks them against the signed anchors.

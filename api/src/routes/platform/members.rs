@@ -60,14 +60,7 @@ pub async fn invite(
     caller: Caller,
     ApiJson(req): ApiJson<CreateInvitationRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedInvitation>)> {
-    let role = convert::role(&req.role)?;
-    if role == Role::Owner && caller.role != Some(Role::Owner) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "only an owner can invite an owner",
-        ));
-    }
+    let role = invitable_role(&caller, &req.role)?;
     let ttl = chrono::Duration::seconds(
         req.ttl_seconds
             .unwrap_or(7 * 24 * 3600)
@@ -89,6 +82,19 @@ pub async fn invite(
             token: secret.text,
         }),
     ))
+}
+
+/// The role an invitation grants; only an owner may invite an owner.
+fn invitable_role(caller: &Caller, name: &str) -> ApiResult<Role> {
+    let role = convert::role(name)?;
+    if role == Role::Owner && caller.role != Some(Role::Owner) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an owner can invite an owner",
+        ));
+    }
+    Ok(role)
 }
 
 fn user_id(id: &str) -> Result<Uuid, ApiError> {

@@ -175,7 +175,7 @@ fn identity() -> Router<AppState> {
         .route("/v1/me", get(auth::me))
 }
 
-/// Orgs, projects, members, service accounts, keys, join tokens, quotas, audit.
+/// Orgs, projects, members, invitations.
 fn tenancy() -> Router<AppState> {
     Router::new()
         .route("/v1/orgs", get(orgs::list).post(orgs::create))
@@ -194,6 +194,12 @@ fn tenancy() -> Router<AppState> {
             "/v1/orgs/{org}/invitations",
             get(members::invitations).post(members::invite),
         )
+        .merge(principals())
+}
+
+/// Quotas, service accounts, keys, join tokens, audit.
+fn principals() -> Router<AppState> {
+    Router::new()
         .route("/v1/quota", get(projects::quota))
         .route("/v1/projects/{project}/quota", put(projects::set_quota))
         .route(
