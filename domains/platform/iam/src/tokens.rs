@@ -305,8 +305,13 @@ mod tests {
     #[test]
     fn rotation_keeps_old_tokens_valid_and_signs_with_the_newest() {
         let old = generate_pkcs8();
-        let before =
-            TokenKeys::from_pkcs8(std::slice::from_ref(&old), "i", "a", Duration::from_secs(60)).unwrap();
+        let before = TokenKeys::from_pkcs8(
+            std::slice::from_ref(&old),
+            "i",
+            "a",
+            Duration::from_secs(60),
+        )
+        .unwrap();
         let token = before.issue_access(Uuid::now_v7(), Uuid::now_v7());
         let after =
             TokenKeys::from_pkcs8(&[old, generate_pkcs8()], "i", "a", Duration::from_secs(60))
