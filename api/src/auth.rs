@@ -257,6 +257,7 @@ pub async fn authorize(
 fn changes_authority(action: &str) -> bool {
     [
         "member.",
+        "project_member.",
         "api_key.",
         "service_account.",
         "invitation.",

@@ -126,6 +126,15 @@ pub struct Member {
     pub joined_at: DateTime<Utc>,
 }
 
+/// A user's role in one project (`/v1/project-members`), besides any org role they hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProjectMember {
+    pub user_id: uuid::Uuid,
+    pub email: String,
+    pub role: String,
+    pub joined_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SetRoleRequest {
     /// `owner`, `admin`, `member` or `viewer`.

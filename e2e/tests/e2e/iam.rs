@@ -807,6 +807,87 @@ async fn api_keys_scope_bind_and_revoke_and_no_secret_is_stored_in_plaintext() {
     );
 }
 
+/// A project role lifts an org viewer in that project only; taking it away ends the viewer's
+/// earlier access tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_role_reaches_only_its_project_and_its_removal_ends_tokens() {
+    let p = Platform::start(Options::default()).await;
+    let t = sign_up(&p, "projroles").await;
+    let (s, project) = post_as(
+        &p,
+        &t.token,
+        &format!("/v1/orgs/{}/projects", t.org),
+        json!({"name": "research"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{project}");
+    let project = project["id"].as_str().unwrap().to_string();
+    let (viewer, token) = member(&p, &t.org, Role::Viewer, "viewer@projroles.test").await;
+    let member_url = format!("/v1/project-members/{viewer}?project={project}");
+    let resp = p
+        .http
+        .put(format!("{}{member_url}", p.api_url))
+        .bearer_auth(&t.token)
+        .json(&json!({"role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (&body["user_id"], &body["role"]),
+        (&json!(viewer), &json!("admin"))
+    );
+    let list = format!("/v1/project-members?project={project}");
+    let (s, members) = get_as(&p, &token, &list).await;
+    assert_eq!(
+        s, 200,
+        "an admin of the project lists its members: {members}"
+    );
+    assert_eq!(members["items"].as_array().unwrap().len(), 1, "{members}");
+    // An admin does not grant the owner role.
+    let resp = p
+        .http
+        .put(format!("{}{member_url}", p.api_url))
+        .bearer_auth(&token)
+        .json(&json!({"role": "owner"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "owner_required");
+    // Admin in the project, still a viewer in the org's default project.
+    let keys = format!("/v1/api-keys?project={project}");
+    let (s, key) = post_as(&p, &token, &keys, json!({"name": "research"})).await;
+    assert_eq!(s, 201, "{key}");
+    let (s, body) = post_as(&p, &token, "/v1/api-keys", json!({"name": "default"})).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the token predates the removal
+    let resp = p
+        .http
+        .delete(format!("{}{member_url}", p.api_url))
+        .bearer_auth(&t.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let (s, body) = post_as(&p, &token, &keys, json!({"name": "again"})).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{body}"
+    );
+    let (s, members) = get_as(&p, &t.token, &list).await;
+    assert_eq!((s, members["items"].as_array().unwrap().len()), (200, 0));
+    let (s, body) = call(&p, &Method::DELETE, &member_url, &t.token).await;
+    assert_eq!((s, body["code"].as_str()), (404, Some("member_not_found")));
+}
+
 /// Every row of every table of the platform's schemas, as text.
 pub async fn database_as_text(p: &Platform) -> String {
     let tables: Vec<(String, String)> = sqlx::query_as(

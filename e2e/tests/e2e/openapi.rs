@@ -14,8 +14,8 @@ use api_types::platform::{
     CreateApiKeyRequest, CreateInvitationRequest, CreateJoinTokenRequest, CreateOrgRequest,
     CreateOrgResponse, CreateProjectRequest, CreateServiceAccountRequest, CreatedApiKey,
     CreatedInvitation, Invitation, JoinToken, LoginRequest, Me, Member, Membership, Org, Project,
-    Quota, RefreshRequest, ServiceAccount, SetPlanRequest, SetQuotaRequest, SetRoleRequest,
-    SignupRequest, SignupResponse, TokenResponse, User,
+    ProjectMember, Quota, RefreshRequest, ServiceAccount, SetPlanRequest, SetQuotaRequest,
+    SetRoleRequest, SignupRequest, SignupResponse, TokenResponse, User,
 };
 use api_types::{List, Page, Problem};
 use chrono::{DateTime, TimeZone, Utc};
@@ -359,6 +359,15 @@ fn member() -> Member {
         email: "ada@example.com".into(),
         role: "admin".into(),
         joined_at: ts(1),
+    }
+}
+
+fn project_member() -> ProjectMember {
+    ProjectMember {
+        user_id: USER,
+        email: "grace@example.com".into(),
+        role: "member".into(),
+        joined_at: ts(2),
     }
 }
 
@@ -924,6 +933,15 @@ fn platform_schema_errors(spec: &Value, errors: &mut Vec<String>) {
         "MemberList",
         &[List {
             items: vec![member()],
+        }],
+        errors,
+    );
+    check_type(spec, "ProjectMember", &[project_member()], errors);
+    check_type(
+        spec,
+        "ProjectMemberList",
+        &[List {
+            items: vec![project_member()],
         }],
         errors,
     );

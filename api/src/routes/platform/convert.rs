@@ -40,6 +40,15 @@ pub fn member(m: members::Member) -> wire::Member {
     }
 }
 
+pub fn project_member(m: members::ProjectMember) -> wire::ProjectMember {
+    wire::ProjectMember {
+        user_id: m.user_id,
+        email: m.email,
+        role: m.role.as_str().to_string(),
+        joined_at: m.joined_at,
+    }
+}
+
 pub fn invitation(i: members::Invitation) -> wire::Invitation {
     wire::Invitation {
         id: i.id,

@@ -1,5 +1,5 @@
 //! Platform routes: probes and metrics; identity (`/v1/auth`, `/v1/me`, orgs, projects, members,
-//! invitations, service accounts, API keys, node join tokens); quotas; audit. Billing joins here.
+//! project members, invitations, service accounts, API keys, node join tokens); quotas; audit. Billing joins here.
 
 pub mod api_keys;
 pub mod audit_events;
@@ -10,6 +10,7 @@ pub mod join_tokens;
 pub mod members;
 pub mod metrics;
 pub mod orgs;
+pub mod project_members;
 pub mod projects;
 pub mod service_accounts;
 
@@ -80,6 +81,24 @@ pub const ROUTES: &[Route] = &[
         "/v1/orgs/{org}/invitations",
         Org(MembersManage),
         "invitation.create",
+    ),
+    route(
+        "GET",
+        "/v1/project-members",
+        Project(MembersManage),
+        "project_member.list",
+    ),
+    route(
+        "PUT",
+        "/v1/project-members/{user}",
+        Project(MembersManage),
+        "project_member.set_role",
+    ),
+    route(
+        "DELETE",
+        "/v1/project-members/{user}",
+        Project(MembersManage),
+        "project_member.remove",
     ),
     route("GET", "/v1/quota", Project(QuotaRead), "quota.read"),
     route(
@@ -175,7 +194,7 @@ fn identity() -> Router<AppState> {
         .route("/v1/me", get(auth::me))
 }
 
-/// Orgs, projects, members, invitations.
+/// Orgs, projects, members, invitations, project members.
 fn tenancy() -> Router<AppState> {
     Router::new()
         .route("/v1/orgs", get(orgs::list).post(orgs::create))
@@ -193,6 +212,11 @@ fn tenancy() -> Router<AppState> {
         .route(
             "/v1/orgs/{org}/invitations",
             get(members::invitations).post(members::invite),
+        )
+        .route("/v1/project-members", get(project_members::list))
+        .route(
+            "/v1/project-members/{user}",
+            put(project_members::set_role).delete(project_members::remove),
         )
         .merge(principals())
 }

@@ -1,10 +1,12 @@
-//! Org members and invitations. An org always keeps at least one owner.
+//! Org members, project members and invitations. An org always keeps at least one owner. A
+//! project member holds a role in one project, besides (or without) an org role; their role in
+//! the project is the stronger of the two (`authority::of_user`).
 
 use crate::authz::Role;
 use crate::secrets::{self, NewSecret, SecretKind};
 use crate::users;
 use serde::Serialize;
-use shared_ids::OrgId;
+use shared_ids::{OrgId, ProjectId};
 use shared_kernel::{DomainError, DomainResult};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -149,6 +151,138 @@ async fn ensure_another_owner(
             "an org keeps at least one owner",
         ));
     }
+    Ok(())
+}
+
+/// A user's role in one project (not counting their org role).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectMember {
+    pub user_id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub joined_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The project's members (their project roles), ordered by email.
+pub async fn list_project(pool: &PgPool, project: ProjectId) -> DomainResult<Vec<ProjectMember>> {
+    let rows: Vec<(Uuid, String, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT u.id, u.email, m.role, m.created_at FROM iam.project_members m
+         JOIN iam.users u ON u.id = m.user_id
+         WHERE m.project_id = $1 AND u.deleted_at IS NULL ORDER BY u.email",
+    )
+    .bind(project.uuid())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(user_id, email, role, joined_at)| {
+            Some(ProjectMember {
+                user_id,
+                email,
+                role: Role::parse(&role)?,
+                joined_at,
+            })
+        })
+        .collect())
+}
+
+fn project_member_not_found() -> DomainError {
+    DomainError::not_found("member_not_found", "no member of this project has this id")
+}
+
+/// The user's current project role, locked for the change.
+async fn lock_project_member(
+    tx: &mut sqlx::PgConnection,
+    project: ProjectId,
+    user: Uuid,
+) -> DomainResult<Option<Role>> {
+    let role: Option<String> = sqlx::query_scalar(
+        "SELECT role FROM iam.project_members WHERE project_id = $1 AND user_id = $2 FOR UPDATE",
+    )
+    .bind(project.uuid())
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(role.as_deref().and_then(Role::parse))
+}
+
+/// Gives `user` (any existing user, an org member or not) `role` in the project, or changes it.
+/// Only an owner grants or takes the project owner role. A lowered role ends the user's access
+/// tokens.
+pub async fn set_project_role(
+    pool: &PgPool,
+    project: ProjectId,
+    user: Uuid,
+    role: Role,
+    actor_role: Role,
+) -> DomainResult<ProjectMember> {
+    let mut tx = pool.begin().await?;
+    // The membership row, then the user's (the order org member removal takes them in), so a
+    // concurrent deletion of the user waits, then removes this membership too.
+    let current = lock_project_member(&mut tx, project, user).await?;
+    let exists: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM iam.users WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE",
+    )
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if exists.is_none() {
+        return Err(DomainError::not_found(
+            "user_not_found",
+            "no user has this id",
+        ));
+    }
+    if (role == Role::Owner || current == Some(Role::Owner)) && actor_role != Role::Owner {
+        return Err(DomainError::invalid(
+            "owner_required",
+            "only an owner can grant or take the owner role",
+        ));
+    }
+    sqlx::query(
+        "INSERT INTO iam.project_members (project_id, user_id, role) VALUES ($1, $2, $3)
+         ON CONFLICT (project_id, user_id) DO UPDATE SET role = EXCLUDED.role",
+    )
+    .bind(project.uuid())
+    .bind(user)
+    .bind(role.as_str())
+    .execute(&mut *tx)
+    .await?;
+    if current.is_some_and(|c| role < c) {
+        users::expire_tokens(&mut tx, user).await?;
+    }
+    tx.commit().await?;
+    list_project(pool, project)
+        .await?
+        .into_iter()
+        .find(|m| m.user_id == user)
+        .ok_or_else(project_member_not_found)
+}
+
+/// Takes the user's project role away (their org role, if any, stays) and ends their access
+/// tokens. Only an owner removes a project owner.
+pub async fn remove_project_member(
+    pool: &PgPool,
+    project: ProjectId,
+    user: Uuid,
+    actor_role: Role,
+) -> DomainResult<()> {
+    let mut tx = pool.begin().await?;
+    let current = lock_project_member(&mut tx, project, user)
+        .await?
+        .ok_or_else(project_member_not_found)?;
+    if current == Role::Owner && actor_role != Role::Owner {
+        return Err(DomainError::invalid(
+            "owner_required",
+            "only an owner can remove an owner",
+        ));
+    }
+    sqlx::query("DELETE FROM iam.project_members WHERE project_id = $1 AND user_id = $2")
+        .bind(project.uuid())
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+    users::expire_tokens(&mut tx, user).await?;
+    tx.commit().await?;
     Ok(())
 }
 
