@@ -15,6 +15,10 @@ pub struct Sku {
     /// Price per GPU-hour in minor units of `currency` (cents for USD).
     pub price_per_gpu_hour_minor: i64,
     pub currency: String,
+    /// Free GPUs of this SKU right now, fleet-wide.
+    pub available_gpus: i64,
+    /// The most GPUs one instance of this SKU could get right now (on one host).
+    pub max_gpus_now: i32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -652,9 +652,43 @@ async fn login_refresh_rotation_and_logout() {
     let _ = t;
 }
 
-/// Keys: shown once, usable, scoped, bound to a project, revocable; and no secret is stored.
+/// Everything the process logs, at every level (one test per process under nextest).
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    fn install() -> Self {
+        let logs = Self::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init()
+            .expect("this test captures the process's logs: run it alone in its process (nextest)");
+        logs
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Keys: shown once, usable, scoped, bound to a project, revocable; and no secret is stored or
+/// logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_scope_bind_and_revoke_and_no_secret_is_stored_in_plaintext() {
+    let logs = CapturedLogs::install();
     let p = Platform::start(Options::default()).await;
     let t = sign_up(&p, "keys").await;
     let (s, key) = post_as(&p, &t.token, "/v1/api-keys", json!({"name": "ci"})).await;
@@ -788,6 +822,15 @@ async fn api_keys_scope_bind_and_revoke_and_no_secret_is_stored_in_plaintext() {
         dump.contains(&secret[..12]),
         "the search can find what is there (the key's prefix)"
     );
+    // Nor in the logs, at any level (sqlx's statements, the API's requests, the domain's).
+    let logged = logs.text();
+    assert!(
+        logged.contains("/v1/api-keys"),
+        "the capture sees the API's request spans"
+    );
+    for s in secrets {
+        assert!(!logged.contains(s), "a secret is logged: {}…", &s[..8]);
+    }
 
     // A body over the limit is refused with its own code, and writes nothing.
     let big = format!("{{\"sku\": \"{}\"}}", "x".repeat(2 << 20));
@@ -1082,6 +1125,23 @@ async fn parallel_creates_never_exceed_the_project_quota() {
     assert_eq!(states.get("running"), Some(&3), "{states:?}");
     assert_eq!(states.get("failed"), Some(&5), "{states:?}");
     assert_eq!(p.double_booked_gpus().await, 0);
+    // What a tenant sees of the fleet: capacity per SKU, not hosts.
+    let (_, skus) = get_as(&p, &t.token, "/v1/skus").await;
+    let h100 = skus["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "h100-80gb-sxm")
+        .unwrap();
+    assert_eq!(
+        (
+            h100["available_gpus"].as_i64(),
+            h100["max_gpus_now"].as_i64()
+        ),
+        (Some(5), Some(5)),
+        "{h100}"
+    );
+    assert!(!skus.to_string().contains("q1"));
 }
 
 /// Request N+1 in the window gets 429 with `Retry-After`; another credential is not affected.

@@ -159,6 +159,8 @@ fn sku() -> Sku {
         allowed_gpu_counts: vec![1, 2, 4, 8],
         price_per_gpu_hour_minor: 249,
         currency: "USD".into(),
+        available_gpus: 12,
+        max_gpus_now: 8,
     }
 }
 

@@ -4,8 +4,10 @@ use api_types::gpuaas as wire;
 use product_gpuaas as domain;
 use workflows::gpuaas::instance_provision;
 
-pub fn sku(s: domain::Sku) -> wire::Sku {
+pub fn sku(s: domain::Sku, capacity: product_gpuaas::sku::Capacity) -> wire::Sku {
     wire::Sku {
+        available_gpus: capacity.available_gpus,
+        max_gpus_now: capacity.largest_free_block,
         id: s.id,
         gpu_model: s.gpu_model,
         display_name: s.display_name,

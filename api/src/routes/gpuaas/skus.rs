@@ -1,4 +1,5 @@
-//! `/v1/skus`: what can be launched, and at what price.
+//! `/v1/skus`: what can be launched, at what price, and how much of it could be had now
+//! (capacity per SKU, never which nodes).
 
 use super::convert;
 use crate::AppState;
@@ -11,7 +12,14 @@ use axum::extract::State;
 
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<List<Sku>>> {
     let skus = product_gpuaas::sku::list(&state.pool).await?;
+    let capacity = product_gpuaas::sku::capacity(&state.pool).await?;
     Ok(Json(List {
-        items: skus.into_iter().map(convert::sku).collect(),
+        items: skus
+            .into_iter()
+            .map(|s| {
+                let c = capacity.get(&s.id).copied().unwrap_or_default();
+                convert::sku(s, c)
+            })
+            .collect(),
     }))
 }

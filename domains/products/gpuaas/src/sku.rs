@@ -36,6 +36,38 @@ pub async fn get(pool: &PgPool, id: &str) -> DomainResult<Sku> {
         .ok_or_else(|| DomainError::invalid("unknown_sku", format!("unknown SKU '{id}'")))
 }
 
+/// What could be had of a SKU right now, without naming a node: the free GPUs of its model on
+/// ready nodes, and the most one instance could get on one node.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Capacity {
+    pub available_gpus: i64,
+    pub largest_free_block: i32,
+}
+
+/// Capacity by SKU id (SKUs with no ready node are absent: nothing available).
+pub async fn capacity(pool: &PgPool) -> DomainResult<std::collections::HashMap<String, Capacity>> {
+    let rows: Vec<(String, i64, i32)> = sqlx::query_as(
+        "SELECT s.id, c.free, c.largest FROM gpuaas.skus s
+         JOIN (SELECT gpu_model, sum(free_gpus)::int8 AS free, max(free_gpus) AS largest
+               FROM gpuaas.nodes WHERE state = 'ready' GROUP BY gpu_model) c
+           ON c.gpu_model = s.gpu_model",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, available_gpus, largest_free_block)| {
+            (
+                id,
+                Capacity {
+                    available_gpus,
+                    largest_free_block,
+                },
+            )
+        })
+        .collect())
+}
+
 impl Sku {
     /// Checks that an instance of this SKU may have `gpu_count` GPUs.
     pub fn check_gpu_count(&self, gpu_count: i32) -> DomainResult<()> {
