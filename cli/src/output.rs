@@ -56,6 +56,7 @@ pub fn print_skus(format: Format, skus: &[Sku]) {
             "FORM",
             "GPUS/INSTANCE",
             "PRICE/GPU-HOUR",
+            "AVAILABLE NOW",
         ],
         skus.iter()
             .map(|s| {
@@ -75,6 +76,7 @@ pub fn print_skus(format: Format, skus: &[Sku]) {
                         s.price_per_gpu_hour_minor % 100,
                         s.currency
                     ),
+                    format!("{} GPUs (≤{} per instance)", s.available_gpus, s.max_gpus_now),
                 ]
             })
             .collect(),
