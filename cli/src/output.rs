@@ -76,7 +76,10 @@ pub fn print_skus(format: Format, skus: &[Sku]) {
                         s.price_per_gpu_hour_minor % 100,
                         s.currency
                     ),
-                    format!("{} GPUs (≤{} per instance)", s.available_gpus, s.max_gpus_now),
+                    format!(
+                        "{} GPUs (≤{} per instance)",
+                        s.available_gpus, s.max_gpus_now
+                    ),
                 ]
             })
             .collect(),

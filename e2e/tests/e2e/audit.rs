@@ -9,8 +9,9 @@ use uuid::Uuid;
 
 const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../doc/api/openapi.yaml");
 
-/// `(METHOD, path, access, audit action)` of every operation in the contract.
-fn operations() -> Vec<(Method, String, String, String)> {
+/// `(METHOD, path, x-gpuaas-access, x-gpuaas-audit-action)` of every operation in the contract
+/// (the iam tests generate their cases from it too).
+pub fn operations() -> Vec<(Method, String, String, String)> {
     let text = std::fs::read_to_string(SPEC_PATH).unwrap();
     let spec: Value =
         serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&text).unwrap()).unwrap();

@@ -11,35 +11,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use uuid::Uuid;
 
-const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../doc/api/openapi.yaml");
-
 /// `(METHOD, path, x-gpuaas-access)` of every operation in the contract.
 fn contract_operations() -> Vec<(Method, String, String)> {
-    let text = std::fs::read_to_string(SPEC_PATH).unwrap();
-    let spec: Value =
-        serde_json::to_value(serde_yaml::from_str::<serde_yaml::Value>(&text).unwrap()).unwrap();
-    let mut out = Vec::new();
-    for (path, item) in spec["paths"].as_object().unwrap() {
-        for (method, op) in item.as_object().unwrap() {
-            let Ok(m) = Method::from_bytes(method.to_uppercase().as_bytes()) else {
-                continue;
-            };
-            if !op.is_object() || method == "parameters" {
-                continue;
-            }
-            let access = op["x-gpuaas-access"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{method} {path} has no x-gpuaas-access"))
-                .to_string();
-            out.push((m, path.clone(), access));
-        }
-    }
+    let ops = crate::audit::operations();
     assert!(
-        out.len() > 30,
+        ops.len() > 30,
         "the contract lists too few operations: {}",
-        out.len()
+        ops.len()
     );
-    out
+    ops.into_iter()
+        .map(|(m, path, access, _)| (m, path, access))
+        .collect()
 }
 
 /// Sends `method path` with `token` and an empty JSON body for writes; returns status and body.

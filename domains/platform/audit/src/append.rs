@@ -200,32 +200,10 @@ type Head = (String, i64, String, i64, DateTime<Utc>);
 
 async fn append_locked(conn: &mut PgConnection, entry: &NewEntry<'_>) -> DomainResult<AuditEvent> {
     check_action(entry.action)?;
-    let ctx = entry.ctx;
-    let scope = scope_of(ctx.org);
+    let scope = scope_of(entry.ctx.org);
     // Statement 1: lock a lane, read its head.
-    let (chain, head_seq, head_hash, seq, at) = lock_lane(conn, &scope, ctx.org).await?;
-    let mut event = AuditEvent {
-        seq,
-        chain,
-        chain_seq: head_seq + 1,
-        at,
-        actor: ctx.principal.label(),
-        actor_name: cut(&ctx.principal.name, MAX_TEXT_CHARS),
-        actor_kind: kind_str(ctx.principal.kind).to_string(),
-        auth_method: ctx.auth_method.as_str().to_string(),
-        credential_id: ctx.credential_id.as_deref().map(|c| cut(c, MAX_TEXT_CHARS)),
-        org_id: ctx.org,
-        project_id: ctx.project,
-        action: entry.action.to_string(),
-        resource: cut(entry.resource, MAX_RESOURCE_CHARS),
-        outcome: entry.outcome,
-        status: i32::from(entry.status),
-        error_code: entry.error_code.map(|c| cut(c, MAX_TEXT_CHARS)),
-        request_id: cut(&ctx.request_id, MAX_TEXT_CHARS),
-        source_ip: ctx.source_ip.map(|ip| ip.to_string()),
-        prev_hash: head_hash,
-        hash: String::new(),
-    };
+    let (chain, head_seq, head_hash, seq, at) = lock_lane(conn, &scope, entry.ctx.org).await?;
+    let mut event = new_event(entry, seq, &chain, head_seq + 1, at, head_hash);
     event.hash = entry_hash(&event.prev_hash, &event);
     // Statement 2: the event, and the head moved to it.
     sqlx::query(
