@@ -219,38 +219,61 @@ pub async fn authorize(
             Ok(()) => Ok(caller),
             Err(e) => Err((Some(caller), e)),
         },
-        Err(e) => Err((None, e)),
-    };
-    let (caller, response) = match outcome {
-        Ok(caller) => {
-            let mut req = Request::from_parts(parts, body);
-            req.extensions_mut().insert(caller.clone());
-            (Some(caller), next.run(req).await)
+        // Refusals count against the rate too (per IP when nobody authenticated): guessing
+        // keys or tokens is as limited as using them.
+        Err((caller, e)) => {
+            let probe = caller.clone().unwrap_or_else(|| Caller {
+                ctx: anonymous(source_ip),
+                authority: None,
+                role: None,
+                node: None,
+            });
+            match state.limits.check(&probe, source_ip) {
+                Ok(()) => Err((caller, e)),
+                Err(limited) => Err((caller, limited)),
+            }
         }
-        Err((caller, e)) => (caller, e.into_response()),
     };
-    if mutating && response.status().is_success() && changes_authority(route.action) {
-        state.authorities.clear();
+    // The handler and its audit entry run to the end even if the client hangs up: a change
+    // must never be left without its entry (or the authority cache uncleared).
+    let finish = async move {
+        let (caller, response) = match outcome {
+            Ok(caller) => {
+                let mut req = Request::from_parts(parts, body);
+                req.extensions_mut().insert(caller.clone());
+                (Some(caller), next.run(req).await)
+            }
+            Err((caller, e)) => (caller, e.into_response()),
+        };
+        if mutating && response.status().is_success() && changes_authority(route.action) {
+            state.authorities.clear();
+        }
+        if mutating {
+            let ctx = caller
+                .map(|c| c.ctx)
+                .unwrap_or_else(|| anonymous(source_ip));
+            let code = response
+                .extensions()
+                .get::<crate::problem::ErrorCode>()
+                .map(|c| c.0.clone());
+            crate::audit::record(
+                &state,
+                &ctx,
+                route.action,
+                &resource,
+                response.status(),
+                code.as_deref(),
+            )
+            .await;
+        }
+        response
+    };
+    let request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
+    let task = tracing::Instrument::instrument(finish, tracing::Span::current());
+    match tokio::spawn(REQUEST_ID.scope(request_id, task)).await {
+        Ok(response) => response,
+        Err(e) => ApiError::internal(format!("handler failed: {e}")).into_response(),
     }
-    if mutating {
-        let ctx = caller
-            .map(|c| c.ctx)
-            .unwrap_or_else(|| anonymous(source_ip));
-        let code = response
-            .extensions()
-            .get::<crate::problem::ErrorCode>()
-            .map(|c| c.0.clone());
-        crate::audit::record(
-            &state,
-            &ctx,
-            route.action,
-            &resource,
-            response.status(),
-            code.as_deref(),
-        )
-        .await;
-    }
-    response
 }
 
 /// Whether a successful request of this action can change what some credential may do.
@@ -289,23 +312,28 @@ pub fn anonymous(source_ip: Option<IpAddr>) -> OperationContext {
     base_context(Principal::anonymous(), AuthMethod::None, source_ip)
 }
 
+/// Who the caller is and where it acts. On a refusal after authentication, the caller comes back
+/// with the error, so the audit entry names who was refused.
 async fn resolve(
     state: &AppState,
     route: &Route,
     parts: &mut Parts,
     source_ip: Option<IpAddr>,
-) -> Result<Caller, ApiError> {
-    let public = |ctx| Caller {
-        ctx,
-        authority: None,
-        role: None,
-        node: None,
-    };
+) -> Result<Caller, (Option<Caller>, ApiError)> {
     match route.access {
-        Access::Public => Ok(public(anonymous(source_ip))),
-        Access::Node => authenticate_node(state, &parts.headers, source_ip).await,
+        Access::Public => Ok(Caller {
+            ctx: anonymous(source_ip),
+            authority: None,
+            role: None,
+            node: None,
+        }),
+        Access::Node => authenticate_node(state, &parts.headers, source_ip)
+            .await
+            .map_err(|e| (None, e)),
         access => {
-            let authority = authenticate(state, &parts.headers).await?;
+            let authority = authenticate(state, &parts.headers)
+                .await
+                .map_err(|e| (None, e))?;
             let mut ctx = base_context(
                 authority.principal.clone(),
                 authority.auth_method,
@@ -319,43 +347,56 @@ async fn resolve(
                 role: None,
                 node: None,
             };
-            match access {
-                Access::Platform(p) => {
-                    if authority.platform(p) != Decision::Allowed {
-                        return Err(no_such_route());
-                    }
-                }
-                Access::Project(p) => {
-                    let (project, org) = resolve_project(state, &authority, parts).await?;
-                    let role = authority.role_in_project(project, org);
-                    decide(authority.in_project(project, org, p), p, project_not_found)?;
-                    caller.ctx.project = Some(project);
-                    caller.ctx.org = Some(org);
-                    caller.role = role;
-                }
-                Access::OrgOrPlatform(_, platform)
-                    if authority.platform(platform) == Decision::Allowed
-                        && query_param(parts, "org").is_none() => {}
-                Access::Org(p) | Access::OrgOrPlatform(p, _) => {
-                    let org = match org_param(parts).await {
-                        Some(named) => named.parse().map_err(|_| org_not_found())?,
-                        None => authority
-                            .implicit_project()
-                            .map(|(_, org)| org)
-                            .ok_or_else(org_not_found)?,
-                    };
-                    let platform_reader = matches!(access, Access::OrgOrPlatform(_, pp) if authority.platform(pp) == Decision::Allowed);
-                    if !platform_reader {
-                        decide(authority.in_org(org, p), p, org_not_found)?;
-                    }
-                    caller.ctx.org = Some(org);
-                    caller.role = authority.role_in_org(org);
-                }
-                Access::Authenticated | Access::Public | Access::Node => {}
+            match scope(state, access, &authority, &mut caller, parts).await {
+                Ok(()) => Ok(caller),
+                Err(e) => Err((Some(caller), e)),
             }
-            Ok(caller)
         }
     }
+}
+
+/// Checks the route's permission where the request acts, and records that place in `caller`.
+async fn scope(
+    state: &AppState,
+    access: Access,
+    authority: &Authority,
+    caller: &mut Caller,
+    parts: &mut Parts,
+) -> Result<(), ApiError> {
+    match access {
+        Access::Platform(p) => {
+            if authority.platform(p) != Decision::Allowed {
+                return Err(no_such_route());
+            }
+        }
+        Access::Project(p) => {
+            let (project, org) = resolve_project(state, authority, parts).await?;
+            decide(authority.in_project(project, org, p), p, project_not_found)?;
+            caller.ctx.project = Some(project);
+            caller.ctx.org = Some(org);
+            caller.role = authority.role_in_project(project, org);
+        }
+        Access::OrgOrPlatform(_, platform)
+            if authority.platform(platform) == Decision::Allowed
+                && query_param(parts, "org").is_none() => {}
+        Access::Org(p) | Access::OrgOrPlatform(p, _) => {
+            let org = match org_param(parts).await {
+                Some(named) => named.parse().map_err(|_| org_not_found())?,
+                None => authority
+                    .implicit_project()
+                    .map(|(_, org)| org)
+                    .ok_or_else(org_not_found)?,
+            };
+            let platform_reader = matches!(access, Access::OrgOrPlatform(_, pp) if authority.platform(pp) == Decision::Allowed);
+            if !platform_reader {
+                decide(authority.in_org(org, p), p, org_not_found)?;
+            }
+            caller.ctx.org = Some(org);
+            caller.role = authority.role_in_org(org);
+        }
+        Access::Authenticated | Access::Public | Access::Node => {}
+    }
+    Ok(())
 }
 
 fn decide(decision: Decision, p: Permission, invisible: fn() -> ApiError) -> Result<(), ApiError> {

@@ -223,6 +223,27 @@ async fn the_trail_is_per_org_verifies_and_shows_tampering() {
         "sign-ups belong to no org yet: {platform_actions:?}"
     );
 
+    // A refused request names who was refused (not "anonymous"): B trying A's org.
+    let request_id = format!("audit-test-{}", Uuid::now_v7().simple());
+    let status = p
+        .http
+        .post(format!("{}/v1/orgs/{org_a}/projects", p.api_url))
+        .header("x-request-id", &request_id)
+        .bearer_auth(&b)
+        .json(&json!({"name": "intrusion"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+    let (actor, outcome): (String, String) =
+        sqlx::query_as("SELECT actor_kind, outcome FROM audit.events WHERE request_id = $1")
+            .bind(&request_id)
+            .fetch_one(&p.pool)
+            .await
+            .unwrap();
+    assert_eq!((actor.as_str(), outcome.as_str()), ("user", "failure"));
+
     // Verify: clean, then tampered.
     let (s, report) = get(p.operator_token.clone(), "/v1/audit-events/verify".into()).await;
     assert_eq!((s, report["ok"].as_bool()), (200, Some(true)), "{report}");

@@ -596,6 +596,25 @@ async fn login_refresh_rotation_and_logout() {
     // The first token again: a replay. The whole family ends, the newest token too.
     assert_eq!(refresh(first).await.0, 401);
     assert_eq!(refresh(second).await.0, 401, "reuse revoked the family");
+    // The same token presented by many at once (a thief racing the owner): at most one rotation
+    // wins, the others are replays, and the replays end the winner's new token too.
+    let (_, raced) = login("owner@sessions.test", PASSWORD).await;
+    let raced = raced["refresh_token"].as_str().unwrap().to_string();
+    let results = futures::future::join_all((0..8).map(|_| refresh(raced.clone()))).await;
+    let winners: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b)
+        .collect();
+    assert!(winners.len() <= 1, "{results:?}");
+    for won in winners {
+        let next = won["refresh_token"].as_str().unwrap().to_string();
+        assert_eq!(
+            refresh(next).await.0,
+            401,
+            "a replay ended the family, the new token too"
+        );
+    }
     // Logout ends a fresh session.
     let (_, again) = login("owner@sessions.test", PASSWORD).await;
     let token = again["refresh_token"].as_str().unwrap().to_string();
@@ -700,6 +719,37 @@ async fn api_keys_scope_bind_and_revoke_and_no_secret_is_stored_in_plaintext() {
     .await;
     assert_eq!((s, body["code"].as_str()), (403, Some("forbidden")));
     assert_eq!(get_as(&p, ro, "/v1/api-keys").await.0, 403);
+    // A key that may manage keys cannot mint one with more than it has: no wider scopes, and
+    // what it mints inherits its scopes.
+    let (_, manager) = post_as(
+        &p,
+        &t.token,
+        "/v1/api-keys",
+        json!({"name": "mgr", "scopes": ["apikeys:manage"]}),
+    )
+    .await;
+    let manager = manager["key"].as_str().unwrap().to_string();
+    let (s, body) = post_as(
+        &p,
+        &manager,
+        "/v1/api-keys",
+        json!({"name": "wider", "scopes": ["instances:write"]}),
+    )
+    .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let (s, minted) = post_as(&p, &manager, "/v1/api-keys", json!({"name": "same"})).await;
+    assert_eq!(s, 201, "{minted}");
+    assert_eq!(minted["api_key"]["scopes"], json!(["apikeys:manage"]));
+    let minted = minted["key"].as_str().unwrap();
+    assert_eq!(
+        get_as(&p, minted, "/v1/instances").await.0,
+        403,
+        "the minted key has no more than its maker"
+    );
     // A service account's key is bound to its project: another project of the org is not found.
     let (_, sa) = post_as(
         &p,

@@ -65,6 +65,8 @@ async fn node_identity(
         Some(NodeCaller::Node(id)) => Ok(*id),
         Some(NodeCaller::Joining { token }) => {
             let key = public_key(req)?;
+            // Nothing is used up for a registration that cannot succeed.
+            convert::registration(req.clone()).validate()?;
             let id = node::id_by_name(&state.pool, &req.name)
                 .await?
                 .unwrap_or_default();

@@ -33,9 +33,10 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateApiKeyRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
     let owner = key_owner(&state, &caller, req.service_account_id).await?;
-    let bound =
-        matches!(owner, KeyOwner::ServiceAccount(_)) || req.bind_to_project.unwrap_or(false);
-    let (scopes, expires_at) = limits(&req)?;
+    let bound = matches!(owner, KeyOwner::ServiceAccount(_))
+        || req.bind_to_project.unwrap_or(false)
+        || caller.authority().bound_project.is_some();
+    let (scopes, expires_at) = limits(&req, caller.authority())?;
     let new = NewApiKey {
         name: &req.name,
         owner,
@@ -60,12 +61,25 @@ type KeyLimits = (
     Option<chrono::DateTime<chrono::Utc>>,
 );
 
-fn limits(req: &CreateApiKeyRequest) -> ApiResult<KeyLimits> {
-    let scopes = req
+/// A key made with a key never has more than it: its scopes stay within the caller's (and its
+/// project binding, above, too).
+fn limits(req: &CreateApiKeyRequest, caller: &platform_iam::Authority) -> ApiResult<KeyLimits> {
+    let asked = req
         .scopes
         .as_deref()
         .map(api_keys::parse_scopes)
         .transpose()?;
+    let scopes = match (asked, &caller.scopes) {
+        (None, held) => held.clone(),
+        (Some(asked), Some(held)) if !asked.iter().all(|s| held.contains(s)) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "a key cannot grant a scope its creator's key lacks",
+            ));
+        }
+        (Some(asked), _) => Some(asked),
+    };
     let expires_at = req
         .expires_in_seconds
         .map(|s| chrono::Utc::now() + chrono::Duration::seconds(s.clamp(60, 400 * 24 * 3600)));

@@ -112,8 +112,11 @@ pub async fn logout(
 /// `POST /v1/auth/accept-invitation`: joins the org (creating the account if needed); logged in.
 pub async fn accept_invitation(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(req): ApiJson<AcceptInvitationRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
+    // It checks an existing account's password: throttled like a login (per invitation, per IP).
+    state.limits.check_login(&req.token, caller.ctx.source_ip)?;
     let user = members::accept(&state.pool, &req.token, &req.password)
         .await
         .map_err(|e| match e.code() {

@@ -100,7 +100,10 @@ impl Authority {
 
     pub fn in_project(&self, project: ProjectId, org: OrgId, permission: Permission) -> Decision {
         // Operators read any project's instances (support: why is it pending, on which node).
-        if permission == Permission::InstancesRead && self.is_operator() && self.scoped(permission)
+        if permission == Permission::InstancesRead
+            && self.is_operator()
+            && self.scoped(permission)
+            && self.bound_project.is_none()
         {
             return Decision::Allowed;
         }
@@ -277,5 +280,8 @@ pub async fn of_api_key(pool: &PgPool, text: &str) -> DomainResult<Option<Author
             .filter(|(_, org)| *org == key.org_id);
     }
     // A user's key keeps its owner's platform role only when not bound to a tenant project.
+    if authority.bound_project.is_some() {
+        authority.platform_role = None;
+    }
     Ok(Some(authority))
 }

@@ -183,8 +183,7 @@ pub async fn verify_assertion(pool: &PgPool, header: &str) -> DomainResult<Optio
     let Some(assertion) = Assertion::parse(header) else {
         return Ok(None);
     };
-    let age = chrono::Utc::now().timestamp() - assertion.issued_at;
-    if age.abs() > ASSERTION_MAX_AGE_S {
+    if chrono::Utc::now().timestamp().abs_diff(assertion.issued_at) > ASSERTION_MAX_AGE_S as u64 {
         return Ok(None);
     }
     let key: Option<Vec<u8>> = sqlx::query_scalar(

@@ -167,15 +167,18 @@ pub async fn get_explained(
     ctx: &OperationContext,
     id: InstanceId,
 ) -> DomainResult<Instance> {
-    let mut instance = get(pool, ctx, id).await?;
+    let instance = get(pool, ctx, id).await?;
     let on_node = matches!(
         instance.state,
         InstanceState::Provisioning | InstanceState::Terminating
     );
-    if let (Some(node), true) = (instance.node_id, on_node) {
+    let node = instance.node_id;
+    // What the caller may read first; then the wait, worded for them.
+    let mut instance = for_caller(ctx, instance);
+    if let (Some(node), true) = (node, on_node) {
         explain_wait(pool, &mut instance, node, ctx.operator).await?;
     }
-    Ok(for_caller(ctx, instance))
+    Ok(instance)
 }
 
 async fn explain_wait(
@@ -231,13 +234,7 @@ pub fn for_caller(ctx: &OperationContext, mut instance: Instance) -> Instance {
         return instance;
     }
     instance.node_id = None;
-    let explained_wait = instance
-        .status_message
-        .as_deref()
-        .is_some_and(|m| m.starts_with("waiting ") && m.contains("the host"));
-    if !explained_wait {
-        instance.status_message = tenant_message(&instance);
-    }
+    instance.status_message = tenant_message(&instance);
     instance
 }
 

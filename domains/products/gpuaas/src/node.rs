@@ -101,7 +101,7 @@ pub struct Node {
 }
 
 impl NodeRegistration {
-    fn validate(&self) -> DomainResult<()> {
+    pub fn validate(&self) -> DomainResult<()> {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 63
             && self
@@ -167,7 +167,18 @@ pub async fn register(pool: &PgPool, id: NodeId, reg: &NodeRegistration) -> Doma
     .bind(&reg.agent_version)
     .bind(&reg.discovery)
     .fetch_optional(&mut *tx)
-    .await?;
+    .await
+    .map_err(|e| match &e {
+        // The node's id exists under another name: a node keeps the name it joined with.
+        sqlx::Error::Database(db) if db.is_unique_violation() => DomainError::conflict(
+            "node_name_taken",
+            format!(
+                "this node is registered under another name than {}",
+                reg.name
+            ),
+        ),
+        _ => e.into(),
+    })?;
     let Some((id,)) = registered else {
         return Err(DomainError::conflict(
             "node_name_taken",
