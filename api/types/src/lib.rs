@@ -17,6 +17,25 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// A page of up to `limit` items read in cursor order: a full page names its last item's
+    /// cursor, a short one ends the listing.
+    pub fn of<D>(
+        items: Vec<D>,
+        limit: i64,
+        cursor: impl Fn(&D) -> String,
+        wire: impl FnMut(D) -> T,
+    ) -> Self {
+        let next_cursor = (items.len() as i64 == limit)
+            .then(|| items.last().map(&cursor))
+            .flatten();
+        Self {
+            items: items.into_iter().map(wire).collect(),
+            next_cursor,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct List<T> {
     pub items: Vec<T>,

@@ -61,16 +61,12 @@ pub async fn list(
         .map(|c| c.parse::<InstanceId>().map_err(|_| invalid_cursor()))
         .transpose()?;
     let items = instance::list(&state.pool, &caller.ctx, limit, after).await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|i| i.id.to_string()))
-        .flatten();
-    Ok(Json(Page {
-        items: items
-            .into_iter()
-            .map(|i| convert::instance(instance::for_caller(&caller.ctx, i)))
-            .collect(),
-        next_cursor,
-    }))
+    Ok(Json(Page::of(
+        items,
+        limit,
+        |i| i.id.to_string(),
+        |i| convert::instance(instance::for_caller(&caller.ctx, i)),
+    )))
 }
 
 pub async fn get(

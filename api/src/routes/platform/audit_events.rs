@@ -33,13 +33,12 @@ pub async fn list(
     let filter = filter(&caller, params)?;
     let limit = filter.limit;
     let items = platform_audit::list(&state.pool, &filter).await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|e| e.seq.to_string()))
-        .flatten();
-    Ok(Json(Page {
-        items: items.into_iter().map(convert::audit_event).collect(),
-        next_cursor,
-    }))
+    Ok(Json(Page::of(
+        items,
+        limit,
+        |e| e.seq.to_string(),
+        convert::audit_event,
+    )))
 }
 
 /// The caller's org (or, for operators naming none, the platform) and the query's narrowing.

@@ -1,30 +1,11 @@
 //! Placement and allocation against a real Postgres.
 
-use product_gpuaas::{
-    GpuHealth, GpuSpec, NewInstance, NodeRegistration, Placement, instance, node, placement,
-};
-use shared_ids::{InstanceId, NodeId};
-use sqlx::PgPool;
+mod common;
+use common::add_node;
 
-async fn add_node(pool: &PgPool, name: &str, gpus: i32, model: &str) -> NodeId {
-    let reg = NodeRegistration {
-        name: name.into(),
-        agent_version: "test".into(),
-        discovery: "simulated".into(),
-        gpus: (0..gpus)
-            .map(|i| GpuSpec {
-                index: i,
-                uuid: format!("GPU-{name}-{i}"),
-                model: model.into(),
-                memory_mib: 81920,
-                health: GpuHealth::Healthy,
-            })
-            .collect(),
-    };
-    node::register(pool, shared_ids::NodeId::new(), &reg)
-        .await
-        .unwrap()
-}
+use product_gpuaas::{NewInstance, Placement, instance, placement};
+use shared_ids::InstanceId;
+use sqlx::PgPool;
 
 async fn new_instance(pool: &PgPool, sku: &str, gpus: i32) -> InstanceId {
     let req = NewInstance {

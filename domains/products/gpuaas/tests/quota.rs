@@ -1,35 +1,17 @@
 //! Policy in the allocation transaction, against a real Postgres: per-project GPU quotas hold
 //! under concurrent allocators, and SKUs the org's plan does not entitle are refused.
 
+mod common;
+use common::add_node;
+
 use platform_iam::{DEFAULT_ORG, DEFAULT_PROJECT};
-use product_gpuaas::{
-    FailureReason, GpuHealth, GpuSpec, InstanceState, NewInstance, NodeRegistration, Placement,
-    instance, node, placement,
-};
-use shared_ids::{InstanceId, NodeId, ProjectId};
+use product_gpuaas::{FailureReason, InstanceState, NewInstance, Placement, instance, placement};
+use shared_ids::{InstanceId, ProjectId};
 use shared_kernel::OperationContext;
 use sqlx::PgPool;
 
 fn system() -> OperationContext {
     OperationContext::system("quota-test")
-}
-
-async fn add_node(pool: &PgPool, name: &str, gpus: i32, model: &str) -> NodeId {
-    let reg = NodeRegistration {
-        name: name.into(),
-        agent_version: "test".into(),
-        discovery: "simulated".into(),
-        gpus: (0..gpus)
-            .map(|i| GpuSpec {
-                index: i,
-                uuid: format!("GPU-{name}-{i}"),
-                model: model.into(),
-                memory_mib: 81920,
-                health: GpuHealth::Healthy,
-            })
-            .collect(),
-    };
-    node::register(pool, NodeId::new(), &reg).await.unwrap()
 }
 
 async fn new_instance_in(pool: &PgPool, project: ProjectId, sku: &str, gpus: i32) -> InstanceId {
