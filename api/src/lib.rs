@@ -8,6 +8,7 @@ pub mod extract;
 pub mod limits;
 pub mod problem;
 pub mod routes;
+pub mod serve;
 
 pub use config::{ApiConfig, AuthConfig};
 pub use routes::gpuaas::config::{GpuaasConfig, LifecycleArgs};
@@ -35,7 +36,11 @@ pub struct AppState {
     /// The audit writer's queue (group commit).
     pub audit: audit::AuditQueue,
     pub authorities: Arc<auth::AuthorityCache>,
+    /// The last fleet gauges `/metrics` rendered, and when.
+    pub fleet_metrics: Arc<routes::platform::metrics::FleetCache>,
 }
+
+pub use serve::BodyTimedOut;
 
 /// Every route, as `(METHOD, path)`; `doc/api/openapi.yaml` must list exactly these.
 pub fn routes() -> Vec<(&'static str, &'static str)> {
@@ -70,6 +75,10 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
+        .layer(middleware::from_fn_with_state(
+            serve::Guards::new(&state.config.auth),
+            serve::guard,
+        ))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -184,23 +193,25 @@ impl AppState {
             limits,
             audit,
             authorities,
+            fleet_metrics: Default::default(),
         })
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves, with the connection and request
+/// limits of `AuthConfig` (`serve`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     tracing::info!(listen = %listener.local_addr()?, "API listening");
+    if state.config.auth.metrics_token.is_none() {
+        tracing::info!("GPUAAS_METRICS_TOKEN is not set: /metrics is off");
+    }
     spawn_housekeeping(&state);
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    let limits = state.config.auth.clone();
+    serve::run(listener, router(state), &limits, shutdown).await
 }
 
 /// Background chores of the API process: audit anchors, forgetting idle rate-limit keys.

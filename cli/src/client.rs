@@ -5,7 +5,9 @@
 
 use crate::ExitCode;
 use crate::config::{self, Config};
-use api_types::gpuaas::{CreateInstanceRequest, DrainNodeRequest, Instance, Node, NodeEvent, Sku};
+use api_types::gpuaas::{
+    CreateInstanceRequest, DrainNodeRequest, Instance, Node, NodeEvent, NodeSummary, Sku,
+};
 use api_types::platform::{RefreshRequest, TokenResponse};
 use api_types::{List, Page, Problem};
 use reqwest::Method;
@@ -190,6 +192,16 @@ pub fn seg(s: &str) -> String {
     out
 }
 
+/// How long one request to the API may take: `GPUAAS_HTTP_TIMEOUT_SECONDS`, default 60.
+fn request_timeout() -> std::time::Duration {
+    let seconds = std::env::var("GPUAAS_HTTP_TIMEOUT_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(60);
+    std::time::Duration::from_secs(seconds)
+}
+
 pub struct ApiClient {
     http: reqwest::Client,
     base: String,
@@ -200,7 +212,12 @@ pub struct ApiClient {
 impl ApiClient {
     pub fn new(base: &str, credential: Credential, project: Option<String>) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            // A dead or stalled API fails the command (exit 7) instead of hanging it.
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .timeout(request_timeout())
+                .build()
+                .expect("the HTTP client builds"),
             base: base.trim_end_matches('/').to_string(),
             project,
             credential: Mutex::new(credential),
@@ -390,8 +407,24 @@ impl ApiClient {
         Ok(self.send::<List<Sku>>(Req::get("/v1/skus")).await?.items)
     }
 
-    pub async fn list_nodes(&self) -> Result<Vec<Node>, CliError> {
-        Ok(self.send::<List<Node>>(Req::get("/v1/nodes")).await?.items)
+    /// Every node, page by page.
+    pub async fn list_nodes(&self) -> Result<Vec<NodeSummary>, CliError> {
+        let mut nodes = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page: Page<NodeSummary> = self
+                .send(
+                    Req::get("/v1/nodes")
+                        .query("limit", 200)
+                        .query_opt("cursor", cursor.as_deref()),
+                )
+                .await?;
+            nodes.extend(page.items);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(nodes),
+            }
+        }
     }
 
     pub async fn get_node(&self, id: &str) -> Result<Node, CliError> {

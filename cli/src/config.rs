@@ -116,6 +116,13 @@ impl Config {
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
         tmp_name.push(format!(".tmp{}", std::process::id()));
         let tmp = path.with_file_name(tmp_name);
+        // A temp file left by a killed run may have any mode (and an open mode applies only to
+        // a file the call creates): remove it, then create the file anew, 0600 from its first
+        // byte, never an existing one.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+            _ => {}
+        }
         let written = (|| {
             let mut file = open_private(&tmp)?;
             file.write_all(text.as_bytes())?;
@@ -133,20 +140,24 @@ impl Config {
     }
 }
 
+/// Creates `path` (it must not exist) readable and writable by its owner only: the mode is set
+/// by the `open` that creates it, so no other user can open it in between.
 #[cfg(unix)]
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)
 }
 
 #[cfg(not(unix))]
 fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::File::create(path)
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
 }
 
 #[cfg(unix)]
@@ -233,6 +244,44 @@ mod tests {
         }
         let _lock = lock(&path).unwrap();
         assert_eq!(Config::load(&path).unwrap().current.as_deref(), Some("a"));
+    }
+
+    /// A profile file others could read (an older CLI's, an editor's copy) and a temp file a
+    /// killed run left with a loose mode: saving replaces both with a file that is 0600 from its
+    /// creation, and leaves no temp file behind.
+    #[cfg(unix)]
+    #[test]
+    fn a_save_never_writes_secrets_into_a_file_others_can_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let loose = std::fs::Permissions::from_mode(0o644);
+        std::fs::write(&path, "{}").unwrap();
+        std::fs::set_permissions(&path, loose.clone()).unwrap();
+        let tmp = dir
+            .path()
+            .join(format!("config.json.tmp{}", std::process::id()));
+        std::fs::write(&tmp, "stale").unwrap();
+        std::fs::set_permissions(&tmp, loose).unwrap();
+        let mut cfg = Config::default();
+        cfg.profiles.insert(
+            "dev".into(),
+            Profile {
+                refresh_token: Some("gpr_secret".into()),
+                ..Profile::default()
+            },
+        );
+        cfg.save(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert!(!tmp.exists(), "the temp file is renamed into place");
+        assert!(std::fs::read_to_string(&path).unwrap().contains("gpr_secret"));
+        // The primitive itself: it creates with 0600 and refuses an existing file.
+        let fresh = dir.path().join("fresh");
+        drop(open_private(&fresh).unwrap());
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert!(open_private(&fresh).is_err(), "never reuses an existing file");
     }
 
     #[test]

@@ -365,7 +365,7 @@ async fn node(ctx: &Ctx, verb: NodeVerb) -> Result<(), CliError> {
     }
     let api = &ctx.client()?;
     match verb {
-        NodeVerb::List => print_nodes(format, &api.list_nodes().await?),
+        NodeVerb::List => output::print_node_list(format, &api.list_nodes().await?),
         NodeVerb::Get { id } => print_nodes(format, &[api.get_node(&id).await?]),
         NodeVerb::Cordon { id } => print_nodes(format, &[api.set_cordoned(&id, true).await?]),
         NodeVerb::Uncordon { id } => print_nodes(format, &[api.set_cordoned(&id, false).await?]),

@@ -1,7 +1,7 @@
 //! Tables for people, JSON for scripts.
 
 use crate::config::Config;
-use api_types::gpuaas::{Instance, Node, NodeEvent, Sku};
+use api_types::gpuaas::{Instance, Node, NodeEvent, NodeSummary, Sku};
 use api_types::platform::{
     ApiKey, AuditEvent, AuditVerifyReport, CreateOrgResponse, CreatedApiKey, CreatedInvitation,
     Invitation, JoinToken, Me, Member, Org, Project, Quota, ServiceAccount,
@@ -86,7 +86,17 @@ pub fn print_skus(format: Format, skus: &[Sku]) {
     );
 }
 
+/// Nodes with their GPUs (`node get`, `cordon`, ...): JSON in full, the table as a list shows it.
 pub fn print_nodes(format: Format, nodes: &[Node]) {
+    if let Format::Json = format {
+        return json(nodes);
+    }
+    let summaries: Vec<NodeSummary> = nodes.iter().map(Node::summary).collect();
+    print_node_list(format, &summaries);
+}
+
+/// `node list`: GPUs counted, not listed.
+pub fn print_node_list(format: Format, nodes: &[NodeSummary]) {
     if let Format::Json = format {
         return json(nodes);
     }
@@ -95,13 +105,12 @@ pub fn print_nodes(format: Format, nodes: &[Node]) {
         nodes
             .iter()
             .map(|n| {
-                let unhealthy = n.gpus.iter().filter(|g| g.health != "healthy").count();
                 let mut state = match &n.cordon_reason {
                     Some(why) if n.state == "cordoned" => format!("cordoned ({why})"),
                     _ => n.state.clone(),
                 };
-                if unhealthy > 0 {
-                    state.push_str(&format!(", {unhealthy} GPU(s) unhealthy"));
+                if n.unhealthy_gpus > 0 {
+                    state.push_str(&format!(", {} GPU(s) unhealthy", n.unhealthy_gpus));
                 }
                 vec![
                     n.id.to_string(),

@@ -39,7 +39,7 @@ pub struct ThreadTask {
 }
 
 impl ThreadTask {
-    fn spawn<F, Fut>(name: &str, body: F) -> Self
+    pub fn spawn<F, Fut>(name: &str, body: F) -> Self
     where
         F: FnOnce(tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -91,6 +91,8 @@ pub struct Platform {
     pub task_queue: String,
     pub http: reqwest::Client,
     pub state_dir: PathBuf,
+    /// The API's signing keys, shared with the worker (it signs node commands).
+    pub signing_keys_dir: PathBuf,
     pub agents: HashMap<String, ThreadTask>,
     pub worker: Option<ThreadTask>,
     pub worker_process: Option<std::process::Child>,
@@ -160,6 +162,10 @@ impl Platform {
             std::env::temp_dir().join(format!("gpuaas-test-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&state_dir).unwrap();
 
+        // The API publishes these keys; the worker signs node commands with them.
+        let mut auth = options.auth.clone();
+        auth.signing_keys_dir
+            .get_or_insert_with(|| state_dir.join("signing-keys"));
         let config = api::ApiConfig {
             listen: "127.0.0.1:0".into(),
             database: DatabaseArgs {
@@ -167,7 +173,7 @@ impl Platform {
                 max_connections: 5,
             },
             temporal: temporal_args(),
-            auth: options.auth.clone(),
+            auth: auth.clone(),
             audit_anchor_file: None,
             audit_anchor_every_seconds: 0,
             gpuaas: api::GpuaasConfig {
@@ -195,6 +201,7 @@ impl Platform {
             api_url,
             task_queue,
             http: reqwest::Client::new(),
+            signing_keys_dir: auth.signing_keys_dir.clone().expect("set above"),
             state_dir,
             agents: HashMap::new(),
             worker: None,
@@ -228,6 +235,7 @@ impl Platform {
             gpuaas: workers::gpuaas::GpuaasWorkerConfig {
                 task_queue: self.task_queue.clone(),
                 reconcile_every_seconds: self.reconcile_every_s,
+                signing_keys_dir: self.signing_keys_dir.clone(),
             },
             max_cached_workflows: self.max_cached_workflows,
             metrics: Default::default(),
@@ -282,6 +290,7 @@ impl Platform {
                 "GPUAAS_MAX_CACHED_WORKFLOWS",
                 c.max_cached_workflows.to_string(),
             )
+            .env("GPUAAS_SIGNING_KEYS_DIR", &c.gpuaas.signing_keys_dir)
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("start gpuaas-worker");
@@ -377,7 +386,7 @@ impl Platform {
     }
 
     /// Waits until the node named `name` is in a state `accept` takes.
-    async fn wait_node_until(&self, name: &str, accept: impl Fn(&str) -> bool) {
+    pub async fn wait_node_until(&self, name: &str, accept: impl Fn(&str) -> bool) {
         self.eventually(Duration::from_secs(30), "node registers", || async {
             let nodes = self.get_json("/v1/nodes").await;
             nodes["items"]
@@ -404,15 +413,18 @@ impl Platform {
         self.node(name).await["state"].as_str().unwrap().to_string()
     }
 
+    /// The node named `name` with its GPUs (the list counts them; `GET /v1/nodes/{id}` has them).
     pub async fn node(&self, name: &str) -> Value {
         let nodes = self.get_json("/v1/nodes").await;
-        nodes["items"]
+        let id = nodes["items"]
             .as_array()
             .unwrap()
             .iter()
             .find(|n| n["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no node {name}"))
+            .and_then(|n| n["id"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no node {name}"));
+        self.get_json(&format!("/v1/nodes/{id}")).await
     }
 
     /// A fresh join token (single use, one hour).
@@ -472,8 +484,10 @@ impl Platform {
             state_dir: self.state_dir.join("agents").join(name),
             settle_ms,
             stop_grace_ms: 2000,
+            key_rotation_days: 30,
             probe_interval_ms: 250,
             gpu_fault_file: Some(self.gpu_fault_file(name)),
+            workloads: Default::default(),
             metrics: Default::default(),
             hooks: faults,
         };
@@ -501,6 +515,12 @@ impl Platform {
             public_key: Some(base64::Engine::encode(
                 &base64::engine::general_purpose::URL_SAFE_NO_PAD,
                 rand::random::<[u8; 32]>(),
+            )),
+            encryption_key: Some(base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                contract_node::envelope::encryption_public_key(
+                    &contract_node::envelope::new_encryption_secret(),
+                ),
             )),
             name: name.into(),
             agent_version: "ghost".into(),

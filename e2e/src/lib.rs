@@ -4,3 +4,4 @@
 //! benchmarks (`benches/`) share it.
 
 pub mod harness;
+pub mod rogue;

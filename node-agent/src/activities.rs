@@ -1,15 +1,18 @@
 //! The node activities (contract: `contract_node`), served on the node's own task queue.
 
 use crate::gpu::GpuHealthProbe;
+use crate::identity::Identity;
 use crate::metrics;
+use crate::trust::ControlPlaneKeys;
 use crate::workload::{ProcessRuntime, RuntimeError};
+use contract_node::envelope::{AwaitRunning, ListWorkloads, StopWorkload};
 use contract_node::vocabulary::{NodeFailure, activity};
 use contract_node::{
-    GpuHealthReport, SessionInput, SessionReport, WorkloadReport, WorkloadSpec, WorkloadStatus,
-    definitions,
+    GpuHealthReport, NodeCommand, SealedCommand, SessionInput, SessionReport, SignedReport,
+    WorkloadReport, WorkloadSpec, WorkloadStatus, definitions,
 };
 use runtime::ActivityHooks;
-use shared_ids::InstanceId;
+use shared_ids::NodeId;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use temporalio_common::error::ApplicationFailure;
@@ -17,6 +20,9 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 pub struct NodeAgentActivities {
+    node_id: NodeId,
+    identity: Arc<Identity>,
+    control_plane: Arc<ControlPlaneKeys>,
     processes: Arc<ProcessRuntime>,
     health: Arc<dyn GpuHealthProbe>,
     gpu_indices: Vec<i32>,
@@ -25,8 +31,16 @@ pub struct NodeAgentActivities {
     hooks: ActivityHooks,
 }
 
+/// The node's keys and the control plane's: what commands are opened and replies signed with.
+pub struct Keys {
+    pub node_id: NodeId,
+    pub identity: Arc<Identity>,
+    pub control_plane: Arc<ControlPlaneKeys>,
+}
+
 impl NodeAgentActivities {
     pub fn new(
+        keys: Keys,
         processes: Arc<ProcessRuntime>,
         health: Arc<dyn GpuHealthProbe>,
         gpu_indices: Vec<i32>,
@@ -34,12 +48,38 @@ impl NodeAgentActivities {
         hooks: ActivityHooks,
     ) -> Self {
         Self {
+            node_id: keys.node_id,
+            identity: keys.identity,
+            control_plane: keys.control_plane,
             processes,
             health,
             gpu_indices,
             probe_interval,
             hooks,
         }
+    }
+
+    /// The command inside `sealed`, if it is for this node and this activity and signed by the
+    /// control plane. Anything else is refused for good (non-retryable) and counted.
+    async fn open<C: NodeCommand>(&self, sealed: &SealedCommand) -> Result<C, ActivityError> {
+        let signer = self.control_plane.get(&sealed.signer).await;
+        sealed
+            .open::<C>(self.node_id, self.identity.encryption_secret(), |_| signer)
+            .map_err(|e| {
+                ::metrics::counter!(metrics::AGENT_COMMANDS_REFUSED).increment(1);
+                tracing::warn!(activity = C::ACTIVITY, error = %e, "refused a command");
+                ActivityError::application(
+                    ApplicationFailure::builder(e)
+                        .type_name(NodeFailure::RefusedCommand.as_str().to_string())
+                        .non_retryable(true)
+                        .build(),
+                )
+            })
+    }
+
+    /// The reply to `sealed`, signed with the node's key.
+    fn reply<T: serde::Serialize>(&self, sealed: &SealedCommand, value: &T) -> SignedReport {
+        SignedReport::sign(sealed, value, |m| self.identity.sign(m))
     }
 
     /// The process's hooks around an activity's result: failures counted, faults injected.
@@ -131,30 +171,36 @@ impl NodeAgentActivities {
     pub async fn start_workload(
         self: Arc<Self>,
         _ctx: ActivityContext,
-        spec: WorkloadSpec,
-    ) -> Result<WorkloadStatus, ActivityError> {
+        sealed: SealedCommand,
+    ) -> Result<SignedReport, ActivityError> {
+        let spec: WorkloadSpec = self.open(&sealed).await?;
         let result = self.processes.start(&spec).await;
-        self.finish(activity::START_WORKLOAD, result)
+        let status = self.finish(activity::START_WORKLOAD, result)?;
+        Ok(self.reply(&sealed, &status))
     }
 
     #[activity(definition = definitions::AwaitWorkloadRunning)]
     pub async fn await_workload_running(
         self: Arc<Self>,
         _ctx: ActivityContext,
-        instance_id: InstanceId,
-    ) -> Result<WorkloadStatus, ActivityError> {
+        sealed: SealedCommand,
+    ) -> Result<SignedReport, ActivityError> {
+        let AwaitRunning(instance_id) = self.open(&sealed).await?;
         let result = self.processes.await_running(instance_id).await;
-        self.finish(activity::AWAIT_WORKLOAD_RUNNING, result)
+        let status = self.finish(activity::AWAIT_WORKLOAD_RUNNING, result)?;
+        Ok(self.reply(&sealed, &status))
     }
 
     #[activity(definition = definitions::StopWorkload)]
     pub async fn stop_workload(
         self: Arc<Self>,
         _ctx: ActivityContext,
-        instance_id: InstanceId,
-    ) -> Result<WorkloadStatus, ActivityError> {
+        sealed: SealedCommand,
+    ) -> Result<SignedReport, ActivityError> {
+        let StopWorkload(instance_id) = self.open(&sealed).await?;
         let result = self.processes.stop(instance_id).await;
-        self.finish(activity::STOP_WORKLOAD, result)
+        let status = self.finish(activity::STOP_WORKLOAD, result)?;
+        Ok(self.reply(&sealed, &status))
     }
 
     /// Heartbeats every probe interval while sampling GPU health; returns a report when the set
@@ -164,8 +210,9 @@ impl NodeAgentActivities {
     pub async fn session(
         self: Arc<Self>,
         ctx: ActivityContext,
-        input: SessionInput,
-    ) -> Result<SessionReport, ActivityError> {
+        sealed: SealedCommand,
+    ) -> Result<SignedReport, ActivityError> {
+        let input: SessionInput = self.open(&sealed).await?;
         let due = Instant::now() + Duration::from_secs(input.report_every_s);
         let mut known = input.known_unhealthy.clone();
         known.sort_unstable();
@@ -173,10 +220,11 @@ impl NodeAgentActivities {
             let gpus = self.sample_health().await;
             if input.report_now || unhealthy_set(&gpus) != known || Instant::now() >= due {
                 ::metrics::counter!(metrics::AGENT_SESSIONS).increment(1);
-                return Ok(SessionReport {
+                let report = SessionReport {
                     gpus,
                     workloads: self.workloads(),
-                });
+                };
+                return Ok(self.reply(&sealed, &report));
             }
             let _ = ctx.record_heartbeat(()).await;
             tokio::select! {
@@ -190,7 +238,9 @@ impl NodeAgentActivities {
     pub async fn list_workloads(
         self: Arc<Self>,
         _ctx: ActivityContext,
-    ) -> Result<Vec<WorkloadReport>, ActivityError> {
-        Ok(self.workloads())
+        sealed: SealedCommand,
+    ) -> Result<SignedReport, ActivityError> {
+        let ListWorkloads = self.open(&sealed).await?;
+        Ok(self.reply(&sealed, &self.workloads()))
     }
 }

@@ -7,6 +7,7 @@ pub mod activities;
 pub mod gpu;
 pub mod identity;
 pub mod metrics;
+pub mod trust;
 pub mod workload;
 
 use activities::NodeAgentActivities;
@@ -54,6 +55,12 @@ pub struct AgentConfig {
     /// simulated. Defaults to `<state dir>/<node id>/gpu-faults`.
     #[arg(long, env = "GPUAAS_GPU_FAULT_FILE")]
     pub gpu_fault_file: Option<PathBuf>,
+    /// Rotate the node's keys at start when they are older than this many days (0: never).
+    #[arg(long, env = "GPUAAS_NODE_KEY_ROTATION_DAYS", default_value_t = 30)]
+    pub key_rotation_days: u64,
+    /// Workload isolation, limits and log cap.
+    #[command(flatten)]
+    pub workloads: workload::WorkloadArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
     #[command(flatten)]
@@ -72,73 +79,149 @@ impl AgentConfig {
     }
 }
 
-/// Registers the node (retrying while the API starts) and returns its id and task queue.
+/// The agent's HTTP client: bounded connects and requests, so a stalled API cannot hang it.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// Why registration ended without a node: an expected refusal (one clear line for the
+/// operator) or anything else.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("registration refused ({status}): {detail}")]
+    Refused { status: u16, detail: String },
+    #[error("this host has not joined yet: set GPUAAS_JOIN_TOKEN to a join token from an operator")]
+    NotJoined,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Registers the node (retrying while the API starts), rotating its keys when they are due.
+/// Returns the registration and the identity it registered with.
 pub async fn register(
     config: &AgentConfig,
     discovery: &str,
     gpus: Vec<gpu::DiscoveredGpu>,
-) -> anyhow::Result<RegisterNodeResponse> {
-    let name = config.node_name();
-    let identity = identity::Identity::load_or_create(&config.state_dir)?;
-    let known = identity.node_id();
-    let join_token = config.join_token.as_deref().filter(|t| !t.is_empty());
-    if known.is_none() && join_token.is_none() {
-        anyhow::bail!(
-            "this host has not joined yet: set GPUAAS_JOIN_TOKEN to a join token from an operator"
-        );
+) -> Result<(RegisterNodeResponse, identity::Identity), RegistrationError> {
+    let dir = &config.state_dir;
+    let current = identity::Identity::load_or_create(dir)?;
+    let Some(node) = current.node_id() else {
+        let token = config
+            .join_token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or(RegistrationError::NotJoined)?;
+        let registered = register_as(
+            config,
+            discovery,
+            &gpus,
+            &current,
+            &current,
+            &format!("Bearer {token}"),
+        )
+        .await?;
+        current.remember(registered.node_id)?;
+        return Ok((registered, current));
+    };
+    // A rotation the API may already have taken (the agent died before renaming): try it first.
+    if let Some(next) = identity::Identity::next(dir, false)? {
+        let authorization = format!("Node {}", next.assertion(node));
+        match register_as(config, discovery, &gpus, &next, &next, &authorization).await {
+            Ok(registered) => return Ok((registered, next.commit()?)),
+            Err(RegistrationError::Refused { status: 401, .. }) => next.discard(),
+            Err(e) => return Err(e),
+        }
     }
+    let max_age = Duration::from_secs(config.key_rotation_days * 24 * 3600);
+    if current.rotation_due(max_age) {
+        let next = identity::Identity::next(dir, true)?.expect("created");
+        let authorization = format!("Node {}", current.assertion(node));
+        let registered =
+            register_as(config, discovery, &gpus, &current, &next, &authorization).await?;
+        return Ok((registered, next.commit()?));
+    }
+    let authorization = format!("Node {}", current.assertion(node));
+    let registered =
+        register_as(config, discovery, &gpus, &current, &current, &authorization).await?;
+    Ok((registered, current))
+}
+
+/// One registration: authenticated by `signer` (its assertion in `authorization`), reporting
+/// `keys`' public keys (a rotation when they differ from the signer's).
+async fn register_as(
+    config: &AgentConfig,
+    discovery: &str,
+    gpus: &[gpu::DiscoveredGpu],
+    signer: &identity::Identity,
+    keys: &identity::Identity,
+    authorization: &str,
+) -> Result<RegisterNodeResponse, RegistrationError> {
     let request = RegisterNodeRequest {
-        public_key: known.is_none().then(|| identity.public_key()),
-        name,
+        public_key: Some(keys.public_key()),
+        encryption_key: Some(keys.encryption_key()),
+        name: config.node_name(),
         agent_version: AGENT_VERSION.to_string(),
         discovery: discovery.to_string(),
         gpus: gpus
-            .into_iter()
+            .iter()
             .map(|g| GpuReport {
                 index: g.index,
-                uuid: g.uuid,
-                model: g.model,
+                uuid: g.uuid.clone(),
+                model: g.model.clone(),
                 memory_mib: g.memory_mib,
                 healthy: g.healthy,
             })
             .collect(),
     };
-    let http = reqwest::Client::new();
+    let http = http_client()?;
     let url = format!("{}/v1/nodes/register", config.api_url.trim_end_matches('/'));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut authorization = authorization.to_string();
     loop {
-        let authorization = match (known, join_token) {
-            (Some(node), _) => format!("Node {}", identity.assertion(node)),
-            (None, Some(token)) => format!("Bearer {token}"),
-            (None, None) => unreachable!("checked above"),
-        };
         let attempt = http
             .post(&url)
-            .header(reqwest::header::AUTHORIZATION, authorization)
+            .header(reqwest::header::AUTHORIZATION, &authorization)
             .json(&request)
             .send()
             .await;
         match attempt {
             Ok(resp) if resp.status().is_success() => {
-                let registered: RegisterNodeResponse = resp.json().await?;
-                identity.remember(registered.node_id)?;
-                return Ok(registered);
+                return Ok(resp.json().await.map_err(anyhow::Error::from)?);
             }
             Ok(resp) if resp.status().is_client_error() => {
-                anyhow::bail!(
-                    "registration refused ({}): {}",
-                    resp.status(),
-                    resp.text().await.unwrap_or_default()
-                )
+                let status = resp.status().as_u16();
+                let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                let detail = body["detail"]
+                    .as_str()
+                    .or(body["title"].as_str())
+                    .unwrap_or("");
+                let code = body["code"].as_str().unwrap_or("unknown");
+                return Err(RegistrationError::Refused {
+                    status,
+                    detail: format!("{code}: {detail}"),
+                });
             }
             other if tokio::time::Instant::now() < deadline => {
                 tracing::info!(error = ?other.err(), "API not reachable yet; retrying registration");
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                // Each assertion is good once: sign a fresh one for the retry.
+                if let (Some(rest), Some(node)) =
+                    (authorization.strip_prefix("Node "), signer.node_id())
+                    && !rest.is_empty()
+                {
+                    authorization = format!("Node {}", signer.assertion(node));
+                }
             }
-            other => anyhow::bail!(
-                "could not register with {url}: {:?}",
-                other.map(|r| r.status())
-            ),
+            other => {
+                return Err(anyhow::anyhow!(
+                    "could not register with {url}: {:?}",
+                    other.map(|r| r.status())
+                )
+                .into());
+            }
         }
     }
 }
@@ -156,7 +239,14 @@ pub async fn run(
         gpu::discover(&gpu::default_sources(config.simulate_gpus.clone(), &name))?;
     tracing::info!(%name, discovery, gpus = gpus.len(), model = ?gpus.first().map(|g| &g.model), "GPUs discovered");
     let gpu_indices: Vec<i32> = gpus.iter().map(|g| g.index).collect();
-    let registration = register(&config, discovery, gpus).await?;
+    let (registration, identity) = register(&config, discovery, gpus).await?;
+    let control_plane = Arc::new(trust::ControlPlaneKeys::new(
+        &config.api_url,
+        http_client()?,
+    ));
+    if let Err(e) = control_plane.refresh().await {
+        tracing::warn!(error = %e, "could not read the control plane's keys yet; retrying on the first command");
+    }
     // The agent's own log lines carry its node (activities run in the SDK's `RunActivity` span,
     // which names the workflow, whose id names the instance or node).
     let span = tracing::info_span!("node_agent", node_id = %registration.node_id, node = %name);
@@ -166,10 +256,12 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| runtime_dir.join("gpu-faults"));
     let health: Arc<dyn gpu::GpuHealthProbe> = Arc::from(gpu::health_probe(discovery, fault_file));
-    let processes = Arc::new(workload::ProcessRuntime::new(
+    let processes = Arc::new(workload::ProcessRuntime::with_args(
         runtime_dir,
         Duration::from_millis(config.settle_ms),
         Duration::from_millis(config.stop_grace_ms),
+        &config.workloads,
+        gpu_indices.len(),
     )?);
     processes.adopt();
     let client = config
@@ -179,6 +271,11 @@ pub async fn run(
     let sdk_runtime = Runtime::from_current_tokio(Default::default())?;
     let options = WorkerOptions::new(registration.task_queue.clone())
         .register_activities(NodeAgentActivities::new(
+            activities::Keys {
+                node_id: registration.node_id,
+                identity: Arc::new(identity),
+                control_plane,
+            },
             processes,
             health,
             gpu_indices,

@@ -4,6 +4,7 @@
 use crate::{GRACEFUL_SHUTDOWN, WorkerConfig};
 use activities::FinishHook;
 use activities::gpuaas::instance::InstanceActivities;
+use activities::gpuaas::node_call::NodeCallActivities;
 use activities::gpuaas::node_lifecycle::NodeLifecycleActivities;
 use activities::gpuaas::reconcile::ReconcileActivities;
 use shared_kernel::db::Pool as PgPool;
@@ -23,6 +24,10 @@ pub struct GpuaasWorkerConfig {
     /// Seconds between reconciler passes (a Temporal Schedule the worker creates); 0: none.
     #[arg(long, env = "GPUAAS_RECONCILE_EVERY_SECONDS", default_value_t = 60)]
     pub reconcile_every_seconds: u64,
+    /// The API's signing keys (`*.key`): every command to a node is signed with the newest, and
+    /// nodes check it against the API's JWKS. The API and the worker share this directory.
+    #[arg(long, env = "GPUAAS_SIGNING_KEYS_DIR")]
+    pub signing_keys_dir: std::path::PathBuf,
 }
 
 /// Creates (or updates) the reconciler's Schedule unless it is turned off.
@@ -50,6 +55,8 @@ pub fn worker_options(
     pool: PgPool,
     hook: FinishHook,
 ) -> anyhow::Result<WorkerOptions> {
+    let keys = platform_iam::tokens::TokenKeys::load_signer(&config.gpuaas.signing_keys_dir)
+        .map_err(|e| anyhow::anyhow!("signing keys: {}", e.0))?;
     Ok(WorkerOptions::new(config.gpuaas.task_queue.clone())
         .register_workflow::<ProvisionInstance>()?
         .register_workflow::<TerminateInstance>()?
@@ -57,6 +64,11 @@ pub fn worker_options(
         .register_workflow::<ReconcileFleet>()?
         .register_activities(InstanceActivities::new(pool.clone(), hook.clone()))
         .register_activities(NodeLifecycleActivities::new(pool.clone(), hook.clone()))
+        .register_activities(NodeCallActivities::new(
+            pool.clone(),
+            std::sync::Arc::new(keys),
+            hook.clone(),
+        ))
         .register_activities(ReconcileActivities::new(pool, hook))
         .max_cached_workflows(config.max_cached_workflows)
         .graceful_shutdown_period(GRACEFUL_SHUTDOWN)

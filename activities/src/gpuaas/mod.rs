@@ -2,6 +2,7 @@
 
 pub mod instance;
 pub mod metrics;
+pub mod node_call;
 pub mod node_lifecycle;
 pub mod reconcile;
 pub mod vocabulary;

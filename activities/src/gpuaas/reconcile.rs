@@ -8,12 +8,14 @@ use crate::{FinishHook, finish};
 use contract_node::WorkloadReport;
 use product_gpuaas::events::Actor;
 use product_gpuaas::reconcile::{self, Fix, ReportedWorkload};
-use product_gpuaas::{instance, node};
+use product_gpuaas::{InstanceState, instance, node};
 use serde::{Deserialize, Serialize};
 use shared_ids::{InstanceId, NodeId, ProjectId};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
+use temporalio_client::errors::WorkflowInteractionError;
+use temporalio_client::{Client, UntypedWorkflow, WorkflowExecutionStatus};
 use temporalio_common::error::ApplicationFailure;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -27,7 +29,102 @@ impl ReconcileActivities {
     pub fn new(pool: PgPool, hook: FinishHook) -> Self {
         Self { pool, hook }
     }
+
+    /// What instance `i` (read before its workflows were described) needs, if anything.
+    async fn decide(
+        &self,
+        client: &Client,
+        i: instance::Instance,
+    ) -> Result<Option<Unstarted>, ActivityError> {
+        use InstanceState::*;
+        let provisioning = self
+            .status(client, vocabulary::instance_provision_id(i.id))
+            .await?;
+        let restart = match (i.state, provisioning) {
+            (_, Some(WorkflowExecutionStatus::Running)) => return Ok(None),
+            // Never took a step: its provisioning was never started.
+            (Pending, None) if i.current_step == "queued" => (
+                Restart::Provisioning,
+                "accepted but never started (the API died or could not reach Temporal before starting its workflow): provisioning started".to_string(),
+            ),
+            (Pending | Provisioning, ended) => {
+                let message = format!(
+                    "its provisioning workflow ended ({}) without finishing it",
+                    ended.map_or("not found".to_string(), |s| format!("{s:?}").to_lowercase())
+                );
+                self.fail_lost(&i, &message).await?;
+                return Ok(None);
+            }
+            // Deleted: whoever unwinds it is gone. A running one was TerminateInstance's; a
+            // pending/provisioning one was its provisioning's, which has ended (or never ran).
+            (Terminating, _) => {
+                let termination = self
+                    .status(client, vocabulary::instance_terminate_id(i.id))
+                    .await?;
+                match termination {
+                    // Running, or completed (it marked the instance terminated after our read).
+                    Some(WorkflowExecutionStatus::Running | WorkflowExecutionStatus::Completed) => {
+                        return Ok(None);
+                    }
+                    other => (
+                        Restart::Termination,
+                        format!(
+                            "terminating, but no workflow unwinds it (termination {}): termination started",
+                            other.map_or("never started".to_string(), |s| format!("{s:?}").to_lowercase())
+                        ),
+                    ),
+                }
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(Unstarted {
+            instance_id: i.id,
+            project_id: i.project_id,
+            command: i.command,
+            capacity_timeout_s: i.capacity_timeout_s.max(0) as u64,
+            start: restart.0,
+            node_id: i.node_id,
+            why: restart.1,
+        }))
+    }
+
+    /// The status of the latest run of `workflow_id`; `None` if there is none.
+    async fn status(
+        &self,
+        client: &Client,
+        workflow_id: String,
+    ) -> Result<Option<WorkflowExecutionStatus>, ActivityError> {
+        let handle = client.get_workflow_handle::<UntypedWorkflow>(workflow_id.clone());
+        match handle.describe(Default::default()).await {
+            Ok(described) => Ok(Some(described.status())),
+            Err(WorkflowInteractionError::NotFound(_)) => Ok(None),
+            Err(e) => {
+                let _ = (self.hook)(activity::RECONCILE_UNSTARTED, Some("describe"));
+                Err(ActivityError::application(ApplicationFailure::new(
+                    format!("describing {workflow_id}: {e}"),
+                )))
+            }
+        }
+    }
+
+    /// Fails an instance whose provisioning ended without finishing it; counted once.
+    async fn fail_lost(&self, i: &instance::Instance, message: &str) -> Result<(), ActivityError> {
+        let failed = reconcile::fail_lost_provisioning(&self.pool, i.id, message).await;
+        if let Ok(true) = failed {
+            tracing::warn!(instance_id = %i.id, %message, "reconciler failed a lost provisioning");
+            ::metrics::counter!(metrics::RECONCILER_FIXES, "kind" => "provisioning_lost")
+                .increment(1);
+        }
+        finish(&self.hook, activity::RECONCILE_UNSTARTED, failed).map(|_| ())
+    }
 }
+
+/// How long an instance in flight must have stayed unchanged before the reconciler checks that a
+/// workflow carries it: well over the API's patience for a workflow start (5 s), so a start still
+/// in flight is not raced (a race would be harmless: workflow ids are derived from the instance).
+pub const UNFINISHED_GRACE: Duration = Duration::from_secs(10);
+/// Instances checked per pass (each costs one or two describes).
+pub const UNFINISHED_AT_ONCE: i64 = 100;
 
 /// A node the reconciler should read.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -53,13 +150,34 @@ pub struct ApplyFix {
     pub by_reconciler: bool,
 }
 
-/// An instance whose provisioning workflow must be started.
+/// An instance nobody carries, and the workflow the reconciler must start for it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Unstarted {
     pub instance_id: InstanceId,
     pub project_id: ProjectId,
     pub command: String,
     pub capacity_timeout_s: u64,
+    /// Which workflow: absent in histories recorded before terminations were restarted.
+    #[serde(default)]
+    pub start: Restart,
+    /// The node the instance holds GPUs on, for a termination.
+    #[serde(default)]
+    pub node_id: Option<NodeId>,
+    /// Why, in words, for the event log.
+    #[serde(default)]
+    pub why: String,
+}
+
+/// The workflow an instance nobody carries needs.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Restart {
+    /// `pending` and never started (the API died, or Temporal refused, between recording the
+    /// instance and starting its provisioning).
+    #[default]
+    Provisioning,
+    /// `terminating` with neither its provisioning nor its termination running (the termination
+    /// failed to start after the state change committed, or its run failed).
+    Termination,
 }
 
 /// Which workflow the reconciler had to start.
@@ -69,6 +187,8 @@ pub enum Started {
     Provisioning,
     /// A node's lifecycle, which was not running.
     Lifecycle,
+    /// A `terminating` instance's termination, which nobody ran.
+    Termination,
 }
 
 impl Started {
@@ -77,6 +197,7 @@ impl Started {
         match self {
             Self::Provisioning => "provisioning_started",
             Self::Lifecycle => "lifecycle_started",
+            Self::Termination => "termination_started",
         }
     }
 }
@@ -150,26 +271,31 @@ impl ReconcileActivities {
         finish(&self.hook, activity::RECONCILE_APPLY, result)
     }
 
-    /// Instances accepted over a minute ago whose provisioning never took a step.
+    /// Instances in flight that no workflow carries, and what to start for each: a `pending`
+    /// instance never started gets its provisioning; a `terminating` one whose provisioning and
+    /// termination are both gone gets its termination. A `pending`/`provisioning` instance whose
+    /// provisioning ended without finishing it is failed here (the node pass then stops its
+    /// process and releases its GPUs). Reads at most [`UNFINISHED_AT_ONCE`] instances unchanged
+    /// for [`UNFINISHED_GRACE`], oldest first, and describes their workflows by their derived
+    /// ids (strongly consistent, unlike visibility).
     #[activity(name = activity::RECONCILE_UNSTARTED)]
     pub async fn unstarted(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
     ) -> Result<Vec<Unstarted>, ActivityError> {
-        let result = instance::stale_pending(&self.pool, Duration::from_secs(60))
-            .await
-            .map(|found| {
-                found
-                    .into_iter()
-                    .map(|i| Unstarted {
-                        instance_id: i.id,
-                        project_id: i.project_id,
-                        command: i.command,
-                        capacity_timeout_s: i.capacity_timeout_s.max(0) as u64,
-                    })
-                    .collect()
-            });
-        finish(&self.hook, activity::RECONCILE_UNSTARTED, result)
+        use futures::StreamExt;
+        let found = instance::unfinished(&self.pool, UNFINISHED_GRACE, UNFINISHED_AT_ONCE).await;
+        let found = finish(&self.hook, activity::RECONCILE_UNSTARTED, found)?;
+        let client = ctx.client();
+        let decided: Vec<Result<Option<Unstarted>, ActivityError>> = futures::stream::iter(found)
+            .map(|i| self.decide(&client, i))
+            .buffered(8)
+            .collect()
+            .await;
+        decided
+            .into_iter()
+            .filter_map(Result::transpose)
+            .collect()
     }
 
     /// Nodes with no running lifecycle workflow on `task_queue` (an operator terminated it, or

@@ -50,6 +50,8 @@ pub mod activity {
     pub const RECONCILE_UNSTARTED: &str = "reconcile.unstarted";
     pub const RECONCILE_UNWATCHED: &str = "reconcile.unwatched";
     pub const RECONCILE_RECORD_STARTED: &str = "reconcile.record_started";
+
+    pub const PREPARE_NODE_CALL: &str = "node_call.prepare";
 }
 
 /// Workflow id of an instance's provisioning: deterministic, so a duplicate start finds it.

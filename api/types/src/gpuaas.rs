@@ -56,6 +56,49 @@ pub struct Node {
     pub gpus: Vec<Gpu>,
 }
 
+/// A node as `GET /v1/nodes` lists it: counts instead of its GPUs (those are on
+/// `GET /v1/nodes/{id}`), so a page stays small however big the hosts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeSummary {
+    pub id: NodeId,
+    pub name: String,
+    pub state: String,
+    pub cordon_reason: Option<String>,
+    pub gpu_model: Option<String>,
+    pub gpu_count: usize,
+    pub free_gpus: i32,
+    /// GPUs reported unhealthy (out of service).
+    pub unhealthy_gpus: usize,
+    pub discovery: Option<String>,
+    pub agent_version: Option<String>,
+    pub registered_at: DateTime<Utc>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub down_since: Option<DateTime<Utc>>,
+    pub drain_deadline: Option<DateTime<Utc>>,
+}
+
+impl Node {
+    /// The node as a list shows it.
+    pub fn summary(&self) -> NodeSummary {
+        NodeSummary {
+            id: self.id,
+            name: self.name.clone(),
+            state: self.state.clone(),
+            cordon_reason: self.cordon_reason.clone(),
+            gpu_model: self.gpu_model.clone(),
+            gpu_count: self.gpu_count,
+            free_gpus: self.free_gpus,
+            unhealthy_gpus: self.gpus.iter().filter(|g| g.health != "healthy").count(),
+            discovery: self.discovery.clone(),
+            agent_version: self.agent_version.clone(),
+            registered_at: self.registered_at,
+            last_seen_at: self.last_seen_at,
+            down_since: self.down_since,
+            drain_deadline: self.drain_deadline,
+        }
+    }
+}
+
 /// `POST /v1/nodes/{id}/drain`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -143,9 +186,13 @@ pub struct RegisterNodeRequest {
     pub discovery: String,
     pub gpus: Vec<GpuReport>,
     /// The node's Ed25519 public key (32 bytes, base64url), generated on the host: required
-    /// when joining with a join token, ignored when the node authenticates with its credential.
+    /// when joining with a join token; with the node's credential, a different key rotates it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// The node's X25519 public key (32 bytes, base64url): commands to the node are sealed for
+    /// it. Required when joining; with the credential, a different key replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

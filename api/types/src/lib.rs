@@ -5,6 +5,7 @@
 
 pub mod appplatform;
 pub mod gpuaas;
+pub mod limits;
 pub mod platform;
 pub mod tokenfactory;
 

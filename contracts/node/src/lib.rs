@@ -3,7 +3,10 @@
 //! agent implements the activities with `#[activity(definition = ...)]`, so a mismatch fails to
 //! compile on either side. The agent links this crate and nothing of the control plane.
 
+pub mod envelope;
 pub mod vocabulary;
+
+pub use envelope::{NodeCall, NodeCommand, SealedCommand, SignedReport};
 
 use serde::{Deserialize, Serialize};
 use shared_ids::InstanceId;
@@ -71,42 +74,45 @@ pub struct SessionReport {
 
 pub struct NodeActivities;
 
+/// Every node activity takes a [`SealedCommand`] (its plaintext type is the [`NodeCommand`] of
+/// that activity) and answers a [`SignedReport`] that the workflow checks with [`NodeCall::open`].
 #[activity_definitions]
 impl NodeActivities {
-    /// Starts the workload as a process group. Idempotent by instance id: a second call returns
-    /// the status of the process the first one started.
+    /// Starts the workload ([`WorkloadSpec`] → [`WorkloadStatus`]). Idempotent by instance id:
+    /// a second call returns the status of the process the first one started.
     #[activity(name = activity::START_WORKLOAD)]
-    pub fn start_workload(spec: WorkloadSpec) -> Result<WorkloadStatus, ActivityError> {
+    pub fn start_workload(command: SealedCommand) -> Result<SignedReport, ActivityError> {
         unimplemented!()
     }
 
-    /// Waits until the workload has stayed up for the agent's settle period. Fails with
+    /// Waits until the workload has stayed up for the agent's settle period
+    /// ([`envelope::AwaitRunning`] → [`WorkloadStatus`]). Fails with
     /// [`vocabulary::NodeFailure::StartFailed`] (non-retryable) if it exited.
     #[activity(name = activity::AWAIT_WORKLOAD_RUNNING)]
-    pub fn await_workload_running(
-        instance_id: InstanceId,
-    ) -> Result<WorkloadStatus, ActivityError> {
+    pub fn await_workload_running(command: SealedCommand) -> Result<SignedReport, ActivityError> {
         unimplemented!()
     }
 
-    /// Stops the workload's process group (SIGTERM, then SIGKILL) and forgets it. Idempotent:
-    /// stopping an unknown or already stopped instance succeeds.
+    /// Stops everything of the workload ([`envelope::StopWorkload`] → [`WorkloadStatus`]).
+    /// Idempotent: stopping an unknown or already stopped instance succeeds.
     #[activity(name = activity::STOP_WORKLOAD)]
-    pub fn stop_workload(instance_id: InstanceId) -> Result<WorkloadStatus, ActivityError> {
+    pub fn stop_workload(command: SealedCommand) -> Result<SignedReport, ActivityError> {
         unimplemented!()
     }
 
-    /// The node's liveness session: runs on the node's queue, heartbeating every second, and
-    /// returns a report when the GPUs' health changes or `report_every_s` passes. A missed
-    /// heartbeat is how the control plane learns that the agent (or its host) is gone.
+    /// The node's liveness session ([`SessionInput`] → [`SessionReport`]): runs on the node's
+    /// queue, heartbeating every second, and returns a report when the GPUs' health changes or
+    /// `report_every_s` passes. A missed heartbeat is how the control plane learns that the
+    /// agent (or its host) is gone.
     #[activity(name = activity::SESSION)]
-    pub fn session(input: SessionInput) -> Result<SessionReport, ActivityError> {
+    pub fn session(command: SealedCommand) -> Result<SignedReport, ActivityError> {
         unimplemented!()
     }
 
-    /// Every workload the agent knows, for the reconciler.
+    /// Every workload the agent knows, for the reconciler ([`envelope::ListWorkloads`] →
+    /// `Vec<WorkloadReport>`).
     #[activity(name = activity::LIST_WORKLOADS)]
-    pub fn list_workloads() -> Result<Vec<WorkloadReport>, ActivityError> {
+    pub fn list_workloads(command: SealedCommand) -> Result<SignedReport, ActivityError> {
         unimplemented!()
     }
 }

@@ -1,6 +1,11 @@
 //! The node activities, run twice, are harmless; workloads are real processes.
 
-use contract_node::{SessionInput, WorkloadReport, WorkloadSpec, WorkloadStatus};
+use contract_node::envelope::{AwaitRunning, ListWorkloads, StopWorkload};
+use contract_node::{
+    NodeCall, NodeCommand, SealedCommand, SessionInput, SignedReport, WorkloadReport,
+    WorkloadSpec, WorkloadStatus,
+};
+use shared_ids::NodeId;
 use node_agent::activities::NodeAgentActivities;
 use node_agent::workload::ProcessRuntime;
 use shared_ids::InstanceId;
@@ -15,22 +20,108 @@ fn runtime(dir: &std::path::Path) -> Arc<ProcessRuntime> {
     )
 }
 
-fn env(rt: Arc<ProcessRuntime>) -> ActivityEnvironment {
+fn env(rt: Arc<ProcessRuntime>) -> SealedEnvironment {
     env_with_faults(rt, std::path::PathBuf::from("/nonexistent/gpu-faults"))
 }
 
+/// The agent's activities as the control plane calls them: every command sealed for this node
+/// and signed by a control-plane key the agent trusts, every reply checked.
+pub(crate) struct SealedEnvironment {
+    env: ActivityEnvironment,
+    pub node: NodeId,
+    node_key: String,
+    encryption_key: [u8; 32],
+    control_plane: ring::signature::Ed25519KeyPair,
+    _keys: tempfile::TempDir,
+}
+
+impl SealedEnvironment {
+    /// Runs `activity` with `command` sealed and signed like the control plane does.
+    pub(crate) async fn run<C, AD>(
+        &self,
+        activity: AD,
+        command: C,
+    ) -> Result<C::Reply, ActivityEnvironmentError>
+    where
+        C: NodeCommand,
+        AD: temporalio_common::ActivityDefinition<Input = SealedCommand, Output = SignedReport>
+            + temporalio_sdk::activities::ExecutableActivity,
+    {
+        let sealed = self.seal(&command, |m| self.control_plane.sign(m).as_ref().to_vec());
+        self.run_sealed::<C, AD>(activity, sealed).await
+    }
+
+    pub(crate) fn seal<C: NodeCommand>(
+        &self,
+        command: &C,
+        sign: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> SealedCommand {
+        SealedCommand::seal(self.node, &self.encryption_key, command, "cp", sign).unwrap()
+    }
+
+    pub(crate) async fn run_sealed<C, AD>(
+        &self,
+        activity: AD,
+        sealed: SealedCommand,
+    ) -> Result<C::Reply, ActivityEnvironmentError>
+    where
+        C: NodeCommand,
+        AD: temporalio_common::ActivityDefinition<Input = SealedCommand, Output = SignedReport>
+            + temporalio_sdk::activities::ExecutableActivity,
+    {
+        let call = NodeCall {
+            command: sealed.clone(),
+            node_key: self.node_key.clone(),
+        };
+        let report = self.env.run(activity, sealed).await?;
+        Ok(call.open::<C>(&report).expect("the agent signs its replies"))
+    }
+}
+
 /// An environment whose 4 simulated GPUs read their faults from `fault_file`.
-fn env_with_faults(rt: Arc<ProcessRuntime>, fault_file: std::path::PathBuf) -> ActivityEnvironment {
+fn env_with_faults(rt: Arc<ProcessRuntime>, fault_file: std::path::PathBuf) -> SealedEnvironment {
+    use ring::signature::KeyPair;
     let health = Arc::from(node_agent::gpu::health_probe("simulated", fault_file));
-    ActivityEnvironment::builder()
+    let keys = tempfile::tempdir().unwrap();
+    let identity = node_agent::identity::Identity::load_or_create(keys.path()).unwrap();
+    let node = NodeId::new();
+    let node_key = identity.public_key();
+    let encryption_key: [u8; 32] = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        identity.encryption_key(),
+    )
+    .unwrap()
+    .try_into()
+    .unwrap();
+    let der = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+        .unwrap();
+    let control_plane = ring::signature::Ed25519KeyPair::from_pkcs8(der.as_ref()).unwrap();
+    let trusted = std::collections::HashMap::from([(
+        "cp".to_string(),
+        control_plane.public_key().as_ref().to_vec(),
+    )]);
+    let env = ActivityEnvironment::builder()
         .register_activities(NodeAgentActivities::new(
+            node_agent::activities::Keys {
+                node_id: node,
+                identity: Arc::new(identity),
+                control_plane: Arc::new(node_agent::trust::ControlPlaneKeys::pinned(trusted)),
+            },
             rt,
             health,
             vec![0, 1, 2, 3],
             Duration::from_millis(50),
             Default::default(),
         ))
-        .build()
+        .build();
+    SealedEnvironment {
+        env,
+        node,
+        node_key,
+        encryption_key,
+        control_plane,
+        _keys: keys,
+    }
 }
 
 fn spec(command: &str) -> WorkloadSpec {
@@ -82,7 +173,7 @@ async fn start_await_and_stop_run_twice_are_harmless() {
     );
     assert_eq!(
         pid_of(
-            &env.run(NodeAgentActivities::await_workload_running, id)
+            &env.run(NodeAgentActivities::await_workload_running, AwaitRunning(id))
                 .await
                 .unwrap()
         ),
@@ -90,7 +181,7 @@ async fn start_await_and_stop_run_twice_are_harmless() {
     );
     assert_eq!(
         pid_of(
-            &env.run(NodeAgentActivities::await_workload_running, id)
+            &env.run(NodeAgentActivities::await_workload_running, AwaitRunning(id))
                 .await
                 .unwrap()
         ),
@@ -103,7 +194,8 @@ async fn start_await_and_stop_run_twice_are_harmless() {
         log.contains("devices=1,3"),
         "only its GPUs are visible: {log}"
     );
-    let child: i32 = std::fs::read_to_string(work.join("child.pid"))
+    let home = dir.path().join("workloads").join(id.to_string());
+    let child: i32 = std::fs::read_to_string(home.join("child.pid"))
         .unwrap()
         .trim()
         .parse()
@@ -111,7 +203,7 @@ async fn start_await_and_stop_run_twice_are_harmless() {
     assert!(alive(child));
 
     let stopped = env
-        .run(NodeAgentActivities::stop_workload, id)
+        .run(NodeAgentActivities::stop_workload, StopWorkload(id))
         .await
         .unwrap();
     assert!(
@@ -128,7 +220,7 @@ async fn start_await_and_stop_run_twice_are_harmless() {
     }
     assert!(!alive(child), "the workload's children stopped too");
     assert!(matches!(
-        env.run(NodeAgentActivities::stop_workload, id)
+        env.run(NodeAgentActivities::stop_workload, StopWorkload(id))
             .await
             .unwrap(),
         WorkloadStatus::Exited { .. }
@@ -147,7 +239,7 @@ async fn a_stop_that_overtakes_its_start_prevents_the_start() {
     let env = env(runtime(dir.path()));
     let spec = spec("sleep 600");
     assert_eq!(
-        env.run(NodeAgentActivities::stop_workload, spec.instance_id)
+        env.run(NodeAgentActivities::stop_workload, StopWorkload(spec.instance_id))
             .await
             .unwrap(),
         WorkloadStatus::Unknown
@@ -173,7 +265,7 @@ async fn a_workload_that_exits_during_settle_fails_start_without_retry() {
     match env
         .run(
             NodeAgentActivities::await_workload_running,
-            spec.instance_id,
+            AwaitRunning(spec.instance_id),
         )
         .await
     {
@@ -323,16 +415,16 @@ async fn a_session_reports_at_once_when_gpu_health_changes_and_lists_workloads()
     assert_eq!(bad[0].index, 2);
     assert!(bad[0].reason.as_deref().unwrap().contains("XID 79"));
     let listed = env
-        .run(NodeAgentActivities::list_workloads, ())
+        .run(NodeAgentActivities::list_workloads, ListWorkloads)
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
-    env.run(NodeAgentActivities::stop_workload, spec.instance_id)
+    env.run(NodeAgentActivities::stop_workload, StopWorkload(spec.instance_id))
         .await
         .unwrap();
     assert!(!alive(pid_of(&started)));
     let listed = env
-        .run(NodeAgentActivities::list_workloads, ())
+        .run(NodeAgentActivities::list_workloads, ListWorkloads)
         .await
         .unwrap();
     assert!(

@@ -995,7 +995,8 @@ async fn join_tokens_are_single_use_and_node_credentials_prove_one_node_only() {
         let url = format!("{}/v1/nodes/register", p.api_url);
         async move {
             let resp = http.post(url).header("authorization", auth)
-                .json(&json!({"name": name, "agent_version": "t", "discovery": "simulated", "gpus": [], "public_key": key}))
+                .json(&json!({"name": name, "agent_version": "t", "discovery": "simulated", "gpus": [],
+                    "public_key": key, "encryption_key": key.as_ref().map(|_| encryption_key())}))
                 .send().await.unwrap();
             (
                 resp.status().as_u16(),
@@ -1070,8 +1071,9 @@ async fn join_tokens_are_single_use_and_node_credentials_prove_one_node_only() {
     let node_b: shared_ids::NodeId = joined_b["node_id"].as_str().unwrap().parse().unwrap();
     let assertion = |pair: &ring::signature::Ed25519KeyPair, node: shared_ids::NodeId| {
         let now = chrono::Utc::now().timestamp();
-        let msg = platform_iam::nodes::Assertion::message(node, now, "n0nce");
-        format!("Node {node}.{now}.n0nce.{}", b64(pair.sign(&msg).as_ref()))
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let msg = platform_iam::nodes::Assertion::message(node, now, &nonce);
+        format!("Node {node}.{now}.{nonce}.{}", b64(pair.sign(&msg).as_ref()))
     };
     // A's credential re-registers A.
     assert_eq!(register(assertion(&a, node_a), "host-a", None).await.0, 200);
@@ -1095,7 +1097,18 @@ async fn join_tokens_are_single_use_and_node_credentials_prove_one_node_only() {
     let msg = platform_iam::nodes::Assertion::message(node_a, old, "n0nce");
     let stale = format!("Node {node_a}.{old}.n0nce.{}", b64(a.sign(&msg).as_ref()));
     assert_eq!(register(stale, "host-a", None).await.0, 401);
+    // An assertion is good once: the same header replayed within its window is refused.
+    let once = assertion(&a, node_a);
+    assert_eq!(register(once.clone(), "host-a", None).await.0, 200);
+    assert_eq!(register(once, "host-a", None).await.0, 401, "a replayed assertion");
     let _ = OPERATOR_EMAIL;
+}
+
+/// A fresh X25519 public key (base64url), as a joining agent sends it.
+fn encryption_key() -> String {
+    b64(&contract_node::envelope::encryption_public_key(
+        &contract_node::envelope::new_encryption_secret(),
+    ))
 }
 
 /// Many parallel creates in a project with a quota never hold more GPUs than the quota.

@@ -7,6 +7,7 @@ use e2e::harness;
 
 // Resources.
 mod audit;
+mod hostile_hosts;
 mod iam;
 mod instances;
 mod nodes;
@@ -14,6 +15,7 @@ mod reconcile;
 // The layers, each through its own seam.
 mod activities;
 mod agent;
+mod isolation;
 mod replay;
 mod sdk;
 // The contract and the operator's surfaces.
@@ -24,3 +26,4 @@ mod vocabulary;
 // Failure and recording.
 mod faults;
 mod histories;
+mod outages;

@@ -747,6 +747,7 @@ fn schema_errors(spec: &Value) -> Vec<String> {
         &[
             RegisterNodeRequest {
                 public_key: Some("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into()),
+                encryption_key: Some("hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo".into()),
                 name: "gpu-node-1.example".into(),
                 agent_version: "0.1.0".into(),
                 discovery: "nvml".into(),
@@ -754,6 +755,7 @@ fn schema_errors(spec: &Value) -> Vec<String> {
             },
             RegisterNodeRequest {
                 public_key: None,
+                encryption_key: None,
                 name: "cpu-only".into(),
                 agent_version: "0.1.0".into(),
                 discovery: "simulated".into(),
@@ -828,10 +830,23 @@ fn schema_errors(spec: &Value) -> Vec<String> {
     );
     check_type(
         spec,
-        "NodeList",
-        &[List {
-            items: vec![node_full(), node_bare()],
-        }],
+        "NodeSummary",
+        &[node_full().summary(), node_bare().summary()],
+        &mut errors,
+    );
+    check_type(
+        spec,
+        "NodePage",
+        &[
+            Page {
+                items: vec![node_full().summary(), node_bare().summary()],
+                next_cursor: Some(node_bare().name),
+            },
+            Page {
+                items: vec![],
+                next_cursor: None,
+            },
+        ],
         &mut errors,
     );
     platform_schema_errors(spec, &mut errors);
@@ -1603,6 +1618,392 @@ fn platform_enums_match_the_domain() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Request limits
+
+fn types_of(schema: &Value) -> Vec<&str> {
+    match schema.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    }
+}
+
+/// A request schema's strings and arrays as `(path, schema)`, paths as `api_types::limits`
+/// spells them (`name`, `list[]`, `list[].name`), through `$ref`s and `oneOf`s.
+fn leaves<'a>(spec: &'a Value, schema: &'a Value, path: &str, out: &mut Vec<(String, &'a Value)>) {
+    let schema = resolve(spec, schema);
+    if let Some(alternatives) = schema.get("oneOf").and_then(Value::as_array) {
+        for alternative in alternatives {
+            leaves(spec, alternative, path, out);
+        }
+        return;
+    }
+    let types = types_of(schema);
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        for (name, property) in properties {
+            let at = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            leaves(spec, property, &at, out);
+        }
+    } else if types.contains(&"array") {
+        out.push((path.to_string(), schema));
+        if let Some(items) = schema.get("items") {
+            leaves(spec, items, &format!("{path}[]"), out);
+        }
+    } else if types.contains(&"string") || schema.get("enum").is_some() {
+        out.push((path.to_string(), schema));
+    }
+}
+
+fn is_array(schema: &Value) -> bool {
+    types_of(schema).contains(&"array")
+}
+
+/// What an operation takes: its JSON body's schema (if any) and its parameters.
+fn request_parts<'a>(spec: &'a Value, op: &'a Value) -> (Option<&'a Value>, Vec<&'a Value>) {
+    let body = op.pointer("/requestBody/content/application~1json/schema");
+    let parameters = op
+        .get("parameters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| resolve(spec, p))
+        .collect();
+    (body, parameters)
+}
+
+/// Every string a request can carry (body fields, parameters) must be bounded: `maxLength`, or
+/// a `format`, `enum` or `const` that bounds it; every array of a body, `maxItems`.
+fn unbounded_request_strings(spec: &Value) -> Vec<String> {
+    let bounded = |s: &Value| {
+        ["maxLength", "format", "enum", "const"]
+            .iter()
+            .any(|k| s.get(*k).is_some())
+    };
+    let mut errors = Vec::new();
+    for (method, path, op) in operations(spec) {
+        let at = format!("{} {path}", method.to_uppercase());
+        let (body, parameters) = request_parts(spec, op);
+        if let Some(body) = body {
+            let mut found = Vec::new();
+            leaves(spec, body, "", &mut found);
+            for (field, schema) in found {
+                if is_array(schema) {
+                    if schema.get("maxItems").is_none() {
+                        errors.push(format!("{at}: body array `{field}` has no maxItems"));
+                    }
+                } else if !bounded(schema) {
+                    errors.push(format!(
+                        "{at}: body string `{field}` has neither maxLength nor a format or enum"
+                    ));
+                }
+            }
+        }
+        for parameter in parameters {
+            let schema = resolve(spec, &parameter["schema"]);
+            if types_of(schema).contains(&"string") && !bounded(schema) {
+                errors.push(format!(
+                    "{at}: {} parameter `{}` has neither maxLength nor a format or enum",
+                    parameter["in"].as_str().unwrap_or("?"),
+                    parameter["name"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    errors
+}
+
+#[test]
+fn every_request_string_is_bounded() {
+    let errors = unbounded_request_strings(&spec());
+    assert!(
+        errors.is_empty(),
+        "doc/api/openapi.yaml lets requests carry unbounded strings:\n  {}",
+        errors.join("\n  ")
+    );
+}
+
+/// One documented string against the code's rule: its length and its pattern (or format); a
+/// documented `enum` instead must lie within the rule.
+fn compare_rule(at: &str, rule: &api_types::limits::Rule, s: &Value, errors: &mut Vec<String>) {
+    if let Some(values) = s.get("enum").and_then(Value::as_array) {
+        for value in values.iter().filter_map(Value::as_str) {
+            if rule.check(at, value).is_err() {
+                errors.push(format!(
+                    "{at}: the enum value {value:?} breaks the code's rule {rule:?}"
+                ));
+            }
+        }
+        return;
+    }
+    let number = |key: &str| s.get(key).and_then(Value::as_u64).map(|n| n as usize);
+    let format = s.get("format").and_then(Value::as_str);
+    match (number("maxLength"), format) {
+        (Some(max), _) if max != rule.max => errors.push(format!(
+            "{at}: maxLength is {max}, the code allows {}",
+            rule.max
+        )),
+        (None, None) => errors.push(format!("{at}: no maxLength (the code allows {})", rule.max)),
+        _ => {}
+    }
+    if number("maxLength").is_some() && number("minLength").unwrap_or(0) != rule.min {
+        errors.push(format!(
+            "{at}: minLength is {:?}, the code needs {}",
+            number("minLength"),
+            rule.min
+        ));
+    }
+    let pattern = s.get("pattern").and_then(Value::as_str);
+    match (rule.chars.pattern(), rule.chars.format()) {
+        (Some(code), _) if format.is_none() && pattern != Some(code) => errors.push(format!(
+            "{at}: pattern is {pattern:?}, the code checks {code:?}"
+        )),
+        (None, Some(code)) if format != Some(code) => errors.push(format!(
+            "{at}: format is {format:?}, the code checks {code:?}"
+        )),
+        _ => {}
+    }
+}
+
+/// The documented limits against `api_types::limits`: every string field of every request
+/// body and every query parameter, and the codes of their violations.
+fn limit_errors(spec: &Value) -> Vec<String> {
+    use api_types::limits::{ALL, QUERY};
+    let mut errors = Vec::new();
+    let mut bodies = BTreeSet::new();
+    for (method, path, op) in operations(spec) {
+        let (body, parameters) = request_parts(spec, op);
+        if let Some(name) = body
+            .and_then(|b| b.get("$ref"))
+            .and_then(Value::as_str)
+            .and_then(|r| r.rsplit('/').next())
+        {
+            bodies.insert(name.to_string());
+        }
+        for parameter in parameters.iter().filter(|p| p["in"] == "query") {
+            let name = parameter["name"].as_str().unwrap_or_default();
+            let at = format!("{} {path} ?{name}", method.to_uppercase());
+            let schema = resolve(spec, &parameter["schema"]);
+            match QUERY.iter().find(|f| f.path == name) {
+                None => errors.push(format!("{at}: no rule in api_types::limits::QUERY")),
+                Some(_) if !types_of(schema).contains(&"string") => {}
+                Some(f) => compare_rule(&at, &f.rule, schema, &mut errors),
+            }
+        }
+    }
+    let codes = documented_codes(spec);
+    let mut expect_code = |at: &str, code: &str, status: u16| match codes.get(code) {
+        Some(documented) if *documented == status => {}
+        other => errors.push(format!(
+            "{at}: a violation answers `{code}` ({status}), documented as {other:?}"
+        )),
+    };
+    for f in QUERY {
+        let status = api::extract::query_status(f.rule.code).as_u16();
+        expect_code(&format!("?{}", f.path), f.rule.code, status);
+    }
+    expect_code(
+        "other query parameters",
+        api_types::limits::OTHER_QUERY.code,
+        400,
+    );
+    for limits in ALL {
+        for f in limits.strings {
+            expect_code(&format!("{}.{}", limits.schema, f.path), f.rule.code, 422);
+        }
+        for a in limits.arrays {
+            expect_code(&format!("{}.{}", limits.schema, a.path), a.code, 422);
+        }
+    }
+    expect_code("NUL in a body", api_types::limits::INVALID_FIELD, 422);
+    for limits in ALL {
+        let name = limits.schema;
+        if !bodies.remove(name) {
+            errors.push(format!("{name}: has limits but no operation takes it as its body"));
+            continue;
+        }
+        let mut found = Vec::new();
+        leaves(spec, schema(spec, name), "", &mut found);
+        for (path, s) in &found {
+            let at = format!("{name}.{path}");
+            if is_array(s) {
+                match limits.arrays.iter().find(|a| a.path == path) {
+                    None => errors.push(format!("{at}: an array the code does not bound")),
+                    Some(a) if s.get("maxItems").and_then(Value::as_u64) != Some(a.max as u64) => {
+                        errors.push(format!(
+                            "{at}: maxItems is {:?}, the code allows {}",
+                            s.get("maxItems"),
+                            a.max
+                        ))
+                    }
+                    Some(_) => {}
+                }
+                continue;
+            }
+            // A uuid or a date-time is a typed field: serde parses it, nothing else gets through.
+            let typed = matches!(
+                s.get("format").and_then(Value::as_str),
+                Some("uuid" | "date-time")
+            );
+            match limits.strings.iter().find(|f| f.path == path) {
+                None if typed => {}
+                None => errors.push(format!("{at}: a string the code has no rule for")),
+                Some(f) => compare_rule(&at, &f.rule, s, &mut errors),
+            }
+        }
+        let documented: BTreeSet<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+        for path in limits
+            .strings
+            .iter()
+            .map(|f| f.path)
+            .chain(limits.arrays.iter().map(|a| a.path))
+        {
+            if !documented.contains(path) {
+                errors.push(format!(
+                    "{name}.{path}: the code has a rule for a field the schema lacks"
+                ));
+            }
+        }
+    }
+    for name in bodies {
+        errors.push(format!(
+            "{name}: a request body missing from api_types::limits::ALL"
+        ));
+    }
+    errors
+}
+
+#[test]
+fn documented_limits_are_the_codes() {
+    let errors = limit_errors(&spec());
+    assert!(
+        errors.is_empty(),
+        "doc/api/openapi.yaml and api_types::limits disagree:\n  {}",
+        errors.join("\n  ")
+    );
+}
+
+/// A character class of a `pattern`: `[...]` or `[^...]`, with ranges and `\uXXXX` escapes.
+struct Class {
+    negated: bool,
+    ranges: Vec<(char, char)>,
+}
+
+impl Class {
+    fn contains(&self, c: char) -> bool {
+        self.ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != self.negated
+    }
+}
+
+/// The patterns `api_types::limits` states: `^`, classes each taken once, `*` or `+` times,
+/// then `$` (where a repeated class comes last, greedy matching is exact).
+fn parse_pattern(pattern: &str) -> Vec<(Class, char)> {
+    let body = pattern
+        .strip_prefix('^')
+        .and_then(|p| p.strip_suffix('$'))
+        .unwrap_or_else(|| panic!("{pattern}: not anchored"));
+    let mut chars = body.chars().peekable();
+    let mut out = Vec::new();
+    let read = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| -> char {
+        match chars.next().expect("unterminated class") {
+            '\\' => match chars.next() {
+                Some('u') => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap()
+                }
+                Some(c) => c,
+                None => panic!("{pattern}: dangling escape"),
+            },
+            c => c,
+        }
+    };
+    while let Some(open) = chars.next() {
+        assert_eq!(open, '[', "{pattern}: only classes are supported");
+        let negated = chars.next_if_eq(&'^').is_some();
+        let mut ranges = Vec::new();
+        while chars.peek() != Some(&']') {
+            let lo = read(&mut chars);
+            let hi = if chars.peek() == Some(&'-') {
+                chars.next();
+                if chars.peek() == Some(&']') {
+                    ranges.push(('-', '-'));
+                    lo
+                } else {
+                    read(&mut chars)
+                }
+            } else {
+                lo
+            };
+            ranges.push((lo, hi));
+        }
+        chars.next();
+        let quantifier = chars.next_if(|c| *c == '*' || *c == '+').unwrap_or('1');
+        out.push((Class { negated, ranges }, quantifier));
+    }
+    out
+}
+
+fn pattern_matches(pattern: &[(Class, char)], s: &str) -> bool {
+    let mut chars = s.chars().peekable();
+    for (class, quantifier) in pattern {
+        let mut taken = 0;
+        while (*quantifier != '1' || taken == 0) && chars.next_if(|c| class.contains(*c)).is_some()
+        {
+            taken += 1;
+        }
+        if taken == 0 && *quantifier != '*' {
+            return false;
+        }
+    }
+    chars.next().is_none()
+}
+
+/// The patterns the contract states say what the code checks: `Chars::pattern` and
+/// `Chars::allows` agree on every character below U+0200 and a few beyond, alone and in
+/// company.
+#[test]
+fn patterns_say_what_the_code_checks() {
+    use api_types::limits::Chars;
+    let mut samples: Vec<String> = (0u32..0x200)
+        .chain([0x2028, 0x200b, 0xfeff, 0x4e2d, 0x1f600])
+        .filter_map(char::from_u32)
+        .flat_map(|c| [c.to_string(), format!("a{c}"), format!("{c}a-1")])
+        .collect();
+    samples.extend(
+        ["", "a", "-a", "a-", "train-1", "GPU-1/0", "0.1.0+dev", "x y", "é"].map(String::from),
+    );
+    for chars in [
+        Chars::Slug,
+        Chars::Host,
+        Chars::Ident,
+        Chars::Token,
+        Chars::Base64Url,
+        Chars::Line,
+        Chars::Text,
+    ] {
+        let pattern = chars.pattern().expect("a pattern");
+        let parsed = parse_pattern(pattern);
+        for s in &samples {
+            // The code's rules come with a minimum length; the pattern of the empty string is
+            // moot where it is at least 1.
+            if s.is_empty() {
+                continue;
+            }
+            assert_eq!(
+                pattern_matches(&parsed, s),
+                chars.allows(s),
+                "{chars:?}: pattern {pattern} and the code disagree on {s:?}"
+            );
+        }
+    }
+    assert!(Chars::Email.pattern().is_none() && Chars::Email.format() == Some("email"));
+    assert!(!Chars::Email.allows("a b@c.d") && Chars::Email.allows("a@b.c"));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Error codes
 
 /// The codes listed in the description of `Problem.code`, as `code -> status`, from lines
@@ -1746,6 +2147,8 @@ fn api_sources() -> Vec<(String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
     rust_files(&root.join("api/src"), &mut files);
+    // The request limits name the codes of their violations.
+    files.push(root.join("api/types/src/limits.rs"));
     files.extend(DOMAIN_SOURCES.iter().map(|f| root.join(f)));
     files
         .into_iter()
@@ -1766,6 +2169,7 @@ fn status_named(name: &str) -> Option<u16> {
         "NOT_FOUND" => 404,
         "METHOD_NOT_ALLOWED" => 405,
         "CONFLICT" => 409,
+        "REQUEST_TIMEOUT" => 408,
         "PAYLOAD_TOO_LARGE" => 413,
         "UNSUPPORTED_MEDIA_TYPE" => 415,
         "UNPROCESSABLE_ENTITY" => 422,
@@ -2109,7 +2513,41 @@ fn checks_catch_a_broken_spec() {
         "{errors}"
     );
 
+    let mut spec = good.clone();
+    spec.pointer_mut("/components/schemas/CreateInstanceRequest/properties/command")
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove("maxLength");
+    *spec
+        .pointer_mut("/components/parameters/Cursor/schema/pattern")
+        .unwrap() = json!("^.*$");
+    spec.pointer_mut("/components/schemas/RegisterNodeRequest/properties/gpus")
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove("maxItems");
+    *spec
+        .pointer_mut("/components/schemas/SignupRequest/properties/org_name/maxLength")
+        .unwrap() = json!(64);
+    let unbounded = unbounded_request_strings(&spec).join("\n");
+    let limits = limit_errors(&spec).join("\n");
+    assert!(
+        unbounded.contains("POST /v1/instances: body string `command` has neither")
+            && unbounded.contains("POST /v1/nodes/register: body array `gpus` has no maxItems"),
+        "{unbounded}"
+    );
+    assert!(
+        limits.contains("CreateInstanceRequest.command: no maxLength")
+            && limits.contains("?cursor: pattern is Some(\"^.*$\")")
+            && limits.contains("RegisterNodeRequest.gpus: maxItems is None")
+            && limits.contains("SignupRequest.org_name: maxLength is 64, the code allows 63"),
+        "{limits}"
+    );
+
     assert!(schema_errors(&good).is_empty());
     assert!(problem_response_errors(&good).1.is_empty());
     assert!(access_errors(&good).is_empty());
+    assert!(unbounded_request_strings(&good).is_empty());
+    assert!(limit_errors(&good).is_empty());
 }

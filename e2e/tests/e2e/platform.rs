@@ -32,7 +32,14 @@ async fn every_documented_route_is_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_the_fleet_in_prometheus_format() {
-    let mut p = Platform::start(Options::default()).await;
+    let mut p = Platform::start(Options {
+        auth: api::AuthConfig {
+            metrics_token: Some("scrape-token".into()),
+            ..api::AuthConfig::for_tests()
+        },
+        ..Options::default()
+    })
+    .await;
     p.start_agent("h100", "8xH100-80GB", 100).await;
     let running = p
         .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 2}))
@@ -47,6 +54,7 @@ async fn metrics_count_the_fleet_in_prometheus_format() {
     let resp = p
         .http
         .get(format!("{}/metrics", p.api_url))
+        .bearer_auth("scrape-token")
         .send()
         .await
         .unwrap();

@@ -1,12 +1,13 @@
 //! The orphan reconciler end to end: orphan processes stopped, vanished instances failed,
-//! unreadable nodes skipped, unstarted provisionings started, lost node lifecycles restarted.
+//! unreadable nodes skipped, unstarted provisionings started, lost provisionings failed, lost node
+//! lifecycles restarted (lost terminations: `outages.rs`).
 
 use crate::harness::{Options, Platform, process_alive};
 use crate::nodes::event_kinds;
 use runtime::ActivityHooks;
 use serde_json::json;
 use std::time::Duration;
-use workflows::gpuaas::vocabulary::{self as vocabulary};
+use workflows::gpuaas::vocabulary::{self as vocabulary, InstanceStep};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -156,4 +157,77 @@ async fn the_reconciler_restarts_a_lost_node_lifecycle_so_the_node_stays_watched
     // The node is watched again: its agent's death is noticed.
     p.kill_agent_process("h100");
     p.wait_node_state("h100", "down").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_fails_an_instance_whose_provisioning_workflow_is_gone_and_cleans_up_after_it()
+ {
+    let mut p = Platform::start(Options {
+        reconcile_every_s: 2,
+        ..Options::default()
+    })
+    .await;
+    // A long settle: the instance stays `provisioning`, its process up, while its workflow ends.
+    p.start_agent("h100", "8xH100-80GB", 30_000).await;
+    let starting = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
+        .await;
+    p.eventually(LONG, "the workload is started", || async {
+        p.workload_pid(starting).is_some()
+    })
+    .await;
+    let pid = p.workload_pid(starting).unwrap();
+    // More GPUs than are free: it stays `pending`, waiting for capacity.
+    let waiting = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 8, "capacity_timeout_seconds": 600}))
+        .await;
+    p.eventually(LONG, "the second instance waits for capacity", || async {
+        p.instance(waiting).await.current_step == InstanceStep::WaitingForCapacity.as_str()
+    })
+    .await;
+    assert_eq!(p.instance(starting).await.state, "provisioning");
+
+    // An operator terminates both provisioning workflows: nothing would move them again.
+    let client = crate::harness::temporal_args()
+        .connect("test")
+        .await
+        .unwrap();
+    for id in [starting, waiting] {
+        client
+            .get_workflow_handle::<workflows::gpuaas::ProvisionInstance>(
+                workflows::gpuaas::instance_provision::workflow_id(id),
+            )
+            .terminate(Default::default())
+            .await
+            .unwrap();
+    }
+
+    for id in [starting, waiting] {
+        let failed = p.wait_state(id, &["failed"], LONG).await;
+        assert_eq!(failed.failure_reason.as_deref(), Some("timeout"));
+        assert!(
+            failed
+                .status_message
+                .as_deref()
+                .is_some_and(|m| m.contains("provisioning workflow ended")),
+            "{failed:?}"
+        );
+    }
+    // The failed instance's process is an orphan for the node pass: stopped, then released.
+    p.eventually(LONG, "the lost instance's process is stopped and its GPU released", || async {
+        !process_alive(pid) && p.live_allocations(starting).await == 0
+    })
+    .await;
+    assert_eq!(p.live_allocations(waiting).await, 0);
+    for id in [starting, waiting] {
+        let lost: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM gpuaas.events WHERE kind = 'reconciler.provisioning_lost' AND instance_id = $1",
+        )
+        .bind(id.uuid())
+        .fetch_one(&p.pool)
+        .await
+        .unwrap();
+        assert_eq!(lost, 1);
+    }
+    assert_eq!(p.leak_report().await, Default::default());
 }

@@ -100,11 +100,11 @@ fn activity_types_are_pinned() {
     assert_eq!(
         agent,
         [
-            "node.start_workload",
-            "node.await_workload_running",
-            "node.stop_workload",
-            "node.session",
-            "node.list_workloads",
+            "node.v2.start_workload",
+            "node.v2.await_workload_running",
+            "node.v2.stop_workload",
+            "node.v2.session",
+            "node.v2.list_workloads",
         ]
     );
     assert_eq!(node::NodeFailure::StartFailed.as_str(), "StartFailed");

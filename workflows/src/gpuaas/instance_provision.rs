@@ -1,13 +1,14 @@
 //! `ProvisionInstance`: allocate → start on the node → wait until running → mark running.
 //! On failure the undo steps run in reverse; each is idempotent.
 
+use super::node_call::{self, NodeCallError, Seal};
 use super::options::{abandoned_child, control_options, start_once};
 use super::vocabulary::{self, InstanceStep, activity, search, workflow};
 use super::{ActivityStep, NodeTimeouts, show_step};
 use crate::failure::{ActivityFailure, root_message};
 use activities::gpuaas::instance::{FailInstance, InstanceActivities, TerminatedNote};
 use activities::gpuaas::{Allocation, FailureReason, InstanceState, Placement, Transition};
-use contract_node::{NodeActivities, WorkloadSpec, WorkloadStatus, vocabulary as node};
+use contract_node::{WorkloadStatus, vocabulary as node};
 use serde::{Deserialize, Serialize};
 use shared_ids::{InstanceId, NodeId, ProjectId};
 use std::time::{Duration, SystemTime};
@@ -21,7 +22,6 @@ use temporalio_sdk::{ChildWorkflowOptions, WorkflowContext, WorkflowResult};
 pub struct ProvisionInput {
     pub instance_id: InstanceId,
     pub project_id: ProjectId,
-    pub command: String,
     /// How long to wait for capacity when nothing fits; 0 fails at once.
     pub capacity_timeout_s: u64,
     pub node_timeouts: NodeTimeouts,
@@ -48,7 +48,9 @@ pub enum ProvisionOutcome {
 /// The activities of a successful provisioning, in order.
 pub const ACTIVITIES: &[ActivityStep] = &[
     ActivityStep::worker(activity::ALLOCATE),
+    ActivityStep::worker(activity::PREPARE_NODE_CALL),
     ActivityStep::agent(node::activity::START_WORKLOAD),
+    ActivityStep::worker(activity::PREPARE_NODE_CALL),
     ActivityStep::agent(node::activity::AWAIT_WORKLOAD_RUNNING),
     ActivityStep::worker(activity::MARK_RUNNING),
 ];
@@ -101,7 +103,7 @@ pub(crate) fn child_options(input: &ProvisionInput) -> ChildWorkflowOptions {
 #[derive(Debug, Clone)]
 enum Undo {
     Release,
-    StopWorkload { node_queue: String },
+    StopWorkload { node_id: NodeId },
 }
 
 enum Abort {
@@ -245,18 +247,19 @@ async fn provision(
         ),
     );
     undo.push(Undo::StopWorkload {
-        node_queue: node_queue.clone(),
+        node_id: allocation.node_id,
     });
-    let spec = WorkloadSpec {
-        instance_id: id,
-        command: input.command.clone(),
-        gpu_indices: allocation.gpu_indices.clone(),
-        gpu_uuids: allocation.gpu_uuids.clone(),
-    };
     let options = input.node_timeouts.options(&node_queue);
-    let started = ctx
-        .execute_activity(NodeActivities::start_workload, spec, options.clone())
-        .await;
+    let gpus = (allocation.gpu_indices.clone(), allocation.gpu_uuids.clone());
+    let started = node_call::start_workload(
+        ctx,
+        allocation.node_id,
+        id,
+        gpus,
+        Seal::Local(control_options()),
+        options.clone(),
+    )
+    .await;
     node_step_result(started, &allocation.node_name)?;
 
     // 3. Wait until the agent reports the process up and settled.
@@ -269,9 +272,14 @@ async fn provision(
             allocation.node_name
         ),
     );
-    let running = ctx
-        .execute_activity(NodeActivities::await_workload_running, id, options)
-        .await;
+    let running = node_call::await_running(
+        ctx,
+        allocation.node_id,
+        id,
+        Seal::Local(control_options()),
+        options,
+    )
+    .await;
     node_step_result(running, &allocation.node_name)?;
 
     // 4. Mark the instance running, unless it was deleted meanwhile.
@@ -342,26 +350,34 @@ async fn allocate_with_capacity_wait(
 }
 
 fn node_step_result(
-    result: Result<WorkloadStatus, temporalio_sdk::ActivityExecutionError>,
+    result: Result<WorkloadStatus, NodeCallError>,
     node_name: &str,
 ) -> Result<WorkloadStatus, Abort> {
-    match result {
-        Ok(status @ WorkloadStatus::Running { .. }) => Ok(status),
-        Ok(other) => Err(Abort::Failed(
-            FailureReason::StartFailed,
-            describe_exit(&other),
-        )),
-        Err(e) => Err(match ActivityFailure::of(&e) {
-            ActivityFailure::NotPickedUp => Abort::Failed(
-                FailureReason::NodeUnreachable,
-                format!("the agent of node {node_name} did not pick up the task in time"),
-            ),
-            ActivityFailure::TimedOut => Abort::Failed(FailureReason::Timeout, e.to_string()),
-            ActivityFailure::Failed { .. } | ActivityFailure::Other => {
-                Abort::Failed(FailureReason::StartFailed, root_message(&e))
-            }
-        }),
-    }
+    let e = match result {
+        Ok(status @ WorkloadStatus::Running { .. }) => return Ok(status),
+        Ok(other) => {
+            return Err(Abort::Failed(
+                FailureReason::StartFailed,
+                describe_exit(&other),
+            ));
+        }
+        Err(NodeCallError::Node(e)) => e,
+        // Nothing was sent, or the answer is not the node's: either way the start is not
+        // confirmed, and the compensation's stop (also checked) decides what is released.
+        Err(e @ (NodeCallError::Seal(_) | NodeCallError::Forged(_))) => {
+            return Err(Abort::Failed(FailureReason::StartFailed, e.to_string()));
+        }
+    };
+    Err(match ActivityFailure::of(&e) {
+        ActivityFailure::NotPickedUp => Abort::Failed(
+            FailureReason::NodeUnreachable,
+            format!("the agent of node {node_name} did not pick up the task in time"),
+        ),
+        ActivityFailure::TimedOut => Abort::Failed(FailureReason::Timeout, e.to_string()),
+        ActivityFailure::Failed { .. } | ActivityFailure::Other => {
+            Abort::Failed(FailureReason::StartFailed, root_message(&e))
+        }
+    })
 }
 
 fn describe_exit(status: &WorkloadStatus) -> String {
@@ -388,7 +404,8 @@ async fn compensate(
     let mut fenced = false;
     for undo_step in undo.into_iter().rev() {
         match undo_step {
-            Undo::StopWorkload { node_queue } => {
+            Undo::StopWorkload { node_id } => {
+                let node_queue = node::task_queue(node_id);
                 // The step shows while the stop may wait on a dead host; a release alone is too
                 // short to show (and is a local activity: no upsert beside it).
                 step(
@@ -400,10 +417,15 @@ async fn compensate(
                 let options = input.node_timeouts.options(&node_queue);
                 // On a dead host this fails after schedule-to-start; the process (if any) is
                 // then an orphan for the reconciler, and the step is logged, not retried forever.
-                if let Err(e) = ctx
-                    .execute_activity(NodeActivities::stop_workload, input.instance_id, options)
-                    .await
-                {
+                let stopped = node_call::stop_workload(
+                    ctx,
+                    node_id,
+                    input.instance_id,
+                    Seal::Local(control_options()),
+                    options,
+                )
+                .await;
+                if let Err(e) = stopped {
                     details(
                         ctx,
                         input,

@@ -1,16 +1,17 @@
 //! `TerminateInstance`: stop the process on the node → release the GPUs → mark terminated.
 
-use super::options::{abandoned_child, control_options, start_once};
+use super::options::{abandoned_child, control_options};
 use super::vocabulary::{self, InstanceStep, activity, search, workflow};
 use super::{ActivityStep, NodeTimeouts, show_step};
 use crate::failure::ActivityFailure;
 use activities::gpuaas::instance::{InstanceActivities, TerminatedNote};
-use contract_node::{NodeActivities, vocabulary as node};
+use super::node_call::{self, NodeCallError, Seal};
+use contract_node::vocabulary as node;
 use serde::{Deserialize, Serialize};
 use shared_ids::{InstanceId, NodeId, ProjectId};
-use temporalio_client::Client;
 use temporalio_client::errors::WorkflowStartError;
-use temporalio_common::search_attributes::SearchAttributeUpdate;
+use temporalio_client::{Client, WorkflowIdConflictPolicy, WorkflowStartOptions};
+use temporalio_common::search_attributes::{SearchAttributeUpdate, SearchAttributes};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ChildWorkflowOptions, WorkflowContext, WorkflowResult};
 
@@ -38,6 +39,7 @@ pub enum TerminateOutcome {
 
 /// The activities of a successful termination, in order.
 pub const ACTIVITIES: &[ActivityStep] = &[
+    ActivityStep::worker(activity::PREPARE_NODE_CALL),
     ActivityStep::agent(node::activity::STOP_WORKLOAD),
     ActivityStep::worker(activity::RELEASE),
     ActivityStep::worker(activity::MARK_TERMINATED),
@@ -59,23 +61,26 @@ fn search_attributes(input: &TerminateInput) -> Vec<SearchAttributeUpdate> {
     attributes
 }
 
-/// Starts the instance's termination, or finds it started (a retried request).
+/// Starts the instance's termination, or finds it running or completed (a retried request). A
+/// run that failed (or was terminated) is started again: every step is idempotent, and the
+/// instance would otherwise stay `terminating` forever.
 pub async fn start(
     client: &Client,
     task_queue: &str,
     input: TerminateInput,
 ) -> Result<(), WorkflowStartError> {
-    let id = workflow_id(input.instance_id);
-    let attributes = search_attributes(&input);
-    start_once(
-        client,
-        task_queue,
-        id,
-        attributes,
-        TerminateInstance::run,
-        input,
-    )
-    .await
+    let options = WorkflowStartOptions::new(task_queue.to_string(), workflow_id(input.instance_id))
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .id_reuse_policy(temporalio_client::WorkflowIdReusePolicy::AllowDuplicateFailedOnly)
+        .search_attributes(SearchAttributes::new(search_attributes(&input)))
+        .build();
+    match client
+        .start_workflow(TerminateInstance::run, input, options)
+        .await
+    {
+        Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Options to start it from another workflow (a drain): it outlives its starter.
@@ -83,6 +88,16 @@ pub(crate) fn child_options(input: &TerminateInput) -> ChildWorkflowOptions {
     abandoned_child(
         workflow_id(input.instance_id),
         temporalio_sdk::WorkflowIdReusePolicy::RejectDuplicate,
+        search_attributes(input),
+    )
+}
+
+/// Options for the reconciler to (re)start a termination nobody runs: like [`start`], a failed
+/// run may be followed by a new one.
+pub(crate) fn restart_options(input: &TerminateInput) -> ChildWorkflowOptions {
+    abandoned_child(
+        workflow_id(input.instance_id),
+        temporalio_sdk::WorkflowIdReusePolicy::AllowDuplicateFailedOnly,
         search_attributes(input),
     )
 }
@@ -108,20 +123,25 @@ impl TerminateInstance {
                 InstanceStep::StoppingWorkload,
                 format!("stopping the workload on {node_queue}"),
             );
-            let stopped = ctx
-                .execute_activity(
-                    NodeActivities::stop_workload,
-                    id,
-                    input.node_timeouts.options(&node_queue),
-                )
-                .await;
+            let stopped = node_call::stop_workload(
+                ctx,
+                node_id,
+                id,
+                Seal::Local(control_options()),
+                input.node_timeouts.options(&node_queue),
+            )
+            .await;
             // Whatever kept the stop from being confirmed (a dead node, an agent that refused),
             // the user's instance ends now and its GPUs stay fenced: the reconciler stops the
             // process and releases them once the agent can be read. Never a failed workflow
             // that leaves the instance `terminating` forever.
             if let Err(e) = stopped {
-                let why = match ActivityFailure::of(&e) {
-                    ActivityFailure::NotPickedUp => "node unreachable".to_string(),
+                let why = match &e {
+                    NodeCallError::Node(e)
+                        if matches!(ActivityFailure::of(e), ActivityFailure::NotPickedUp) =>
+                    {
+                        "node unreachable".to_string()
+                    }
                     _ => format!("stop failed: {e}"),
                 };
                 details(

@@ -16,6 +16,7 @@
 //! cannot evict (module docs of `workflows::gpuaas`).
 
 use super::instance_terminate::{self, TerminateInput, TerminateInstance};
+use super::node_call::{self, NodeCallError, Seal};
 use super::node_reconcile::reconcile_node;
 use super::options::{abandoned_child, lifecycle_options};
 use super::vocabulary::{self, NodeStep, search, signal, workflow};
@@ -24,7 +25,7 @@ use crate::failure::ActivityFailure;
 use activities::gpuaas::node_lifecycle::{
     HealthReport, NodeDown, NodeGrace, NodeLifecycleActivities,
 };
-use contract_node::{NodeActivities, SessionInput, SessionReport, vocabulary as node};
+use contract_node::{SessionInput, SessionReport, vocabulary as node};
 use serde::{Deserialize, Serialize};
 use shared_ids::{NodeId, ProjectId};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -206,7 +207,11 @@ fn session_options(c: &LifecycleConfig, node_id: NodeId) -> temporalio_sdk::Acti
 }
 
 /// Why a session failed, for the event and the UI.
-fn why_silent(e: &temporalio_sdk::ActivityExecutionError, c: &LifecycleConfig) -> String {
+fn why_silent(e: &NodeCallError, c: &LifecycleConfig) -> String {
+    let e = match e {
+        NodeCallError::Node(e) => e,
+        other => return format!("no verified session report: {other}"),
+    };
     match ActivityFailure::of(e) {
         ActivityFailure::NotPickedUp => format!(
             "its agent did not pick up a liveness session within {}s",
@@ -232,13 +237,15 @@ async fn liveness(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<Carri
             known_unhealthy: carried.known_unhealthy.clone(),
             report_now: carried.down_since_ms.is_some() || !carried.heard_from,
         };
-        let result = ctx
-            .execute_activity(
-                NodeActivities::session,
-                session,
-                session_options(&c, input.node_id),
-            )
-            .await;
+        // A reply that is not the node's own counts as silence: nothing is released from it.
+        let result = node_call::session(
+            ctx,
+            input.node_id,
+            session,
+            Seal::Regular(lifecycle_options()),
+            session_options(&c, input.node_id),
+        )
+        .await;
         match result {
             Ok(report) => on_report(ctx, input, &mut carried, report).await?,
             Err(e) => on_silence(ctx, input, &mut carried, why_silent(&e, &c)).await?,

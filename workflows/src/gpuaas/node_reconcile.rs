@@ -5,9 +5,10 @@
 //! both callers run it beside other work (options.rs, `database_activity`).
 
 use super::NodeTimeouts;
+use super::node_call::{self, NodeCallError, Seal};
 use super::options::reconcile_options;
 use activities::gpuaas::reconcile::{ApplyFix, PlanInput, ReconcileActivities};
-use contract_node::{NodeActivities, vocabulary as node};
+use contract_node::vocabulary as node;
 use serde::{Deserialize, Serialize};
 use shared_ids::{InstanceId, NodeId};
 use std::time::{Duration, UNIX_EPOCH};
@@ -25,11 +26,11 @@ pub struct NodeReconciled {
 #[derive(Debug)]
 pub enum NodeReconcileError {
     /// The agent did not answer the read: the node is left alone.
-    AgentUnreadable(ActivityExecutionError),
+    AgentUnreadable(NodeCallError),
     Plan(ActivityExecutionError),
     Stop {
         instance: InstanceId,
-        error: ActivityExecutionError,
+        error: NodeCallError,
     },
     Apply(ActivityExecutionError),
 }
@@ -77,14 +78,15 @@ pub(crate) async fn reconcile_node<W>(
         .workflow_time()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as i64);
-    let workloads = ctx
-        .execute_activity(
-            NodeActivities::list_workloads,
-            (),
-            read_options(&node_queue, timeouts),
-        )
-        .await
-        .map_err(NodeReconcileError::AgentUnreadable)?;
+    // A reply that is not the node's own counts as no answer: nothing is planned from it.
+    let workloads = node_call::list_workloads(
+        ctx,
+        node_id,
+        Seal::Regular(reconcile_options()),
+        read_options(&node_queue, timeouts),
+    )
+    .await
+    .map_err(NodeReconcileError::AgentUnreadable)?;
     let plan = PlanInput {
         node_id,
         workloads,
@@ -100,9 +102,11 @@ pub(crate) async fn reconcile_node<W>(
     };
     for (seq, fix) in fixes.into_iter().enumerate() {
         if fix.kind.needs_agent() {
-            ctx.execute_activity(
-                NodeActivities::stop_workload,
+            node_call::stop_workload(
+                ctx,
+                node_id,
                 fix.instance_id,
+                Seal::Regular(reconcile_options()),
                 timeouts.options(&node_queue),
             )
             .await

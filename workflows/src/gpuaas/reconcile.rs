@@ -1,16 +1,19 @@
 //! `ReconcileFleet`: one reconciliation pass over the fleet, started by a Temporal Schedule
 //! ([`ensure_schedule`]). It runs [`reconcile_node`] over every node whose agent should answer,
-//! starts the provisioning of instances the API recorded but never started, and starts a
-//! lifecycle for every node nobody watches.
+//! finishes every instance in flight that no workflow carries (starts the provisioning of one
+//! the API recorded but never started, the termination of a `terminating` one nobody unwinds;
+//! fails one whose provisioning ended without finishing it), and starts a lifecycle for every
+//! node nobody watches.
 
 use super::instance_provision::{self, ProvisionInput, ProvisionInstance};
+use super::instance_terminate::{self, TerminateInput, TerminateInstance};
 use super::node_lifecycle::{self, LifecycleConfig, NodeLifecycle, NodeLifecycleInput};
 use super::node_reconcile::reconcile_node;
 use super::options::reconcile_options;
 use super::vocabulary::{self, ReconcileStep, workflow};
 use super::{NodeTimeouts, show_step};
 use activities::gpuaas::reconcile::{
-    ReconcileActivities, ReconcileTarget, Started, WorkflowStarted,
+    ReconcileActivities, ReconcileTarget, Restart, Started, Unstarted, WorkflowStarted,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -37,6 +40,9 @@ pub struct ReconcileOutcome {
     pub fixes_applied: usize,
     /// Instances the API recorded but never started, whose provisioning this run started.
     pub provisionings_started: usize,
+    /// `terminating` instances nobody unwound, whose termination this run started.
+    #[serde(default)]
+    pub terminations_started: usize,
     /// Nodes without a running lifecycle workflow, whose lifecycle this run started.
     pub lifecycles_started: usize,
 }
@@ -124,14 +130,16 @@ impl ReconcileFleet {
                 Err(why) => outcome.unreadable.push(format!("{}: {why}", target.name)),
             }
         }
-        outcome.provisionings_started = start_unstarted(ctx, &input).await?;
+        (outcome.provisionings_started, outcome.terminations_started) =
+            start_unstarted(ctx, &input).await?;
         outcome.lifecycles_started = watch_unwatched(ctx, &input).await?;
         show_step(ctx, ReconcileStep::Done);
         ctx.set_current_details(format!(
-            "{} node(s) read, {} fix(es) applied, {} provisioning(s) and {} lifecycle(s) started, {} node(s) skipped{}",
+            "{} node(s) read, {} fix(es) applied, {} provisioning(s), {} termination(s) and {} lifecycle(s) started, {} node(s) skipped{}",
             outcome.nodes - outcome.unreadable.len(),
             outcome.fixes_applied,
             outcome.provisionings_started,
+            outcome.terminations_started,
             outcome.lifecycles_started,
             outcome.unreadable.len(),
             if outcome.unreadable.is_empty() {
@@ -144,49 +152,92 @@ impl ReconcileFleet {
     }
 }
 
-/// Starts the provisioning of instances the API recorded but never started (it died in
-/// between). The workflow id is the instance's own, and reuse is rejected, so an instance whose
-/// workflow exists is never provisioned twice.
+/// Starts the workflow of every instance in flight that none carries (the activity describes
+/// their workflows): the provisioning of one the API recorded but never started, the termination
+/// of a `terminating` one nobody unwinds. Workflow ids are the instance's own: a provisioning
+/// rejects reuse, so an instance is never provisioned twice; a termination may rerun only after
+/// a failed run (every step of it is idempotent). Returns (provisionings, terminations) started.
 async fn start_unstarted(
     ctx: &WorkflowContext<ReconcileFleet>,
     input: &ReconcileInput,
-) -> WorkflowResult<usize> {
+) -> WorkflowResult<(usize, usize)> {
     let unstarted = ctx
         .execute_activity(ReconcileActivities::unstarted, (), reconcile_options())
         .await?;
-    let mut started = 0;
+    let (mut provisionings, mut terminations) = (0, 0);
     for u in unstarted {
-        let provision = ProvisionInput {
-            requested_by: Some(shared_kernel::Principal::system("reconciler")),
-            instance_id: u.instance_id,
-            project_id: u.project_id,
-            command: u.command,
-            capacity_timeout_s: u.capacity_timeout_s,
-            node_timeouts: input.node_timeouts,
-        };
-        let options = instance_provision::child_options(&provision);
-        if ctx
-            .start_child_workflow(ProvisionInstance::run, provision, options)
-            .await
-            .is_err()
-        {
-            continue; // it exists: the instance is merely slow, not lost
-        }
-        let record = WorkflowStarted {
-            kind: Started::Provisioning,
-            node_id: None,
-            instance_id: Some(u.instance_id),
-            message: "accepted but never started (the API died before starting its workflow): provisioning started".into(),
-            dedupe_key: format!(
-                "{}/{}",
-                ctx.workflow_id(),
-                instance_provision::workflow_id(u.instance_id)
+        let (kind, workflow_id) = match u.start {
+            Restart::Provisioning => (
+                Started::Provisioning,
+                start_provisioning(ctx, input, &u).await,
+            ),
+            Restart::Termination => (
+                Started::Termination,
+                start_termination(ctx, input, &u).await,
             ),
         };
+        let Some(workflow_id) = workflow_id else {
+            continue; // it exists: the instance is merely slow, not lost
+        };
+        let message = if u.why.is_empty() {
+            "accepted but never started (the API died before starting its workflow): provisioning started".into()
+        } else {
+            u.why
+        };
+        let record = WorkflowStarted {
+            kind,
+            node_id: u.node_id,
+            instance_id: Some(u.instance_id),
+            message,
+            dedupe_key: format!("{}/{workflow_id}", ctx.workflow_id()),
+        };
         record_started(ctx, record).await?;
-        started += 1;
+        match kind {
+            Started::Termination => terminations += 1,
+            _ => provisionings += 1,
+        }
     }
-    Ok(started)
+    Ok((provisionings, terminations))
+}
+
+/// Starts `u`'s provisioning; its workflow id, or `None` if it exists.
+async fn start_provisioning(
+    ctx: &WorkflowContext<ReconcileFleet>,
+    input: &ReconcileInput,
+    u: &Unstarted,
+) -> Option<String> {
+    let provision = ProvisionInput {
+        requested_by: Some(shared_kernel::Principal::system("reconciler")),
+        instance_id: u.instance_id,
+        project_id: u.project_id,
+        capacity_timeout_s: u.capacity_timeout_s,
+        node_timeouts: input.node_timeouts,
+    };
+    let options = instance_provision::child_options(&provision);
+    ctx.start_child_workflow(ProvisionInstance::run, provision, options)
+        .await
+        .ok()
+        .map(|_| instance_provision::workflow_id(u.instance_id))
+}
+
+/// Starts `u`'s termination; its workflow id, or `None` if it runs (or completed) after all.
+async fn start_termination(
+    ctx: &WorkflowContext<ReconcileFleet>,
+    input: &ReconcileInput,
+    u: &Unstarted,
+) -> Option<String> {
+    let terminate = TerminateInput {
+        requested_by: Some(shared_kernel::Principal::system("reconciler")),
+        instance_id: u.instance_id,
+        project_id: u.project_id,
+        node_id: u.node_id,
+        node_timeouts: input.node_timeouts,
+    };
+    let options = instance_terminate::restart_options(&terminate);
+    ctx.start_child_workflow(TerminateInstance::run, terminate, options)
+        .await
+        .ok()
+        .map(|_| instance_terminate::workflow_id(u.instance_id))
 }
 
 /// Starts a lifecycle workflow for every node that has none running (an operator terminated

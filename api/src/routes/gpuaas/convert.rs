@@ -38,6 +38,26 @@ pub fn node(n: domain::Node) -> wire::Node {
     }
 }
 
+pub fn node_summary(s: domain::node::NodeSummary) -> wire::NodeSummary {
+    let n = s.node;
+    wire::NodeSummary {
+        id: n.id,
+        name: n.name,
+        state: n.state.as_str().to_string(),
+        cordon_reason: n.cordon_reason,
+        gpu_model: n.gpu_model,
+        gpu_count: s.gpu_count.max(0) as usize,
+        free_gpus: n.free_gpus,
+        unhealthy_gpus: s.unhealthy_gpus.max(0) as usize,
+        discovery: n.discovery,
+        agent_version: n.agent_version,
+        registered_at: n.registered_at,
+        last_seen_at: n.last_seen_at,
+        down_since: n.down_since,
+        drain_deadline: n.drain_deadline,
+    }
+}
+
 fn gpu(g: domain::NodeGpu) -> wire::Gpu {
     wire::Gpu {
         index: g.index,

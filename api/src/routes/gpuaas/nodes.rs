@@ -3,12 +3,12 @@
 use super::convert;
 use crate::AppState;
 use crate::auth::{Caller, NodeCaller};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery, page_limit};
 use crate::problem::{ApiError, ApiResult};
-use api_types::List;
 use api_types::gpuaas::{
-    DrainNodeRequest, Node, NodeEvent, RegisterNodeRequest, RegisterNodeResponse,
+    DrainNodeRequest, Node, NodeEvent, NodeSummary, RegisterNodeRequest, RegisterNodeResponse,
 };
+use api_types::{List, Page};
 use axum::Json;
 use axum::extract::{Path, State};
 use product_gpuaas::{events, node, node_lifecycle};
@@ -17,11 +17,25 @@ use std::time::Duration;
 use workflows::gpuaas::node_lifecycle as lifecycle_workflow;
 use workflows::gpuaas::{DrainRequested, NodeLifecycleInput};
 
-pub async fn list(State(state): State<AppState>) -> ApiResult<Json<List<Node>>> {
-    let nodes = node::list(&state.pool).await?;
-    Ok(Json(List {
-        items: nodes.into_iter().map(convert::node).collect(),
-    }))
+#[derive(serde::Deserialize)]
+pub struct ListParams {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/nodes`: a page of nodes by name (the cursor is the last name), GPUs counted.
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<Page<NodeSummary>>> {
+    let limit = page_limit(params.limit)?;
+    let items = node::page(&state.pool, limit, params.cursor.as_deref()).await?;
+    Ok(Json(Page::of(
+        items,
+        limit,
+        |n| n.node.name.clone(),
+        convert::node_summary,
+    )))
 }
 
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Node>> {
@@ -54,43 +68,81 @@ pub async fn register(
     }))
 }
 
-/// The node a registration is for: the credential's node, or (joining) the node of that name,
-/// or a new one, whose public key the join records while it uses up the token.
+/// The node a registration is for. With the node's credential: that node (a new key in the
+/// request rotates the credential). Joining: always a new node, under a name nobody holds, so a
+/// join token can never take over an existing node's id, queue or GPUs.
 async fn node_identity(
     state: &AppState,
     caller: &Caller,
     req: &RegisterNodeRequest,
 ) -> ApiResult<NodeId> {
     match &caller.node {
-        Some(NodeCaller::Node(id)) => Ok(*id),
+        Some(NodeCaller::Node(id)) => {
+            if let Some(keys) = reported_keys(req)? {
+                platform_iam::nodes::update_keys(&state.pool, *id, &keys).await?;
+            }
+            Ok(*id)
+        }
         Some(NodeCaller::Joining { token }) => {
-            let key = public_key(req)?;
+            let keys = reported_keys(req)?
+                .filter(|k| k.encryption_key.is_some())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                        "public_key_required",
+                        "joining needs the node's Ed25519 public_key and X25519 encryption_key (base64url)",
+                    )
+                })?;
             // Nothing is used up for a registration that cannot succeed.
             convert::registration(req.clone()).validate()?;
-            let id = node::id_by_name(&state.pool, &req.name)
-                .await?
-                .unwrap_or_default();
-            platform_iam::nodes::join(&state.pool, token, id, &key).await?;
+            if node::id_by_name(&state.pool, &req.name).await?.is_some() {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "node_name_taken",
+                    "another node is registered under this name; join under a new name",
+                ));
+            }
+            let id = NodeId::new();
+            platform_iam::nodes::join(&state.pool, token, id, &keys).await?;
             Ok(id)
         }
         None => Err(crate::auth::unauthorized()),
     }
 }
 
-/// The joining node's public key (base64url).
-fn public_key(req: &RegisterNodeRequest) -> ApiResult<Vec<u8>> {
-    req.public_key
-        .as_deref()
-        .and_then(|k| {
-            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, k).ok()
-        })
-        .ok_or_else(|| {
-            ApiError::new(
+/// The keys a registration reports (base64url): none, or the signing key with an optional
+/// encryption key. A credentialed node that reports only an encryption key keeps its signing key.
+fn reported_keys(req: &RegisterNodeRequest) -> ApiResult<Option<platform_iam::nodes::NodeKeys>> {
+    let decode = |text: &Option<String>, code: &'static str| -> ApiResult<Option<Vec<u8>>> {
+        text.as_deref()
+            .map(|k| {
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, k)
+                    .map_err(|_| {
+                        ApiError::new(
+                            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                            code,
+                            "a node key is 32 bytes, base64url without padding",
+                        )
+                    })
+            })
+            .transpose()
+    };
+    let public_key = decode(&req.public_key, "invalid_public_key")?;
+    let encryption_key = decode(&req.encryption_key, "invalid_encryption_key")?;
+    Ok(match (public_key, encryption_key) {
+        (Some(public_key), encryption_key) => Some(platform_iam::nodes::NodeKeys {
+            public_key,
+            encryption_key,
+        }),
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(ApiError::new(
                 axum::http::StatusCode::UNPROCESSABLE_ENTITY,
                 "public_key_required",
-                "joining needs the node's Ed25519 public key (base64url) in public_key",
-            )
-        })
+                "an encryption_key comes with the node's public_key",
+            ));
+        }
+    })
 }
 
 /// `POST /v1/nodes/{id}/cordon`: no new instances are placed on the node.

@@ -77,20 +77,37 @@ pub async fn check_join_token(pool: &PgPool, token: &str) -> DomainResult<Uuid> 
     .ok_or_else(invalid_join_token)
 }
 
-fn check_public_key(key: &[u8]) -> DomainResult<()> {
-    if key.len() != 32 {
-        return Err(DomainError::invalid(
-            "invalid_public_key",
-            "a node's public key is a raw Ed25519 key (32 bytes, base64url)",
-        ));
+/// A node's public keys: Ed25519 (it signs assertions and reports) and X25519 (commands are
+/// sealed for it). Raw 32-byte keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeKeys {
+    pub public_key: Vec<u8>,
+    pub encryption_key: Option<Vec<u8>>,
+}
+
+impl NodeKeys {
+    fn check(&self) -> DomainResult<()> {
+        if self.public_key.len() != 32 {
+            return Err(DomainError::invalid(
+                "invalid_public_key",
+                "a node's public key is a raw Ed25519 key (32 bytes, base64url)",
+            ));
+        }
+        if self.encryption_key.as_ref().is_some_and(|k| k.len() != 32) {
+            return Err(DomainError::invalid(
+                "invalid_encryption_key",
+                "a node's encryption key is a raw X25519 key (32 bytes, base64url)",
+            ));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Uses the join token (once) and records `node`'s public key. A node that already holds a live
 /// credential cannot be joined again (an operator revokes it first).
-pub async fn join(pool: &PgPool, token: &str, node: NodeId, public_key: &[u8]) -> DomainResult<()> {
-    check_public_key(public_key)?;
+pub async fn join(pool: &PgPool, token: &str, node: NodeId, keys: &NodeKeys) -> DomainResult<()> {
+    keys.check()?;
+    let public_key = keys.public_key.as_slice();
     if !secrets::well_formed(SecretKind::JoinToken, token) {
         return Err(invalid_join_token());
     }
@@ -105,13 +122,16 @@ pub async fn join(pool: &PgPool, token: &str, node: NodeId, public_key: &[u8]) -
     .await?;
     let token_id = used.ok_or_else(invalid_join_token)?;
     let inserted = sqlx::query(
-        "INSERT INTO iam.node_credentials (node_id, public_key, join_token) VALUES ($1, $2, $3)
+        "INSERT INTO iam.node_credentials (node_id, public_key, encryption_key, join_token)
+         VALUES ($1, $2, $3, $4)
          ON CONFLICT (node_id) DO UPDATE SET public_key = EXCLUDED.public_key,
-             join_token = EXCLUDED.join_token, created_at = now(), revoked_at = NULL
+             encryption_key = EXCLUDED.encryption_key, join_token = EXCLUDED.join_token,
+             created_at = now(), rotated_at = NULL, revoked_at = NULL
          WHERE iam.node_credentials.revoked_at IS NOT NULL",
     )
     .bind(node.uuid())
     .bind(public_key)
+    .bind(keys.encryption_key.as_deref())
     .bind(token_id)
     .execute(&mut *tx)
     .await?;
@@ -133,6 +153,47 @@ pub async fn has_credential(pool: &PgPool, node: NodeId) -> DomainResult<bool> {
     .bind(node.uuid())
     .fetch_one(pool)
     .await?)
+}
+
+/// The live credential's keys of `node`, if it has one.
+pub async fn keys(pool: &PgPool, node: NodeId) -> DomainResult<Option<NodeKeys>> {
+    let row: Option<(Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT public_key, encryption_key FROM iam.node_credentials
+         WHERE node_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(node.uuid())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(public_key, encryption_key)| NodeKeys {
+        public_key,
+        encryption_key,
+    }))
+}
+
+/// A registered node reports its keys: the same signing key (an encryption key recorded if it
+/// had none yet, or changed), or a new pair (rotation: the caller proved the old key). Every
+/// change takes effect at once; commands sealed before it fail on the node and are retried.
+pub async fn update_keys(pool: &PgPool, node: NodeId, keys: &NodeKeys) -> DomainResult<()> {
+    keys.check()?;
+    let updated = sqlx::query(
+        "UPDATE iam.node_credentials SET
+             rotated_at = CASE WHEN public_key <> $2 THEN now() ELSE rotated_at END,
+             public_key = $2,
+             encryption_key = coalesce($3, encryption_key)
+         WHERE node_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(node.uuid())
+    .bind(&keys.public_key)
+    .bind(keys.encryption_key.as_deref())
+    .execute(pool)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(DomainError::not_found(
+            "node_not_found",
+            format!("node {node} holds no live credential"),
+        ));
+    }
+    Ok(())
 }
 
 /// Ends a node's credential (decommissioned or compromised host).
@@ -196,8 +257,26 @@ pub async fn verify_assertion(pool: &PgPool, header: &str) -> DomainResult<Optio
         return Ok(None);
     };
     let message = Assertion::message(assertion.node, assertion.issued_at, &assertion.nonce);
-    let ok = UnparsedPublicKey::new(&ED25519, &key)
+    if UnparsedPublicKey::new(&ED25519, &key)
         .verify(&message, &assertion.signature)
-        .is_ok();
-    Ok(ok.then_some(assertion.node))
+        .is_err()
+    {
+        return Ok(None);
+    }
+    // Good once: a header captured in its window cannot be replayed. Entries older than the
+    // window (twice, for clock skew) are pruned on the way.
+    let first_use = sqlx::query(
+        "WITH pruned AS (DELETE FROM iam.node_assertions_seen
+                         WHERE node_id = $1 AND seen_at < now() - make_interval(secs => $3))
+         INSERT INTO iam.node_assertions_seen (node_id, nonce) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(assertion.node.uuid())
+    .bind(&assertion.nonce)
+    .bind((2 * ASSERTION_MAX_AGE_S) as f64)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1;
+    Ok(first_use.then_some(assertion.node))
 }

@@ -47,6 +47,9 @@ struct Key {
     signing: Option<(EncodingKey, Ed25519KeyPair)>,
 }
 
+/// Name of the key an empty key directory gets; operators add later keys with later names.
+const INITIAL_KEY: &str = "00000000T000000Z";
+
 pub struct TokenKeys {
     keys: Vec<Key>,
     issuer: String,
@@ -107,6 +110,12 @@ impl TokenKeys {
         })
     }
 
+    /// Keys for a process that signs but issues no access tokens (the worker signs node
+    /// commands with the same keys the API publishes in its JWKS).
+    pub fn load_signer(dir: &Path) -> anyhow_like::Result<Self> {
+        Self::load_dir(dir, "gpuaas", "gpuaas", Duration::ZERO)
+    }
+
     /// One fresh key, held only in memory (tokens die with the process).
     pub fn ephemeral(issuer: &str, audience: &str, access_ttl: Duration) -> Self {
         Self::from_pkcs8(&[generate_pkcs8()], issuer, audience, access_ttl).expect("fresh key")
@@ -128,11 +137,18 @@ impl TokenKeys {
             .collect();
         names.sort();
         if names.is_empty() {
-            let path = dir.join(format!(
-                "{}.key",
-                chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-            ));
-            write_private(&path, &generate_pkcs8())?;
+            // A fixed name, so processes starting together on an empty directory (the API and
+            // the worker) agree on one key: the first link wins, the others read it.
+            let path = dir.join(format!("{INITIAL_KEY}.key"));
+            let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
+            write_private(&tmp, &generate_pkcs8())?;
+            let linked = std::fs::hard_link(&tmp, &path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(anyhow_like::io(&path)(e)),
+            }
             names.push(path);
         }
         let mut ders = Vec::new();
@@ -216,7 +232,13 @@ impl TokenKeys {
         serde_json::json!({ "keys": keys })
     }
 
-    /// Signs `message` with the newest key (audit chain anchors): `(kid, signature)`.
+    /// The id of the key [`TokenKeys::sign`] signs with.
+    pub fn signing_key_id(&self) -> String {
+        self.signing_key().kid.clone()
+    }
+
+    /// Signs `message` with the newest key (audit chain anchors, node commands): `(kid,
+    /// signature)`.
     pub fn sign(&self, message: &[u8]) -> (String, Vec<u8>) {
         let key = self.signing_key();
         let (_, pair) = key.signing.as_ref().expect("the newest key signs");

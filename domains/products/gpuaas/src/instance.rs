@@ -273,20 +273,24 @@ fn tenant_message(i: &Instance) -> Option<String> {
     }
 }
 
-/// Instances accepted more than `older_than` ago whose provisioning never took a step: the API
-/// died between recording them and starting their workflow (or the workflow is badly delayed).
-/// The reconciler starts their workflow; starting one that exists is refused and harmless.
-pub async fn stale_pending(
+/// Instances still in flight (`pending`, `provisioning`, `terminating`) that have not changed for
+/// `older_than`, oldest first, at most `limit`: the reconciler checks that a workflow still
+/// carries each one (an API that died or lost Temporal between recording a change and starting
+/// its workflow leaves one nobody carries). A stuck instance never changes, so it stays at the
+/// front of the batch; healthy ones change or finish.
+pub async fn unfinished(
     pool: &PgPool,
     older_than: std::time::Duration,
+    limit: i64,
 ) -> DomainResult<Vec<Instance>> {
     let rows: Vec<InstanceRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM gpuaas.instances
-         WHERE state = 'pending' AND current_step = 'queued'
-           AND created_at < now() - make_interval(secs => $1)
-         ORDER BY created_at LIMIT 100"
+         WHERE state IN ('pending', 'provisioning', 'terminating')
+           AND updated_at < now() - make_interval(secs => $1)
+         ORDER BY updated_at LIMIT $2"
     ))
     .bind(older_than.as_secs_f64())
+    .bind(limit)
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(Into::into).collect())
@@ -328,12 +332,17 @@ impl NewInstance {
                 ));
             }
         }
+        // Control characters other than tab and newline (NUL above all: Postgres refuses it).
         if let Some(cmd) = &self.command
-            && (cmd.trim().is_empty() || cmd.len() > 4096)
+            && (cmd.trim().is_empty()
+                || cmd.chars().count() > 4096
+                || cmd
+                    .chars()
+                    .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')))
         {
             return Err(DomainError::invalid(
                 "invalid_command",
-                "command must be 1-4096 characters",
+                "command must be 1-4096 characters without control characters other than tab and newline",
             ));
         }
         if let Some(t) = self.capacity_timeout_s
@@ -457,6 +466,12 @@ pub async fn get(pool: &PgPool, ctx: &OperationContext, id: InstanceId) -> Domai
 
 /// The same answer for an instance that does not exist and one the caller may not see: no id
 /// in the text, so the two bodies are identical.
+/// The instance's command, for the step that seals it for its node: the command never travels
+/// through a workflow's own input or history in plaintext.
+pub async fn command_of(pool: &PgPool, id: InstanceId) -> DomainResult<String> {
+    Ok(get_system(pool, id).await?.command)
+}
+
 pub fn instance_not_found() -> DomainError {
     DomainError::not_found("instance_not_found", "instance not found")
 }
@@ -664,8 +679,18 @@ mod tests {
         );
         let bad_cmd = NewInstance {
             command: Some("  ".into()),
-            ..ok
+            ..ok.clone()
         };
         assert_eq!(bad_cmd.validate().unwrap_err().code(), "invalid_command");
+        let nul = NewInstance {
+            command: Some("echo \0".into()),
+            ..ok.clone()
+        };
+        assert_eq!(nul.validate().unwrap_err().code(), "invalid_command");
+        let script = NewInstance {
+            command: Some("set -e\n\tpython train.py".into()),
+            ..ok
+        };
+        assert!(script.validate().is_ok());
     }
 }

@@ -156,7 +156,9 @@ pub async fn register(pool: &PgPool, id: NodeId, reg: &NodeRegistration) -> Doma
         "INSERT INTO gpuaas.nodes (id, name, state, gpu_model, agent_version, discovery)
          VALUES ($1, $2, 'registering', $3, $4, $5)
          ON CONFLICT (name) DO UPDATE
-            SET gpu_model = EXCLUDED.gpu_model, agent_version = EXCLUDED.agent_version,
+            -- A report without GPUs keeps the model: the GPUs it lost leave placement below.
+            SET gpu_model = coalesce(EXCLUDED.gpu_model, gpuaas.nodes.gpu_model),
+                agent_version = EXCLUDED.agent_version,
                 discovery = EXCLUDED.discovery, updated_at = now()
             WHERE gpuaas.nodes.id = EXCLUDED.id
          RETURNING id",
@@ -229,6 +231,20 @@ pub async fn register(pool: &PgPool, id: NodeId, reg: &NodeRegistration) -> Doma
             ));
         }
     }
+    // GPUs this node no longer reports leave placement: unhealthy, until a session reports them
+    // again and they pass the recovery period. Their allocations (if any) stay until the
+    // instance ends: only the node's lifecycle releases GPUs.
+    let reported: Vec<String> = reg.gpus.iter().map(|g| g.uuid.clone()).collect();
+    sqlx::query(
+        "UPDATE gpuaas.gpus SET health = 'unhealthy',
+             health_reason = 'missing from the host''s registration', healthy_since = NULL
+         WHERE node_id = $1 AND uuid <> ALL($2) AND health_reason IS DISTINCT FROM
+             'missing from the host''s registration'",
+    )
+    .bind(id.uuid())
+    .bind(&reported)
+    .execute(&mut *tx)
+    .await?;
     // GPUs taken over from a decommissioned node leave its counter.
     sqlx::query(
         "UPDATE gpuaas.nodes n SET free_gpus = (
@@ -300,6 +316,50 @@ pub async fn list(pool: &PgPool) -> DomainResult<Vec<Node>> {
         .map(|row| {
             let of_node = gpus.remove(&NodeId::from(row.id)).unwrap_or_default();
             node_from(row, of_node)
+        })
+        .collect())
+}
+
+/// A node as a list shows it: without its GPUs (`gpus` is empty), with their counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeSummary {
+    pub node: Node,
+    pub gpu_count: i64,
+    pub unhealthy_gpus: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    #[sqlx(flatten)]
+    node: NodeRow,
+    gpu_count: i64,
+    unhealthy_gpus: i64,
+}
+
+/// Up to `limit` nodes by name, after the node named `after`: one page of the fleet, each node's
+/// GPUs counted, not listed.
+pub async fn page(
+    pool: &PgPool,
+    limit: i64,
+    after: Option<&str>,
+) -> DomainResult<Vec<NodeSummary>> {
+    let rows: Vec<SummaryRow> = sqlx::query_as(&format!(
+        "SELECT {NODE_COLUMNS},
+                (SELECT count(*) FROM gpuaas.gpus g WHERE g.node_id = n.id) AS gpu_count,
+                (SELECT count(*) FROM gpuaas.gpus g
+                  WHERE g.node_id = n.id AND g.health <> 'healthy') AS unhealthy_gpus
+         FROM gpuaas.nodes n WHERE ($1::text IS NULL OR n.name > $1) ORDER BY n.name LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| NodeSummary {
+            node: node_from(r.node, Vec::new()),
+            gpu_count: r.gpu_count,
+            unhealthy_gpus: r.unhealthy_gpus,
         })
         .collect())
 }

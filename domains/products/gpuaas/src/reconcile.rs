@@ -234,3 +234,44 @@ pub async fn record_fix(
     )
     .await
 }
+
+/// Fails a `pending`/`provisioning` instance whose provisioning workflow has ended without
+/// finishing it (it failed, or an operator terminated it): nothing will move it again. The
+/// compare-and-set makes it a no-op when the instance moved on meanwhile (the caller checked the
+/// workflow after reading the instance). Its process and GPUs, if any, are then an ended
+/// instance's, which the node pass stops and releases. Returns whether this call failed it.
+pub async fn fail_lost_provisioning(
+    pool: &PgPool,
+    instance: InstanceId,
+    message: &str,
+) -> DomainResult<bool> {
+    let mut tx = pool.begin().await?;
+    let failed: Option<(Option<Uuid>,)> = sqlx::query_as(
+        "UPDATE gpuaas.instances SET state = 'failed', failure_reason = 'timeout',
+                status_message = $2, current_step = 'failed', ended_at = now(), updated_at = now()
+         WHERE id = $1 AND state IN ('pending', 'provisioning')
+         RETURNING node_id",
+    )
+    .bind(instance.uuid())
+    .bind(message)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((node,)) = failed else {
+        return Ok(false);
+    };
+    events::record(
+        &mut tx,
+        NewEvent {
+            kind: "reconciler.provisioning_lost",
+            actor: &Actor::Reconciler,
+            node: node.map(NodeId::from),
+            instance: Some(instance),
+            gpu_index: None,
+            message: message.to_string(),
+            dedupe_key: Some(format!("provisioning_lost/{instance}")),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
