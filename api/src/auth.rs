@@ -604,7 +604,10 @@ async fn resolve_project(
         return authority.implicit_project().ok_or_else(project_not_found);
     };
     // A name no project can have is not looked up (NUL and the like never reach the database).
-    if api_types::limits::PROJECT_QUERY.check("project", &named).is_err() {
+    if api_types::limits::PROJECT_QUERY
+        .check("project", &named)
+        .is_err()
+    {
         return Err(project_not_found());
     }
     let found = match named.parse::<ProjectId>() {

@@ -130,7 +130,10 @@ fn check_body(limits: &Limits, body: &Value) -> Result<(), ApiError> {
         let mut found = Vec::new();
         strings_at(body, field.path, &mut found);
         for s in found {
-            field.rule.check(field.path, s).map_err(|e| invalid(field.rule.code, e))?;
+            field
+                .rule
+                .check(field.path, s)
+                .map_err(|e| invalid(field.rule.code, e))?;
         }
     }
     if has_nul(body) {

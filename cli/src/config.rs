@@ -275,13 +275,20 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");
         assert!(!tmp.exists(), "the temp file is renamed into place");
-        assert!(std::fs::read_to_string(&path).unwrap().contains("gpr_secret"));
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .contains("gpr_secret")
+        );
         // The primitive itself: it creates with 0600 and refuses an existing file.
         let fresh = dir.path().join("fresh");
         drop(open_private(&fresh).unwrap());
         let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");
-        assert!(open_private(&fresh).is_err(), "never reuses an existing file");
+        assert!(
+            open_private(&fresh).is_err(),
+            "never reuses an existing file"
+        );
     }
 
     #[test]

@@ -186,8 +186,22 @@ impl NodeAgentActivities {
         sealed: SealedCommand,
     ) -> Result<SignedReport, ActivityError> {
         let AwaitRunning(instance_id) = self.open(&sealed).await?;
-        let result = self.processes.await_running(instance_id).await;
-        let status = self.finish(activity::AWAIT_WORKLOAD_RUNNING, result)?;
+        let status = match self.processes.await_running(instance_id).await {
+            // The workload exited: its exit code and last output are the signed reply (which
+            // only the instance's status shows), never a failure message.
+            Err(RuntimeError::StartFailed(..))
+                if matches!(
+                    self.processes.status_of(instance_id),
+                    WorkloadStatus::Exited { .. }
+                ) =>
+            {
+                let kind = NodeFailure::StartFailed.as_str();
+                self.hooks
+                    .finish(activity::AWAIT_WORKLOAD_RUNNING, Some(kind))?;
+                self.processes.status_of(instance_id)
+            }
+            other => self.finish(activity::AWAIT_WORKLOAD_RUNNING, other)?,
+        };
         Ok(self.reply(&sealed, &status))
     }
 

@@ -202,7 +202,11 @@ impl ProcessRuntime {
             std::fs::write(dir.join(PID), pid.to_string())?;
         }
         inner.active.lock().expect("active set poisoned").insert(id);
-        inner.reaping.lock().expect("reaping set poisoned").insert(id);
+        inner
+            .reaping
+            .lock()
+            .expect("reaping set poisoned")
+            .insert(id);
         let reaper = self.inner.clone();
         tokio::spawn(async move {
             if let Ok(status) = child.wait().await {

@@ -292,10 +292,7 @@ impl ReconcileActivities {
             .buffered(8)
             .collect()
             .await;
-        decided
-            .into_iter()
-            .filter_map(Result::transpose)
-            .collect()
+        decided.into_iter().filter_map(Result::transpose).collect()
     }
 
     /// Nodes with no running lifecycle workflow on `task_queue` (an operator terminated it, or

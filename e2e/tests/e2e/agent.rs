@@ -2,13 +2,13 @@
 
 use contract_node::envelope::{AwaitRunning, ListWorkloads, StopWorkload};
 use contract_node::{
-    NodeCall, NodeCommand, SealedCommand, SessionInput, SignedReport, WorkloadReport,
-    WorkloadSpec, WorkloadStatus,
+    NodeCall, NodeCommand, SealedCommand, SessionInput, SignedReport, WorkloadReport, WorkloadSpec,
+    WorkloadStatus,
 };
-use shared_ids::NodeId;
 use node_agent::activities::NodeAgentActivities;
 use node_agent::workload::ProcessRuntime;
 use shared_ids::InstanceId;
+use shared_ids::NodeId;
 use std::sync::Arc;
 use std::time::Duration;
 use temporalio_sdk::activities::ActivityError;
@@ -74,7 +74,9 @@ impl SealedEnvironment {
             node_key: self.node_key.clone(),
         };
         let report = self.env.run(activity, sealed).await?;
-        Ok(call.open::<C>(&report).expect("the agent signs its replies"))
+        Ok(call
+            .open::<C>(&report)
+            .expect("the agent signs its replies"))
     }
 }
 
@@ -93,8 +95,8 @@ fn env_with_faults(rt: Arc<ProcessRuntime>, fault_file: std::path::PathBuf) -> S
     .unwrap()
     .try_into()
     .unwrap();
-    let der = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
-        .unwrap();
+    let der =
+        ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
     let control_plane = ring::signature::Ed25519KeyPair::from_pkcs8(der.as_ref()).unwrap();
     let trusted = std::collections::HashMap::from([(
         "cp".to_string(),
@@ -173,17 +175,23 @@ async fn start_await_and_stop_run_twice_are_harmless() {
     );
     assert_eq!(
         pid_of(
-            &env.run(NodeAgentActivities::await_workload_running, AwaitRunning(id))
-                .await
-                .unwrap()
+            &env.run(
+                NodeAgentActivities::await_workload_running,
+                AwaitRunning(id)
+            )
+            .await
+            .unwrap()
         ),
         pid
     );
     assert_eq!(
         pid_of(
-            &env.run(NodeAgentActivities::await_workload_running, AwaitRunning(id))
-                .await
-                .unwrap()
+            &env.run(
+                NodeAgentActivities::await_workload_running,
+                AwaitRunning(id)
+            )
+            .await
+            .unwrap()
         ),
         pid
     );
@@ -239,9 +247,12 @@ async fn a_stop_that_overtakes_its_start_prevents_the_start() {
     let env = env(runtime(dir.path()));
     let spec = spec("sleep 600");
     assert_eq!(
-        env.run(NodeAgentActivities::stop_workload, StopWorkload(spec.instance_id))
-            .await
-            .unwrap(),
+        env.run(
+            NodeAgentActivities::stop_workload,
+            StopWorkload(spec.instance_id)
+        )
+        .await
+        .unwrap(),
         WorkloadStatus::Unknown
     );
     let status = env
@@ -255,13 +266,15 @@ async fn a_stop_that_overtakes_its_start_prevents_the_start() {
 }
 
 #[tokio::test]
-async fn a_workload_that_exits_during_settle_fails_start_without_retry() {
+async fn a_workload_that_exits_during_settle_answers_its_exit_not_a_failure_message() {
     let dir = tempfile::tempdir().unwrap();
     let env = env(runtime(dir.path()));
     let spec = spec("echo failing-now >&2; exit 42");
     env.run(NodeAgentActivities::start_workload, spec.clone())
         .await
         .unwrap();
+    // The exit and the output are the signed reply (shown to the instance's owner only); no
+    // failure message, which Temporal shows to operators, carries workload output.
     match env
         .run(
             NodeAgentActivities::await_workload_running,
@@ -269,19 +282,14 @@ async fn a_workload_that_exits_during_settle_fails_start_without_retry() {
         )
         .await
     {
-        Err(ActivityEnvironmentError::Activity(ActivityError::Application(failure))) => {
-            assert_eq!(
-                failure.type_name(),
-                Some(contract_node::vocabulary::NodeFailure::StartFailed.as_str())
-            );
-            assert!(failure.is_non_retryable());
-            let message = failure.source_error().to_string();
-            assert!(
-                message.contains("exit code 42") && message.contains("failing-now"),
-                "{message}"
-            );
+        Ok(WorkloadStatus::Exited {
+            exit_code,
+            log_tail,
+        }) => {
+            assert_eq!(exit_code, Some(42));
+            assert!(log_tail.contains("failing-now"), "{log_tail}");
         }
-        other => panic!("expected StartFailed, got {other:?}"),
+        other => panic!("expected the exit, got {other:?}"),
     }
 }
 
@@ -419,9 +427,12 @@ async fn a_session_reports_at_once_when_gpu_health_changes_and_lists_workloads()
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
-    env.run(NodeAgentActivities::stop_workload, StopWorkload(spec.instance_id))
-        .await
-        .unwrap();
+    env.run(
+        NodeAgentActivities::stop_workload,
+        StopWorkload(spec.instance_id),
+    )
+    .await
+    .unwrap();
     assert!(!alive(pid_of(&started)));
     let listed = env
         .run(NodeAgentActivities::list_workloads, ListWorkloads)
@@ -455,4 +466,46 @@ async fn a_stop_cut_short_leaves_the_workload_reported_until_it_is_really_gone()
     rt.stop(spec.instance_id).await.unwrap();
     assert!(!alive(pid_of(&started)));
     assert!(rt.known().is_empty());
+}
+
+/// The agent acts only on commands sealed for it and signed by the control plane: a command a
+/// rogue host wrote (it can: the node's encryption key is public) is refused for good, and so
+/// is one sealed for another node.
+#[tokio::test]
+async fn a_command_the_control_plane_did_not_sign_is_refused_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(runtime(dir.path()));
+    let rogue = {
+        let der = platform_iam::tokens::generate_pkcs8();
+        ring::signature::Ed25519KeyPair::from_pkcs8(&der).unwrap()
+    };
+    let spec = spec("touch ran; sleep 600");
+    let forged = env.seal(&spec, |m| rogue.sign(m).as_ref().to_vec());
+    let refused = env
+        .run_sealed::<WorkloadSpec, _>(NodeAgentActivities::start_workload, forged)
+        .await;
+    match refused {
+        Err(ActivityEnvironmentError::Activity(ActivityError::Application(failure))) => {
+            assert_eq!(
+                failure.type_name(),
+                Some(contract_node::vocabulary::NodeFailure::RefusedCommand.as_str())
+            );
+            assert!(failure.is_non_retryable());
+        }
+        other => panic!("expected RefusedCommand, got {other:?}"),
+    }
+    // Signed by the control plane, but for another node: refused as well.
+    let other = env_with_faults(runtime(dir.path()), "/nonexistent".into());
+    let elsewhere = other.seal(&spec, |m| rogue.sign(m).as_ref().to_vec());
+    assert!(
+        env.run_sealed::<WorkloadSpec, _>(NodeAgentActivities::start_workload, elsewhere)
+            .await
+            .is_err()
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("instances"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "nothing was started"
+    );
 }

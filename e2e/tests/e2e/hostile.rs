@@ -79,20 +79,98 @@ async fn nul_bytes_and_oversized_strings_are_refused_before_any_sql() {
     let url = |path: &str| format!("{}{path}", p.api_url);
     let long = "a".repeat(5000);
     let bodies: Vec<(&str, &str, Value, u16, &str)> = vec![
-        ("POST", "/v1/instances", json!({"sku": "h100-80gb-sxm", "gpu_count": 1, "command": "echo \u{0}"}), 422, "invalid_command"),
-        ("POST", "/v1/instances", json!({"sku": "h100\u{0}", "gpu_count": 1}), 422, "unknown_sku"),
-        ("POST", "/v1/instances", json!({"sku": "x".repeat(65), "gpu_count": 1}), 422, "unknown_sku"),
-        ("POST", "/v1/instances", json!({"sku": "h100-80gb-sxm", "gpu_count": 1, "command": long}), 422, "invalid_command"),
-        ("POST", "/v1/instances", json!({"sku": "h100-80gb-sxm", "gpu_count": 1, "name": "a\u{0}"}), 422, "invalid_name"),
-        ("POST", "/v1/auth/login", json!({"email": "a\u{0}@b.c", "password": "x"}), 422, "invalid_field"),
-        ("POST", "/v1/auth/login", json!({"email": "a@b.c", "password": long}), 422, "invalid_field"),
-        ("POST", "/v1/auth/signup", json!({"email": "a@b.c", "password": "p\u{0}ssword-long-enough", "org_name": "acme"}), 422, "weak_password"),
-        ("POST", "/v1/auth/refresh", json!({"refresh_token": "gpr_\u{0}"}), 422, "invalid_field"),
-        ("POST", "/v1/api-keys", json!({"name": "ci\u{0}"}), 422, "invalid_api_key_name"),
-        ("POST", "/v1/api-keys", json!({"name": "ci", "scopes": ["instances:read\u{0}"]}), 422, "invalid_scope"),
-        ("POST", "/v1/service-accounts", json!({"name": "ci", "role": "member\u{0}"}), 422, "invalid_role"),
+        (
+            "POST",
+            "/v1/instances",
+            json!({"sku": "h100-80gb-sxm", "gpu_count": 1, "command": "echo \u{0}"}),
+            422,
+            "invalid_command",
+        ),
+        (
+            "POST",
+            "/v1/instances",
+            json!({"sku": "h100\u{0}", "gpu_count": 1}),
+            422,
+            "unknown_sku",
+        ),
+        (
+            "POST",
+            "/v1/instances",
+            json!({"sku": "x".repeat(65), "gpu_count": 1}),
+            422,
+            "unknown_sku",
+        ),
+        (
+            "POST",
+            "/v1/instances",
+            json!({"sku": "h100-80gb-sxm", "gpu_count": 1, "command": long}),
+            422,
+            "invalid_command",
+        ),
+        (
+            "POST",
+            "/v1/instances",
+            json!({"sku": "h100-80gb-sxm", "gpu_count": 1, "name": "a\u{0}"}),
+            422,
+            "invalid_name",
+        ),
+        (
+            "POST",
+            "/v1/auth/login",
+            json!({"email": "a\u{0}@b.c", "password": "x"}),
+            422,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/v1/auth/login",
+            json!({"email": "a@b.c", "password": long}),
+            422,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/v1/auth/signup",
+            json!({"email": "a@b.c", "password": "p\u{0}ssword-long-enough", "org_name": "acme"}),
+            422,
+            "weak_password",
+        ),
+        (
+            "POST",
+            "/v1/auth/refresh",
+            json!({"refresh_token": "gpr_\u{0}"}),
+            422,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/v1/api-keys",
+            json!({"name": "ci\u{0}"}),
+            422,
+            "invalid_api_key_name",
+        ),
+        (
+            "POST",
+            "/v1/api-keys",
+            json!({"name": "ci", "scopes": ["instances:read\u{0}"]}),
+            422,
+            "invalid_scope",
+        ),
+        (
+            "POST",
+            "/v1/service-accounts",
+            json!({"name": "ci", "role": "member\u{0}"}),
+            422,
+            "invalid_role",
+        ),
         // A field the type does not know is ignored, but may not smuggle NUL either.
-        ("POST", "/v1/auth/login", json!({"email": "a@b.c", "password": "x", "extra": "\u{0}"}), 422, "invalid_field"),
+        (
+            "POST",
+            "/v1/auth/login",
+            json!({"email": "a@b.c", "password": "x", "extra": "\u{0}"}),
+            422,
+            "invalid_field",
+        ),
     ];
     for (method, path, body, status, code) in bodies {
         let a = send(
@@ -104,17 +182,33 @@ async fn nul_bytes_and_oversized_strings_are_refused_before_any_sql() {
         .await;
         refused(&format!("{method} {path}"), &a, status, code);
     }
-    let gpu = |uuid: &str, model: &str| {
-        json!({"index": 0, "uuid": uuid, "model": model, "memory_mib": 1, "healthy": true})
-    };
+    let gpu = |uuid: &str, model: &str| json!({"index": 0, "uuid": uuid, "model": model, "memory_mib": 1, "healthy": true});
     let registrations = [
-        (json!({"name": "n\u{0}", "agent_version": "1", "discovery": "simulated", "gpus": []}), "invalid_node_name"),
-        (json!({"name": "n1", "agent_version": "1\u{0}", "discovery": "simulated", "gpus": []}), "invalid_field"),
-        (json!({"name": "n1", "agent_version": "1", "discovery": "simulated", "gpus": [gpu("GPU-\u{0}", "H100")]}), "invalid_gpus"),
-        (json!({"name": "n1", "agent_version": "1", "discovery": "simulated", "gpus": [gpu("GPU-1", "H\u{0}")]}), "invalid_gpus"),
-        (json!({"name": "n1", "agent_version": "1", "discovery": "simulated",
-                "gpus": (0..65).map(|i| gpu(&format!("GPU-{i}"), "H100")).collect::<Vec<_>>()}), "invalid_gpus"),
-        (json!({"name": "n1", "agent_version": "1", "discovery": "simulated", "gpus": [], "public_key": "k\u{0}"}), "invalid_public_key"),
+        (
+            json!({"name": "n\u{0}", "agent_version": "1", "discovery": "simulated", "gpus": []}),
+            "invalid_node_name",
+        ),
+        (
+            json!({"name": "n1", "agent_version": "1\u{0}", "discovery": "simulated", "gpus": []}),
+            "invalid_field",
+        ),
+        (
+            json!({"name": "n1", "agent_version": "1", "discovery": "simulated", "gpus": [gpu("GPU-\u{0}", "H100")]}),
+            "invalid_gpus",
+        ),
+        (
+            json!({"name": "n1", "agent_version": "1", "discovery": "simulated", "gpus": [gpu("GPU-1", "H\u{0}")]}),
+            "invalid_gpus",
+        ),
+        (
+            json!({"name": "n1", "agent_version": "1", "discovery": "simulated",
+                "gpus": (0..65).map(|i| gpu(&format!("GPU-{i}"), "H100")).collect::<Vec<_>>()}),
+            "invalid_gpus",
+        ),
+        (
+            json!({"name": "n1", "agent_version": "1", "discovery": "simulated", "gpus": [], "public_key": "k\u{0}"}),
+            "invalid_public_key",
+        ),
     ];
     for (body, code) in registrations {
         let a = send(
@@ -127,13 +221,48 @@ async fn nul_bytes_and_oversized_strings_are_refused_before_any_sql() {
         refused("POST /v1/nodes/register", &a, 422, code);
     }
     let queries = [
-        ("/v1/instances?project=a%00b", &p.tenant_token, 404, "project_not_found"),
-        ("/v1/instances?cursor=a%00b", &p.tenant_token, 400, "invalid_cursor"),
-        ("/v1/instances?limit=1%00", &p.tenant_token, 400, "invalid_limit"),
-        ("/v1/instances?nonsense=%00", &p.tenant_token, 400, "invalid_query"),
-        ("/v1/audit-events?actor=user:%00", &p.tenant_token, 400, "invalid_query"),
-        ("/v1/audit-events?action=x%00", &p.tenant_token, 400, "invalid_query"),
-        ("/v1/nodes?cursor=%00", &p.operator_token, 400, "invalid_cursor"),
+        (
+            "/v1/instances?project=a%00b",
+            &p.tenant_token,
+            404,
+            "project_not_found",
+        ),
+        (
+            "/v1/instances?cursor=a%00b",
+            &p.tenant_token,
+            400,
+            "invalid_cursor",
+        ),
+        (
+            "/v1/instances?limit=1%00",
+            &p.tenant_token,
+            400,
+            "invalid_limit",
+        ),
+        (
+            "/v1/instances?nonsense=%00",
+            &p.tenant_token,
+            400,
+            "invalid_query",
+        ),
+        (
+            "/v1/audit-events?actor=user:%00",
+            &p.tenant_token,
+            400,
+            "invalid_query",
+        ),
+        (
+            "/v1/audit-events?action=x%00",
+            &p.tenant_token,
+            400,
+            "invalid_query",
+        ),
+        (
+            "/v1/nodes?cursor=%00",
+            &p.operator_token,
+            400,
+            "invalid_cursor",
+        ),
     ];
     for (path, token, status, code) in queries {
         let a = send(p.http.get(url(path)).bearer_auth(token)).await;
@@ -142,7 +271,11 @@ async fn nul_bytes_and_oversized_strings_are_refused_before_any_sql() {
     let long_project = format!("/v1/quota?project={}", "a".repeat(64));
     let a = send(p.http.get(url(&long_project)).bearer_auth(&p.tenant_token)).await;
     refused("a 64-character project", &a, 404, "project_not_found");
-    assert_eq!(row_counts(&p.pool).await, before, "a refused request wrote rows");
+    assert_eq!(
+        row_counts(&p.pool).await,
+        before,
+        "a refused request wrote rows"
+    );
     // Nothing was used up: the token still joins a host.
     let key = base64::Engine::encode(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -214,7 +347,11 @@ async fn bodies_that_are_not_objects_and_other_rejections_are_problems() {
     .await;
     refused("limit=abc", &a, 400, "invalid_query");
     // Paths that are not UTF-8 once decoded answer like any unknown path (axum: 400 text/plain).
-    for path in ["/v1/instances/%FF", "/v1/orgs/%C0%AF/members", "/v1/nodes/%ff%fe"] {
+    for path in [
+        "/v1/instances/%FF",
+        "/v1/orgs/%C0%AF/members",
+        "/v1/nodes/%ff%fe",
+    ] {
         let a = send(
             p.http
                 .get(format!("{}{path}", p.api_url))
@@ -223,7 +360,11 @@ async fn bodies_that_are_not_objects_and_other_rejections_are_problems() {
         .await;
         refused(path, &a, 404, "route_not_found");
     }
-    assert_eq!(row_counts(&p.pool).await, before, "a refused request wrote rows");
+    assert_eq!(
+        row_counts(&p.pool).await,
+        before,
+        "a refused request wrote rows"
+    );
 }
 
 /// Error messages repeat at most 64 characters of what the caller sent.
@@ -278,7 +419,11 @@ async fn served_quickly(p: &Platform) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 fn slow_client_limits() -> Options {
@@ -300,7 +445,8 @@ async fn headers_trickled_byte_by_byte_are_cut_at_the_header_timeout() {
     let addr = p.api_url.trim_start_matches("http://").to_string();
     let mut slow = TcpStream::connect(&addr).await.unwrap();
     let start = Instant::now();
-    let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let head =
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     let (mut read, mut write) = slow.split();
     let writer = async {
         for b in head {
@@ -346,7 +492,11 @@ async fn headers_trickled_byte_by_byte_are_cut_at_the_header_timeout() {
         .await
         .expect("an idle keep-alive connection stayed open for 10 s");
     assert!(answer.contains("200 OK"), "{answer}");
-    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 /// A body sent a byte every 100 ms (never idle long enough for an idle timeout): answered
@@ -394,7 +544,10 @@ async fn bodies_trickled_slowly_are_cut_at_the_body_timeout() {
     let (got, closed_after) = got.expect("the server kept a trickling body open for 10 s");
     let got = String::from_utf8_lossy(&got);
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
-    assert!(got.contains(PROBLEM_JSON) && got.contains("request_timeout"), "{got}");
+    assert!(
+        got.contains(PROBLEM_JSON) && got.contains("request_timeout"),
+        "{got}"
+    );
     assert!(
         closed_after >= Duration::from_millis(1400) && closed_after < Duration::from_secs(5),
         "closed after {closed_after:?} (timeout 1.5 s, the body takes {} s)",
@@ -426,14 +579,13 @@ async fn requests_beyond_the_concurrency_limit_are_shed_with_503() {
         holders.push(s);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let resp = reqwest::get(format!("{}/healthz", p.api_url)).await.unwrap();
+    let resp = reqwest::get(format!("{}/healthz", p.api_url))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
     assert_eq!(resp.headers()["content-type"], PROBLEM_JSON);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["code"],
-        "overloaded"
-    );
+    assert_eq!(resp.json::<Value>().await.unwrap()["code"], "overloaded");
     // Once they time out, the API serves again.
     for mut s in holders {
         let answer = read_until_closed(&mut s, Duration::from_secs(10)).await;
@@ -595,7 +747,11 @@ async fn nodes_are_listed_a_page_at_a_time_with_gpus_counted() {
     assert_eq!(first["next_cursor"], "node-b");
     let node_b = &first["items"][1];
     assert_eq!(
-        (&node_b["gpu_count"], &node_b["unhealthy_gpus"], &node_b["free_gpus"]),
+        (
+            &node_b["gpu_count"],
+            &node_b["unhealthy_gpus"],
+            &node_b["free_gpus"]
+        ),
         (&json!(3), &json!(1), &json!(2)),
         "{node_b}"
     );

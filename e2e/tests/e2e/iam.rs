@@ -1073,7 +1073,10 @@ async fn join_tokens_are_single_use_and_node_credentials_prove_one_node_only() {
         let now = chrono::Utc::now().timestamp();
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let msg = platform_iam::nodes::Assertion::message(node, now, &nonce);
-        format!("Node {node}.{now}.{nonce}.{}", b64(pair.sign(&msg).as_ref()))
+        format!(
+            "Node {node}.{now}.{nonce}.{}",
+            b64(pair.sign(&msg).as_ref())
+        )
     };
     // A's credential re-registers A.
     assert_eq!(register(assertion(&a, node_a), "host-a", None).await.0, 200);
@@ -1100,7 +1103,11 @@ async fn join_tokens_are_single_use_and_node_credentials_prove_one_node_only() {
     // An assertion is good once: the same header replayed within its window is refused.
     let once = assertion(&a, node_a);
     assert_eq!(register(once.clone(), "host-a", None).await.0, 200);
-    assert_eq!(register(once, "host-a", None).await.0, 401, "a replayed assertion");
+    assert_eq!(
+        register(once, "host-a", None).await.0,
+        401,
+        "a replayed assertion"
+    );
     let _ = OPERATOR_EMAIL;
 }
 

@@ -33,7 +33,10 @@ async fn a_workload_sees_none_of_its_agents_environment() {
     assert_eq!(failed.failure_reason.as_deref(), Some("start_failed"));
     // Its last output, as the platform reports it.
     let output = failed.status_message.unwrap();
-    assert!(output.contains(&format!("GPUAAS_INSTANCE_ID={id}")), "{output}");
+    assert!(
+        output.contains(&format!("GPUAAS_INSTANCE_ID={id}")),
+        "{output}"
+    );
     assert!(!output.contains("uid=0"), "{output}");
     for leaked in [
         "GPUAAS_JOIN_TOKEN",
@@ -72,15 +75,25 @@ async fn gpus_are_released_only_once_nothing_of_the_workload_is_left() {
         let held = p.live_allocations(id).await;
         let alive = procs::of_uid(uid);
         if held == 0 {
-            assert_eq!(alive, Vec::<i32>::new(), "GPUs released while these still run");
+            assert_eq!(
+                alive,
+                Vec::<i32>::new(),
+                "GPUs released while these still run"
+            );
             break;
         }
         fenced_while_alive |= !alive.is_empty();
         assert!(Instant::now() < deadline, "never released");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(fenced_while_alive, "the GPUs stayed fenced while the workload was stopping");
-    assert_eq!(p.wait_state(id, &["terminated"], LONG).await.state, "terminated");
+    assert!(
+        fenced_while_alive,
+        "the GPUs stayed fenced while the workload was stopping"
+    );
+    assert_eq!(
+        p.wait_state(id, &["terminated"], LONG).await.state,
+        "terminated"
+    );
     assert_eq!(p.inconsistent_free_counters().await, 0);
 }
 

@@ -23,6 +23,9 @@ mod cli;
 mod openapi;
 mod platform;
 mod vocabulary;
+// Hostile input and clients; fuzzing the contract.
+mod fuzz;
+mod hostile;
 // Failure and recording.
 mod faults;
 mod histories;

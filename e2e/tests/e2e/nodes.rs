@@ -418,7 +418,7 @@ async fn decommissioning_a_dead_node_releases_its_fenced_gpus_and_retires_it() {
         .bearer_auth(p.join_token().await)
         .json(
             &json!({"name": "a100", "agent_version": "x", "discovery": "simulated", "gpus": [],
-                      "public_key": fresh_public_key()}),
+                      "public_key": fresh_public_key(), "encryption_key": fresh_public_key()}),
         )
         .send()
         .await
@@ -442,7 +442,7 @@ async fn decommissioning_a_dead_node_releases_its_fenced_gpus_and_retires_it() {
         .post(format!("{}/v1/nodes/register", p.api_url))
         .bearer_auth(p.join_token().await)
         .json(&json!({"name": "a100-rebuilt", "agent_version": "x", "discovery": "simulated", "gpus": gpus,
-                      "public_key": fresh_public_key()}))
+                      "public_key": fresh_public_key(), "encryption_key": fresh_public_key()}))
         .send()
         .await
         .unwrap();

@@ -36,7 +36,7 @@ const PROBLEM_JSON: &str = "application/problem+json";
 
 /// The spec; `GPUAAS_OPENAPI_SPEC` points the tests at another copy (to see them fail on a
 /// broken one without touching the real file).
-fn spec() -> Value {
+pub(crate) fn spec() -> Value {
     match std::env::var_os("GPUAAS_OPENAPI_SPEC") {
         Some(path) => load_spec(Path::new(&path)),
         None => load_spec(Path::new(SPEC_PATH)),
@@ -89,6 +89,11 @@ fn operations(spec: &Value) -> Vec<(String, String, &Value)> {
         }
     }
     ops
+}
+
+/// How many operations the contract lists (the fuzzing checks it reached them all).
+pub(crate) fn operation_count(spec: &Value) -> usize {
+    operations(spec).len()
 }
 
 fn schema<'a>(spec: &'a Value, name: &str) -> &'a Value {
@@ -1822,7 +1827,9 @@ fn limit_errors(spec: &Value) -> Vec<String> {
     for limits in ALL {
         let name = limits.schema;
         if !bodies.remove(name) {
-            errors.push(format!("{name}: has limits but no operation takes it as its body"));
+            errors.push(format!(
+                "{name}: has limits but no operation takes it as its body"
+            ));
             continue;
         }
         let mut found = Vec::new();
@@ -1973,7 +1980,18 @@ fn patterns_say_what_the_code_checks() {
         .flat_map(|c| [c.to_string(), format!("a{c}"), format!("{c}a-1")])
         .collect();
     samples.extend(
-        ["", "a", "-a", "a-", "train-1", "GPU-1/0", "0.1.0+dev", "x y", "é"].map(String::from),
+        [
+            "",
+            "a",
+            "-a",
+            "a-",
+            "train-1",
+            "GPU-1/0",
+            "0.1.0+dev",
+            "x y",
+            "é",
+        ]
+        .map(String::from),
     );
     for chars in [
         Chars::Slug,
@@ -2008,7 +2026,7 @@ fn patterns_say_what_the_code_checks() {
 
 /// The codes listed in the description of `Problem.code`, as `code -> status`, from lines
 /// shaped "- `code` (status): meaning".
-fn documented_codes(spec: &Value) -> BTreeMap<String, u16> {
+pub(crate) fn documented_codes(spec: &Value) -> BTreeMap<String, u16> {
     let description = spec
         .pointer("/components/schemas/Problem/properties/code/description")
         .and_then(Value::as_str)

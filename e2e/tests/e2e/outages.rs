@@ -161,7 +161,10 @@ impl ProxiedApi {
             .send()
             .await
             .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
     }
 
     /// POST /v1/instances: status, `Retry-After`, `Content-Type`, body.
@@ -200,7 +203,10 @@ impl ProxiedApi {
             .send()
             .await
             .unwrap();
-        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
     }
 }
 
@@ -325,9 +331,15 @@ async fn a_create_while_the_database_is_unreachable_answers_503_with_retry_after
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["code"], "database_unavailable", "{body}");
     assert_eq!(content_type, "application/problem+json");
-    assert!(retry_after.is_some_and(|s| s >= 1), "Retry-After: {retry_after:?}");
+    assert!(
+        retry_after.is_some_and(|s| s >= 1),
+        "Retry-After: {retry_after:?}"
+    );
     let (status, listed) = api.get_instances().await;
-    assert_eq!((status, &listed["code"]), (503, &json!("database_unavailable")));
+    assert_eq!(
+        (status, &listed["code"]),
+        (503, &json!("database_unavailable"))
+    );
     let sql = "SELECT count(*) FROM gpuaas.instances";
     assert_eq!(count(&p, sql, None).await, 0, "nothing written");
 

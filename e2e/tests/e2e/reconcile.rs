@@ -214,9 +214,11 @@ async fn the_reconciler_fails_an_instance_whose_provisioning_workflow_is_gone_an
         );
     }
     // The failed instance's process is an orphan for the node pass: stopped, then released.
-    p.eventually(LONG, "the lost instance's process is stopped and its GPU released", || async {
-        !process_alive(pid) && p.live_allocations(starting).await == 0
-    })
+    p.eventually(
+        LONG,
+        "the lost instance's process is stopped and its GPU released",
+        || async { !process_alive(pid) && p.live_allocations(starting).await == 0 },
+    )
     .await;
     assert_eq!(p.live_allocations(waiting).await, 0);
     for id in [starting, waiting] {

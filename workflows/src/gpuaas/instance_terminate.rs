@@ -1,11 +1,11 @@
 //! `TerminateInstance`: stop the process on the node → release the GPUs → mark terminated.
 
+use super::node_call::{self, NodeCallError, Seal};
 use super::options::{abandoned_child, control_options};
 use super::vocabulary::{self, InstanceStep, activity, search, workflow};
 use super::{ActivityStep, NodeTimeouts, show_step};
 use crate::failure::ActivityFailure;
 use activities::gpuaas::instance::{InstanceActivities, TerminatedNote};
-use super::node_call::{self, NodeCallError, Seal};
 use contract_node::vocabulary as node;
 use serde::{Deserialize, Serialize};
 use shared_ids::{InstanceId, NodeId, ProjectId};

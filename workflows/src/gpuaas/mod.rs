@@ -13,9 +13,9 @@
 
 pub mod instance_provision;
 pub mod instance_terminate;
+pub mod node_call;
 pub mod node_lifecycle;
 pub mod node_reconcile;
-pub mod node_call;
 mod options;
 pub mod reconcile;
 

@@ -161,9 +161,13 @@ async fn start_provisioning(
         capacity_timeout_s: i.capacity_timeout_s.max(0) as u64,
         node_timeouts: gpuaas.node_timeouts(),
     };
-    within_patience(instance_provision::start(&state.temporal, &gpuaas.task_queue, input))
-        .await?
-        .map_err(|e| format!("start the provisioning of {}: {e}", i.id))
+    within_patience(instance_provision::start(
+        &state.temporal,
+        &gpuaas.task_queue,
+        input,
+    ))
+    .await?
+    .map_err(|e| format!("start the provisioning of {}: {e}", i.id))
 }
 
 async fn start_termination(
@@ -179,9 +183,13 @@ async fn start_termination(
         node_id: i.node_id,
         node_timeouts: gpuaas.node_timeouts(),
     };
-    within_patience(instance_terminate::start(&state.temporal, &gpuaas.task_queue, input))
-        .await?
-        .map_err(|e| format!("start the termination of {}: {e}", i.id))
+    within_patience(instance_terminate::start(
+        &state.temporal,
+        &gpuaas.task_queue,
+        input,
+    ))
+    .await?
+    .map_err(|e| format!("start the termination of {}: {e}", i.id))
 }
 
 /// A call to Temporal, given up after [`START_PATIENCE`] (the client itself retries an

@@ -11,7 +11,7 @@ use api_types::gpuaas::{
 use api_types::{List, Page};
 use axum::Json;
 use axum::extract::{Path, State};
-use product_gpuaas::{events, node, node_lifecycle};
+use product_gpuaas::{NodeState, events, node, node_lifecycle};
 use shared_ids::NodeId;
 use std::time::Duration;
 use workflows::gpuaas::node_lifecycle as lifecycle_workflow;
@@ -95,19 +95,37 @@ async fn node_identity(
                 })?;
             // Nothing is used up for a registration that cannot succeed.
             convert::registration(req.clone()).validate()?;
-            if node::id_by_name(&state.pool, &req.name).await?.is_some() {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::CONFLICT,
-                    "node_name_taken",
-                    "another node is registered under this name; join under a new name",
-                ));
-            }
+            name_is_free(state, &req.name).await?;
             let id = NodeId::new();
             platform_iam::nodes::join(&state.pool, token, id, &keys).await?;
             Ok(id)
         }
         None => Err(crate::auth::unauthorized()),
     }
+}
+
+/// A joining node's name must be nobody's, not even a decommissioned node's.
+async fn name_is_free(state: &AppState, name: &str) -> ApiResult<()> {
+    let Some(taken) = node::id_by_name(&state.pool, name).await? else {
+        return Ok(());
+    };
+    let retired = node::get(&state.pool, taken).await?.state == NodeState::Decommissioned;
+    let (code, detail) = if retired {
+        (
+            "node_decommissioned",
+            "a decommissioned node had this name; join under a new name",
+        )
+    } else {
+        (
+            "node_name_taken",
+            "another node is registered under this name; join under a new name",
+        )
+    };
+    Err(ApiError::new(
+        axum::http::StatusCode::CONFLICT,
+        code,
+        detail,
+    ))
 }
 
 /// The keys a registration reports (base64url): none, or the signing key with an optional
