@@ -180,3 +180,24 @@ stop_private_postgres() {
     "${PG_CTL[@]}" -D "$PG_STARTED_DIR" -m fast stop >/dev/null 2>&1 || true
   fi
 }
+
+# schemathesis (PyPI, pinned) in a virtualenv of its own under .tools/, with psycopg for the
+# row counts of its hooks: the contract fuzzing (e2e/tests/e2e/fuzz.rs) runs it. Exports
+# GPUAAS_SCHEMATHESIS.
+SCHEMATHESIS_VERSION="4.32.5"
+PSYCOPG_VERSION="3.2.10"
+ensure_schemathesis() {
+  local venv="$TOOLS/schemathesis" pins="schemathesis==$SCHEMATHESIS_VERSION psycopg[binary]==$PSYCOPG_VERSION"
+  GPUAAS_SCHEMATHESIS="$venv/bin/schemathesis"
+  if [ ! -x "$GPUAAS_SCHEMATHESIS" ] || [ "$(cat "$venv/.pins" 2>/dev/null)" != "$pins" ]; then
+    log "installing schemathesis into .tools/schemathesis (PyPI $pins)"
+    rm -rf "$venv"
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; } ||
+      die "python3 -m venv failed"
+    # shellcheck disable=SC2086 # the pins are words
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $pins ||
+      die "pip install $pins failed"
+    printf '%s\n' "$pins" >"$venv/.pins"
+  fi
+  export GPUAAS_SCHEMATHESIS
+}

@@ -90,7 +90,7 @@ const RETRY_UNAVAILABLE_S: u64 = 2;
 /// Whether a database error means the database is unreachable or refusing connections, rather
 /// than a bad statement: the pool found no connection in time, the connection broke, or the server
 /// answered with a connection exception (SQLSTATE class 08), a lack of resources (class 53, e.g.
-/// too many connections) or a shutdown (57P01-57P03).
+/// too many connections) or an operator intervention (57P0x: shutdown, cannot connect now).
 fn database_unreachable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::PoolTimedOut

@@ -23,6 +23,8 @@
 
 pub mod isolation;
 pub mod logs;
+#[cfg(test)]
+mod tests;
 
 pub use isolation::{IsolationMode, WorkloadArgs};
 

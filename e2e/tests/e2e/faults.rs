@@ -210,6 +210,12 @@ async fn a_failure_at_every_step_unwinds_fully() {
     for step in instance_provision::ACTIVITIES {
         let in_worker = step.runs_on == RunsOn::Worker;
         let step = step.activity;
+        // Sealing fails for every call to the node, its liveness sessions included, so the node
+        // never becomes ready: a failed seal sends nothing, and its undo is the caller's
+        // (`hostile_hosts::` covers refused and forged calls).
+        if step == activity::PREPARE_NODE_CALL {
+            continue;
+        }
         let fault = ActivityHooks::fail_at(step);
         let mut p = Platform::start(Options {
             worker_faults: if in_worker {

@@ -3,8 +3,8 @@ environment): who calls each operation, and two checks of our own.
 
 - Each operation is called as the caller its `x-gpuaas-access` names: a tenant (the owner of the
   seeded org), an operator for `platform:` routes, a fresh join token for `node`, nobody for
-  `public`. Path parameters name the tenant's own org, project and user most of the time, so
-  requests get past the lookup to their bodies.
+  `public`. Path and query parameters name the tenant's own org and project, and a member of
+  its org, half of the time, so requests get past the lookup to their bodies.
 - `errors_are_documented_problems`: every error response is `application/problem+json` with a
   `code` the contract's `Problem.code` lists, at the status it lists.
   (`/metrics` gets its scrape token.)
@@ -73,10 +73,10 @@ def before_call(context, case, kwargs):
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     case.headers = headers
-    if case.path_parameters:
+    for where in (case.path_parameters, case.query):
         for name, own in OWN.items():
-            if name in case.path_parameters and random.random() < 0.8:
-                case.path_parameters[name] = own
+            if where and name in where and random.random() < 0.5:
+                where[name] = own
     BEFORE[id(case)] = row_counts()
 
 

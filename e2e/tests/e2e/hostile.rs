@@ -182,6 +182,15 @@ async fn nul_bytes_and_oversized_strings_are_refused_before_any_sql() {
         .await;
         refused(&format!("{method} {path}"), &a, status, code);
     }
+    // An org whose owner cannot be invited used to be created before the invitation failed.
+    let a = send(
+        p.http
+            .post(url("/v1/orgs"))
+            .bearer_auth(&p.operator_token)
+            .json(&json!({"name": "acme-two", "owner_email": "useratexample.com"})),
+    )
+    .await;
+    refused("POST /v1/orgs", &a, 422, "invalid_email");
     let gpu = |uuid: &str, model: &str| json!({"index": 0, "uuid": uuid, "model": model, "memory_mib": 1, "healthy": true});
     let registrations = [
         (
@@ -282,7 +291,7 @@ async fn nul_bytes_and_oversized_strings_are_refused_before_any_sql() {
         rand::random::<[u8; 32]>(),
     );
     let joined = send(p.http.post(url("/v1/nodes/register")).bearer_auth(&join).json(
-        &json!({"name": "n1", "agent_version": "1", "discovery": "simulated", "gpus": [], "public_key": key}),
+        &json!({"name": "n1", "agent_version": "1", "discovery": "simulated", "gpus": [], "public_key": key, "encryption_key": key}),
     ))
     .await;
     assert_eq!(joined.status, 200, "{}", joined.body);

@@ -2018,7 +2018,10 @@ fn patterns_say_what_the_code_checks() {
         }
     }
     assert!(Chars::Email.pattern().is_none() && Chars::Email.format() == Some("email"));
-    assert!(!Chars::Email.allows("a b@c.d") && Chars::Email.allows("a@b.c"));
+    assert!(Chars::Email.allows("a@b.c") && Chars::Email.allows("a+b@c.d.e"));
+    for bad in ["a b@c.d", "a@b", "@b.c", "abc", "a@b.c\u{0}", "a\t@b.c"] {
+        assert!(!Chars::Email.allows(bad), "{bad:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

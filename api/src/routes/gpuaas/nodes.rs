@@ -86,13 +86,7 @@ async fn node_identity(
         Some(NodeCaller::Joining { token }) => {
             let keys = reported_keys(req)?
                 .filter(|k| k.encryption_key.is_some())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                        "public_key_required",
-                        "joining needs the node's Ed25519 public_key and X25519 encryption_key (base64url)",
-                    )
-                })?;
+                .ok_or_else(platform_iam::nodes::keys_required)?;
             // Nothing is used up for a registration that cannot succeed.
             convert::registration(req.clone()).validate()?;
             name_is_free(state, &req.name).await?;
@@ -128,39 +122,12 @@ async fn name_is_free(state: &AppState, name: &str) -> ApiResult<()> {
     ))
 }
 
-/// The keys a registration reports (base64url): none, or the signing key with an optional
-/// encryption key. A credentialed node that reports only an encryption key keeps its signing key.
+/// The keys a registration reports (base64url), decoded and checked.
 fn reported_keys(req: &RegisterNodeRequest) -> ApiResult<Option<platform_iam::nodes::NodeKeys>> {
-    let decode = |text: &Option<String>, code: &'static str| -> ApiResult<Option<Vec<u8>>> {
-        text.as_deref()
-            .map(|k| {
-                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, k)
-                    .map_err(|_| {
-                        ApiError::new(
-                            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                            code,
-                            "a node key is 32 bytes, base64url without padding",
-                        )
-                    })
-            })
-            .transpose()
-    };
-    let public_key = decode(&req.public_key, "invalid_public_key")?;
-    let encryption_key = decode(&req.encryption_key, "invalid_encryption_key")?;
-    Ok(match (public_key, encryption_key) {
-        (Some(public_key), encryption_key) => Some(platform_iam::nodes::NodeKeys {
-            public_key,
-            encryption_key,
-        }),
-        (None, None) => None,
-        (None, Some(_)) => {
-            return Err(ApiError::new(
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "public_key_required",
-                "an encryption_key comes with the node's public_key",
-            ));
-        }
-    })
+    Ok(platform_iam::nodes::NodeKeys::decode(
+        req.public_key.as_deref(),
+        req.encryption_key.as_deref(),
+    )?)
 }
 
 /// `POST /v1/nodes/{id}/cordon`: no new instances are placed on the node.

@@ -85,7 +85,45 @@ pub struct NodeKeys {
     pub encryption_key: Option<Vec<u8>>,
 }
 
+/// A join without both keys, or an encryption key without its signing key.
+pub fn keys_required() -> DomainError {
+    DomainError::invalid(
+        "public_key_required",
+        "joining needs the node's Ed25519 public_key and X25519 encryption_key (base64url)",
+    )
+}
+
 impl NodeKeys {
+    /// The keys a registration reports (base64url without padding): none, or the signing key
+    /// with an optional encryption key.
+    pub fn decode(
+        public_key: Option<&str>,
+        encryption_key: Option<&str>,
+    ) -> DomainResult<Option<Self>> {
+        let decode = |text: Option<&str>, code: &'static str| {
+            text.map(|k| {
+                URL_SAFE_NO_PAD.decode(k).map_err(|_| {
+                    DomainError::invalid(code, "a node key is 32 bytes, base64url without padding")
+                })
+            })
+            .transpose()
+        };
+        let public_key = decode(public_key, "invalid_public_key")?;
+        let encryption_key = decode(encryption_key, "invalid_encryption_key")?;
+        match (public_key, encryption_key) {
+            (Some(public_key), encryption_key) => {
+                let keys = Self {
+                    public_key,
+                    encryption_key,
+                };
+                keys.check()?;
+                Ok(Some(keys))
+            }
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(keys_required()),
+        }
+    }
+
     fn check(&self) -> DomainResult<()> {
         if self.public_key.len() != 32 {
             return Err(DomainError::invalid(

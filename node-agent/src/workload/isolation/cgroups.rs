@@ -96,7 +96,17 @@ impl Layout {
                 }
             }
         }
+        for parent in layout.parents() {
+            sweep(parent);
+        }
         layout
+    }
+
+    fn parents(&self) -> impl Iterator<Item = &Path> {
+        self.unified
+            .as_deref()
+            .into_iter()
+            .chain(self.v1.iter().map(|(_, p)| p.as_path()))
     }
 
     pub fn has_memory(&self) -> bool {
@@ -212,6 +222,25 @@ fn prepare_unified(parent: &Path) -> io::Result<(bool, bool)> {
         std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
     let has = |c: &str| enabled.split_whitespace().any(|e| e == c);
     Ok((has("memory"), has("pids")))
+}
+
+/// Removes the empty workload cgroups under `parent` left by workloads no agent finished (their
+/// state directory was deleted). Only old ones: a fresh, empty one may be about to be joined.
+fn sweep(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    for dir in entries.flatten().map(|e| e.path()) {
+        let empty = std::fs::read_to_string(dir.join("cgroup.procs"))
+            .is_ok_and(|procs| procs.trim().is_empty());
+        let stale = std::fs::metadata(&dir)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < old);
+        if empty && stale {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
 }
 
 fn make(parent: &Path, name: &str) -> io::Result<PathBuf> {

@@ -1,10 +1,10 @@
 //! Workload isolation with real processes (no mocks): own uid, network namespace, cgroups,
-//! limits, agent state out of the workload's reach, complete stops, capped logs. They need root
-//! (CI runs as root); as another user each says so and passes.
+//! limits, an environment of its own, agent state out of the workload's reach, complete stops,
+//! capped logs. They need root (CI runs as root); as another user each says so and passes.
 
+use super::isolation::{self, procs};
+use super::{ProcessRuntime, RuntimeError, WorkloadArgs};
 use contract_node::{WorkloadSpec, WorkloadStatus};
-use node_agent::workload::isolation::procs;
-use node_agent::workload::{ProcessRuntime, RuntimeError, WorkloadArgs};
 use shared_ids::InstanceId;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -103,7 +103,7 @@ fn assert_nothing_left(dir: &Path, id: InstanceId, uid: u32) {
         assert!(!Path::new(path).exists(), "cgroup {path} still there");
     }
     assert!(agent_dir(dir, id).join("gone").exists());
-    let claims = Path::new(node_agent::workload::isolation::DEFAULT_UID_CLAIMS_DIR);
+    let claims = Path::new(isolation::DEFAULT_UID_CLAIMS_DIR);
     let claim = std::fs::read_to_string(claims.join(uid.to_string())).unwrap_or_default();
     assert!(
         !claim.contains(&id.to_string()),
@@ -507,4 +507,171 @@ print("done", flush=True)
     assert!(log.contains("nvidia1 EPERM"), "another GPU: {log}");
     assert!(log.contains("nvidiactl ENXIO"), "{log}");
     rt.stop(s.instance_id).await.unwrap();
+}
+
+const SECRETS: &[(&str, &str)] = &[
+    ("GPUAAS_JOIN_TOKEN", "gjt_fake-join-token-s3cret"),
+    ("GPUAAS_API_TOKEN", "gpk_fake-api-key-s3cret"),
+    ("DATABASE_URL", "postgres://admin:s3cret-db@db/gpuaas"),
+    (
+        "GPUAAS_DATABASE_URL",
+        "postgres://admin:s3cret-db2@db/gpuaas",
+    ),
+];
+
+/// What a workload's environment may hold (the last three its shell adds itself).
+const ALLOWED: &[&str] = &[
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "GPUAAS_INSTANCE_ID",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "PWD",
+    "OLDPWD",
+    "SHLVL",
+];
+
+/// Set in the child process the environment test runs itself in.
+const CHILD: &str = "GPUAAS_TEST_ENVIRONMENT_CHILD";
+
+#[test]
+fn a_workload_sees_none_of_the_agents_environment_and_its_command_is_not_in_argv() {
+    if !root() {
+        return;
+    }
+    if std::env::var_os(CHILD).is_some() {
+        return tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(environment_check());
+    }
+    // The agent's environment holds the secrets: this very test, run again in a process of its
+    // own started with them (setting them here would race the other tests' threads).
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "workload::tests::a_workload_sees_none_of_the_agents_environment_and_its_command_is_not_in_argv",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .envs(SECRETS.iter().copied())
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("1 passed"), "the check ran: {printed}");
+}
+
+async fn environment_check() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rt = ProcessRuntime::new(dir.path(), Duration::from_millis(200), Duration::ZERO).unwrap();
+    let spec = WorkloadSpec {
+        instance_id: InstanceId::new(),
+        command: "echo begin-env; env; echo end-env; echo not-in-argv-7f3a >/dev/null; sleep 600"
+            .into(),
+        gpu_indices: vec![1, 3],
+        gpu_uuids: vec!["GPU-a".into(), "GPU-b".into()],
+    };
+    let id = spec.instance_id;
+    rt.start(&spec).await.unwrap();
+    let pid = match rt.await_running(id).await.unwrap() {
+        WorkloadStatus::Running { pid } => pid,
+        other => panic!("{other:?}"),
+    };
+    let log_file = dir
+        .path()
+        .join("instances")
+        .join(id.to_string())
+        .join("output.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+        if log.contains("end-env") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for (name, value) in SECRETS {
+        assert!(
+            !log.contains(value) && !log.contains(&format!("{name}=")),
+            "{name} leaked: {log}"
+        );
+    }
+    let env: Vec<&str> = log
+        .lines()
+        .skip_while(|l| *l != "begin-env")
+        .skip(1)
+        .take_while(|l| *l != "end-env")
+        .collect();
+    for var in &env {
+        let name = var.split_once('=').map_or(*var, |(n, _)| n);
+        assert!(ALLOWED.contains(&name), "unexpected {var} in {env:?}");
+    }
+    let uid = std::fs::read_to_string(
+        dir.path()
+            .join("instances")
+            .join(id.to_string())
+            .join("uid"),
+    )
+    .unwrap();
+    for expected in [
+        format!("GPUAAS_INSTANCE_ID={id}"),
+        "CUDA_VISIBLE_DEVICES=1,3".into(),
+        "NVIDIA_VISIBLE_DEVICES=GPU-a,GPU-b".into(),
+        format!("USER=gpuaas-{}", uid.trim()),
+        format!(
+            "HOME={}",
+            dir.path().join("workloads").join(id.to_string()).display()
+        ),
+    ] {
+        assert!(
+            env.contains(&expected.as_str()),
+            "{expected} missing: {env:?}"
+        );
+    }
+    // Other users see the workload's argv, never its command line.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains("not-in-argv-7f3a"),
+        "{cmdline:?}"
+    );
+    rt.stop(id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_isolation_a_workload_runs_as_the_agent_and_still_starts_and_stops() {
+    let dir = state_dir();
+    let rt = runtime_with(
+        dir.path(),
+        WorkloadArgs {
+            isolation: isolation::IsolationMode::None,
+            ..WorkloadArgs::default()
+        },
+    );
+    let s = spec("echo uid=$(id -u); sleep 600 & wait");
+    let pid = start_running(&rt, &s).await;
+    // SAFETY: getuid(2) has no preconditions.
+    let me = unsafe { libc::getuid() };
+    wait_log(dir.path(), s.instance_id, &[&format!("uid={me}")]).await;
+    assert!(!agent_dir(dir.path(), s.instance_id).join("uid").exists());
+    let stopped = rt.stop(s.instance_id).await.unwrap();
+    assert!(
+        matches!(stopped, WorkloadStatus::Exited { .. }),
+        "{stopped:?}"
+    );
+    assert!(!procs::stat(pid).is_some_and(|s| s.alive));
+    assert!(rt.known().is_empty());
 }
