@@ -77,7 +77,13 @@ pub struct AuthConfig {
     #[arg(long, env = "GPUAAS_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
     pub max_concurrent_requests: usize,
     /// Open client connections; further ones wait in the listen backlog.
-    #[arg(long, env = "GPUAAS_MAX_CONNECTIONS", default_value_t = 4096)]
+    // Its own id: `max_connections` is the database pool's (`DatabaseArgs`), in the same parser.
+    #[arg(
+        id = "max_client_connections",
+        long = "max-connections",
+        env = "GPUAAS_MAX_CONNECTIONS",
+        default_value_t = 4096
+    )]
     pub max_connections: usize,
     /// The bearer token a Prometheus scraper sends to `GET /metrics`
     /// (`Authorization: Bearer <token>`). Unset: `/metrics` is off (404 `metrics_disabled`).

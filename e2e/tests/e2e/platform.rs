@@ -166,3 +166,21 @@ async fn the_agent_process_counts_failed_activities_on_its_metrics_endpoint() {
         "{page}"
     );
 }
+
+/// Every binary parses its own flags: clap checks a parser (duplicate argument ids, say) only
+/// when it runs, so a clash between a binary's flags and a shared group's would otherwise show
+/// first as a panic at start, in the dev stack or in production.
+#[test]
+fn every_binary_parses_its_flags() {
+    for name in ["gpuaas-api", "gpuaas-worker", "gpuaas-node-agent", "gpuaas"] {
+        let out = std::process::Command::new(crate::harness::binary(name))
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name} --help: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
