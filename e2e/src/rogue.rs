@@ -32,6 +32,7 @@ fn gone() -> WorkloadStatus {
     WorkloadStatus::Exited {
         exit_code: Some(0),
         log_tail: String::new(),
+        output: None,
     }
 }
 

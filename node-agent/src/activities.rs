@@ -5,14 +5,14 @@ use crate::identity::Identity;
 use crate::metrics;
 use crate::trust::ControlPlaneKeys;
 use crate::workload::{ProcessRuntime, RuntimeError};
-use contract_node::envelope::{AwaitRunning, ListWorkloads, StopWorkload};
+use contract_node::envelope::{AwaitRunning, ListWorkloads, SealedText, StopWorkload};
 use contract_node::vocabulary::{NodeFailure, activity};
 use contract_node::{
     GpuHealthReport, NodeCommand, SealedCommand, SessionInput, SessionReport, SignedReport,
     WorkloadReport, WorkloadSpec, WorkloadStatus, definitions,
 };
 use runtime::ActivityHooks;
-use shared_ids::NodeId;
+use shared_ids::{InstanceId, NodeId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use temporalio_common::error::ApplicationFailure;
@@ -75,6 +75,47 @@ impl NodeAgentActivities {
                         .build(),
                 )
             })
+    }
+
+    /// A workload's status as a reply: its last output sealed for the control plane's reply
+    /// key (never in plaintext), bound to the instance.
+    fn status_reply(
+        &self,
+        sealed: &SealedCommand,
+        instance_id: InstanceId,
+        status: WorkloadStatus,
+    ) -> SignedReport {
+        let status = match status {
+            WorkloadStatus::Exited {
+                exit_code,
+                log_tail,
+                ..
+            } => {
+                let reply_key = base64::Engine::decode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    &sealed.reply_key,
+                )
+                .unwrap_or_default();
+                let output = (!log_tail.is_empty())
+                    .then(|| {
+                        SealedText::seal(
+                            &reply_key,
+                            &sealed.signer,
+                            &instance_id.to_string(),
+                            &log_tail,
+                        )
+                        .ok()
+                    })
+                    .flatten();
+                WorkloadStatus::Exited {
+                    exit_code,
+                    log_tail: String::new(),
+                    output,
+                }
+            }
+            other => other,
+        };
+        self.reply(sealed, &status)
     }
 
     /// The reply to `sealed`, signed with the node's key.
@@ -176,7 +217,7 @@ impl NodeAgentActivities {
         let spec: WorkloadSpec = self.open(&sealed).await?;
         let result = self.processes.start(&spec).await;
         let status = self.finish(activity::START_WORKLOAD, result)?;
-        Ok(self.reply(&sealed, &status))
+        Ok(self.status_reply(&sealed, spec.instance_id, status))
     }
 
     #[activity(definition = definitions::AwaitWorkloadRunning)]
@@ -202,7 +243,7 @@ impl NodeAgentActivities {
             }
             other => self.finish(activity::AWAIT_WORKLOAD_RUNNING, other)?,
         };
-        Ok(self.reply(&sealed, &status))
+        Ok(self.status_reply(&sealed, instance_id, status))
     }
 
     #[activity(definition = definitions::StopWorkload)]
@@ -214,7 +255,7 @@ impl NodeAgentActivities {
         let StopWorkload(instance_id) = self.open(&sealed).await?;
         let result = self.processes.stop(instance_id).await;
         let status = self.finish(activity::STOP_WORKLOAD, result)?;
-        Ok(self.reply(&sealed, &status))
+        Ok(self.status_reply(&sealed, instance_id, status))
     }
 
     /// Heartbeats every probe interval while sampling GPU health; returns a report when the set

@@ -95,6 +95,8 @@ pub enum RegistrationError {
     Refused { status: u16, detail: String },
     #[error("this host has not joined yet: set GPUAAS_JOIN_TOKEN to a join token from an operator")]
     NotJoined,
+    #[error("could not register with {0}: no answer within the registration deadline")]
+    Unreachable(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -215,12 +217,13 @@ async fn register_as(
                     authorization = format!("Node {}", signer.assertion(node));
                 }
             }
-            other => {
-                return Err(anyhow::anyhow!(
-                    "could not register with {url}: {:?}",
-                    other.map(|r| r.status())
-                )
-                .into());
+            Ok(resp) => {
+                tracing::warn!(status = %resp.status(), "registration failed; no retry left");
+                return Err(RegistrationError::Unreachable(url));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "registration failed; no retry left");
+                return Err(RegistrationError::Unreachable(url));
             }
         }
     }
@@ -239,6 +242,8 @@ pub async fn run(
         gpu::discover(&gpu::default_sources(config.simulate_gpus.clone(), &name))?;
     tracing::info!(%name, discovery, gpus = gpus.len(), model = ?gpus.first().map(|g| &g.model), "GPUs discovered");
     let gpu_indices: Vec<i32> = gpus.iter().map(|g| g.index).collect();
+    // A host that cannot isolate workloads must not join the fleet: check before registering.
+    workload::isolation::Isolation::prepare(&config.workloads, gpu_indices.len())?;
     let (registration, identity) = register(&config, discovery, gpus).await?;
     let control_plane = Arc::new(trust::ControlPlaneKeys::new(
         &config.api_url,

@@ -53,18 +53,14 @@ enum Refusal {
 }
 
 impl Refusal {
-    /// Recognises the errors `node_agent::register` raises. They are ad-hoc `anyhow` errors, so
-    /// this reads their text; a typed error there would let this downcast instead.
+    /// The refusal `node_agent::register` raised, if it was one.
     fn of(error: &anyhow::Error) -> Option<Self> {
-        let text = error.to_string();
-        if text.starts_with("registration refused") {
-            Some(Self::Refused)
-        } else if text.starts_with("this host has not joined yet") {
-            Some(Self::NotJoined)
-        } else if text.starts_with("could not register with") {
-            Some(Self::Unreachable)
-        } else {
-            None
+        use node_agent::RegistrationError as E;
+        match error.downcast_ref::<E>()? {
+            E::Refused { .. } => Some(Self::Refused),
+            E::NotJoined => Some(Self::NotJoined),
+            E::Unreachable(_) => Some(Self::Unreachable),
+            E::Other(_) => None,
         }
     }
 

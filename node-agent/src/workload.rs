@@ -250,17 +250,13 @@ impl ProcessRuntime {
                     }
                     tokio::time::sleep((self.settle - up).min(Duration::from_millis(200))).await;
                 }
-                WorkloadStatus::Exited {
-                    exit_code,
-                    log_tail,
-                } => {
+                // No output in the message: the exit itself is what the caller reports.
+                WorkloadStatus::Exited { exit_code, .. } => {
                     let code = exit_code
                         .map_or("none (killed by a signal)".to_string(), |c| c.to_string());
                     return Err(RuntimeError::StartFailed(
                         id,
-                        format!(
-                            "the workload exited (exit code {code}); last output: {log_tail:?}"
-                        ),
+                        format!("the workload exited (exit code {code})"),
                     ));
                 }
                 WorkloadStatus::Unknown => {
@@ -669,6 +665,7 @@ impl Inner {
         WorkloadStatus::Exited {
             exit_code,
             log_tail: self.tail(id),
+            output: None,
         }
     }
 

@@ -55,20 +55,20 @@ pub fn worker_options(
     pool: PgPool,
     hook: FinishHook,
 ) -> anyhow::Result<WorkerOptions> {
-    let keys = platform_iam::tokens::TokenKeys::load_signer(&config.gpuaas.signing_keys_dir)
-        .map_err(|e| anyhow::anyhow!("signing keys: {}", e.0))?;
+    let keys = std::sync::Arc::new(
+        platform_iam::tokens::TokenKeys::load_signer(&config.gpuaas.signing_keys_dir)
+            .map_err(|e| anyhow::anyhow!("signing keys: {}", e.0))?,
+    );
     Ok(WorkerOptions::new(config.gpuaas.task_queue.clone())
         .register_workflow::<ProvisionInstance>()?
         .register_workflow::<TerminateInstance>()?
         .register_workflow::<NodeLifecycle>()?
         .register_workflow::<ReconcileFleet>()?
-        .register_activities(InstanceActivities::new(pool.clone(), hook.clone()))
+        .register_activities(
+            InstanceActivities::new(pool.clone(), hook.clone()).with_keys(keys.clone()),
+        )
         .register_activities(NodeLifecycleActivities::new(pool.clone(), hook.clone()))
-        .register_activities(NodeCallActivities::new(
-            pool.clone(),
-            std::sync::Arc::new(keys),
-            hook.clone(),
-        ))
+        .register_activities(NodeCallActivities::new(pool.clone(), keys, hook.clone()))
         .register_activities(ReconcileActivities::new(pool, hook))
         .max_cached_workflows(config.max_cached_workflows)
         .graceful_shutdown_period(GRACEFUL_SHUTDOWN)

@@ -5,6 +5,8 @@
 use super::metrics;
 use super::vocabulary::{InstanceStep, activity};
 use crate::{FinishHook, finish};
+use contract_node::envelope::{self, SealedText};
+use platform_iam::tokens::TokenKeys;
 use product_gpuaas::{FailureReason, Placement, Transition, instance, placement};
 use serde::{Deserialize, Serialize};
 use shared_ids::InstanceId;
@@ -17,11 +19,41 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 pub struct InstanceActivities {
     pool: PgPool,
     hook: FinishHook,
+    /// The signing keys, whose derived reply key opens a failed workload's sealed output.
+    keys: Option<Arc<TokenKeys>>,
 }
 
 impl InstanceActivities {
     pub fn new(pool: PgPool, hook: FinishHook) -> Self {
-        Self { pool, hook }
+        Self {
+            pool,
+            hook,
+            keys: None,
+        }
+    }
+
+    /// With the keys that open workload output sealed by nodes (without them, the output is
+    /// withheld from the instance's status).
+    pub fn with_keys(mut self, keys: Arc<TokenKeys>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// The status message of a failed instance: the workflow's message, and the workload's last
+    /// output opened here, so it goes to the instance's owner only and never into a history.
+    fn failure_message(&self, fail: &FailInstance) -> String {
+        let Some(sealed) = &fail.output else {
+            return fail.message.clone();
+        };
+        let opened = self.keys.as_ref().and_then(|keys| {
+            let (_, secret) =
+                keys.derived_secret(Some(&sealed.key_id), envelope::REPLY_KEY_PURPOSE)?;
+            envelope::open_output(sealed, secret, &fail.instance_id.to_string()).ok()
+        });
+        match opened {
+            Some(tail) => format!("{}; last output: {tail:?}", fail.message),
+            None => format!("{}; its last output could not be opened", fail.message),
+        }
     }
 }
 
@@ -30,6 +62,9 @@ pub struct FailInstance {
     pub instance_id: InstanceId,
     pub reason: FailureReason,
     pub message: String,
+    /// The workload's last output, sealed by its node for the control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<SealedText>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,8 +135,9 @@ impl InstanceActivities {
         _ctx: ActivityContext,
         fail: FailInstance,
     ) -> Result<Transition, ActivityError> {
+        let message = self.failure_message(&fail);
         let result =
-            instance::mark_failed(&self.pool, fail.instance_id, fail.reason, &fail.message).await;
+            instance::mark_failed(&self.pool, fail.instance_id, fail.reason, &message).await;
         finish(&self.hook, activity::MARK_FAILED, result)
     }
 

@@ -6,7 +6,7 @@
 
 use super::vocabulary::activity;
 use crate::{FinishHook, finish};
-use contract_node::envelope::{AwaitRunning, ListWorkloads, StopWorkload};
+use contract_node::envelope::{self, AwaitRunning, ListWorkloads, StopWorkload};
 use contract_node::{NodeCall, NodeCommand, SealedCommand, SessionInput, WorkloadSpec};
 use platform_iam::tokens::TokenKeys;
 use product_gpuaas::instance;
@@ -100,10 +100,20 @@ impl NodeCallActivities {
         encryption_key: &[u8],
         command: &C,
     ) -> DomainResult<SealedCommand> {
-        let signer = self.keys.signing_key_id();
-        SealedCommand::seal(node, encryption_key, command, &signer, |message| {
-            self.keys.sign(message).1
-        })
+        // Signed by the newest key; output in the reply comes back sealed for the reply key
+        // derived from that same key (any worker holding the key directory can open it).
+        let (signer, reply_secret) = self
+            .keys
+            .derived_secret(None, envelope::REPLY_KEY_PURPOSE)
+            .expect("the newest key derives");
+        let reply_key = envelope::reply_key_public(reply_secret);
+        SealedCommand::seal(
+            node,
+            encryption_key,
+            command,
+            (&signer, &reply_key),
+            |message| self.keys.sign(message).1,
+        )
         .map_err(|e| DomainError::invalid("invalid_node_key", e.to_string()))
     }
 }

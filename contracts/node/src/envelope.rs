@@ -25,6 +25,7 @@ use crate::{SessionInput, SessionReport, WorkloadReport, WorkloadSpec, WorkloadS
 
 const COMMAND_LABEL: &str = "gpuaas-node-command.v1";
 const REPORT_LABEL: &str = "gpuaas-node-report.v1";
+const OUTPUT_LABEL: &str = "gpuaas-node-output.v1";
 
 /// A command for one node: readable by that node only, written by the control plane only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,7 +41,21 @@ pub struct SealedCommand {
     pub ciphertext: String,
     /// Key id (JWKS `kid`) of the control-plane key that signed.
     pub signer: String,
+    /// The control plane's X25519 key (base64url) that workload output in the reply is sealed
+    /// for ([`SealedText`]), so output never sits in a history in plaintext. Signed with the rest.
+    #[serde(default)]
+    pub reply_key: String,
     pub signature: String,
+}
+
+/// Text only the control plane can read (a workload's last output in a node's reply): sealed
+/// like a command, for the control plane's reply key, bound to a context (the instance).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedText {
+    /// The control-plane key (JWKS `kid`) whose derived reply key it is sealed for.
+    pub key_id: String,
+    pub ephemeral_key: String,
+    pub ciphertext: String,
 }
 
 /// A node's signed reply to one command.
@@ -153,9 +168,15 @@ fn random<const N: usize>() -> [u8; N] {
 
 /// The AEAD key of one message: HKDF-SHA256 over the X25519 shared secret, bound to both public
 /// keys and to the challenge. Each message has its own ephemeral key, so a zero nonce is unique.
-fn message_key(shared: &[u8], ephemeral: &[u8], recipient: &[u8], challenge: &[u8]) -> LessSafeKey {
+fn message_key(
+    label: &str,
+    shared: &[u8],
+    ephemeral: &[u8],
+    recipient: &[u8],
+    challenge: &[u8],
+) -> LessSafeKey {
     let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, challenge);
-    let info = [COMMAND_LABEL.as_bytes(), ephemeral, recipient];
+    let info = [label.as_bytes(), ephemeral, recipient];
     let prk = salt.extract(shared);
     let okm = prk
         .expand(&info, &CHACHA20_POLY1305)
@@ -171,24 +192,26 @@ impl SealedCommand {
     /// What the control plane signs.
     pub fn signing_message(&self) -> Vec<u8> {
         format!(
-            "{COMMAND_LABEL}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "{COMMAND_LABEL}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             self.node_id,
             self.activity,
             self.challenge,
             self.ephemeral_key,
             self.ciphertext,
-            self.signer
+            self.signer,
+            self.reply_key
         )
         .into_bytes()
     }
 
     /// Seals `command` for `node` (its X25519 public key) and signs it with `sign`, which
-    /// returns the signature of the given key id over the message.
+    /// returns the signature of the `signer` key over the message. `reply_key` (X25519, of the
+    /// same control-plane key) is what workload output in the reply is sealed for.
     pub fn seal<C: NodeCommand>(
         node: NodeId,
         node_encryption_key: &[u8],
         command: &C,
-        signer: &str,
+        (signer, reply_key): (&str, &[u8]),
         sign: impl FnOnce(&[u8]) -> Vec<u8>,
     ) -> Result<Self, EnvelopeError> {
         let recipient = x25519_dalek::PublicKey::from(key32(node_encryption_key, "node key")?);
@@ -203,6 +226,7 @@ impl SealedCommand {
         let challenge_bytes = random::<16>();
         let challenge = b64(&challenge_bytes);
         let key = message_key(
+            COMMAND_LABEL,
             shared.as_bytes(),
             ephemeral.as_bytes(),
             recipient.as_bytes(),
@@ -222,6 +246,7 @@ impl SealedCommand {
             ephemeral_key: b64(ephemeral.as_bytes()),
             ciphertext: b64(&buf),
             signer: signer.to_string(),
+            reply_key: b64(reply_key),
             signature: String::new(),
         };
         sealed.signature = b64(&sign(&sealed.signing_message()));
@@ -260,6 +285,7 @@ impl SealedCommand {
         let shared = node_secret.diffie_hellman(&ephemeral);
         let recipient = x25519_dalek::PublicKey::from(node_secret);
         let key = message_key(
+            COMMAND_LABEL,
             shared.as_bytes(),
             ephemeral.as_bytes(),
             recipient.as_bytes(),
@@ -305,6 +331,76 @@ impl SignedReport {
     }
 }
 
+impl SealedText {
+    /// Seals `text` for the control plane's reply key `recipient` (X25519) of key `key_id`,
+    /// bound to `context` (the instance it is the output of).
+    pub fn seal(
+        recipient: &[u8],
+        key_id: &str,
+        context: &str,
+        text: &str,
+    ) -> Result<Self, EnvelopeError> {
+        let recipient = x25519_dalek::PublicKey::from(key32(recipient, "reply key")?);
+        let secret = x25519_dalek::StaticSecret::from(random::<32>());
+        let ephemeral = x25519_dalek::PublicKey::from(&secret);
+        let shared = secret.diffie_hellman(&recipient);
+        if !shared.was_contributory() {
+            return Err(EnvelopeError::Malformed(
+                "the reply key is a low-order point".into(),
+            ));
+        }
+        let key = message_key(
+            OUTPUT_LABEL,
+            shared.as_bytes(),
+            ephemeral.as_bytes(),
+            recipient.as_bytes(),
+            context.as_bytes(),
+        );
+        let mut buf = text.as_bytes().to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::from(format!("{OUTPUT_LABEL}\n{context}")),
+            &mut buf,
+        )
+        .expect("sealing fits");
+        Ok(Self {
+            key_id: key_id.to_string(),
+            ephemeral_key: b64(ephemeral.as_bytes()),
+            ciphertext: b64(&buf),
+        })
+    }
+
+    /// The text, with the reply key's secret, for the same context.
+    pub fn open(
+        &self,
+        secret: &x25519_dalek::StaticSecret,
+        context: &str,
+    ) -> Result<String, EnvelopeError> {
+        let ephemeral = x25519_dalek::PublicKey::from(key32(
+            &unb64(&self.ephemeral_key, "ephemeral key")?,
+            "ephemeral key",
+        )?);
+        let shared = secret.diffie_hellman(&ephemeral);
+        let recipient = x25519_dalek::PublicKey::from(secret);
+        let key = message_key(
+            OUTPUT_LABEL,
+            shared.as_bytes(),
+            ephemeral.as_bytes(),
+            recipient.as_bytes(),
+            context.as_bytes(),
+        );
+        let mut buf = unb64(&self.ciphertext, "ciphertext")?;
+        let plain = key
+            .open_in_place(
+                Nonce::assume_unique_for_key([0; 12]),
+                Aad::from(format!("{OUTPUT_LABEL}\n{context}")),
+                &mut buf,
+            )
+            .map_err(|_| EnvelopeError::Undecryptable)?;
+        String::from_utf8(plain.to_vec()).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+    }
+}
+
 impl NodeCall {
     /// The reply's content, if the node that was asked signed it for this very command.
     /// Deterministic (a pure signature check), so workflows may call it.
@@ -345,6 +441,23 @@ impl NodeCall {
 /// A fresh X25519 secret (a node's encryption key).
 pub fn new_encryption_secret() -> x25519_dalek::StaticSecret {
     x25519_dalek::StaticSecret::from(random::<32>())
+}
+
+/// What the control plane's reply key is derived for (`TokenKeys::derived_secret`).
+pub const REPLY_KEY_PURPOSE: &str = "gpuaas-node-reply-key.v1";
+
+/// The public half of a reply key given as its 32 secret bytes.
+pub fn reply_key_public(secret: [u8; 32]) -> [u8; 32] {
+    encryption_public_key(&x25519_dalek::StaticSecret::from(secret))
+}
+
+/// Opens workload output with the reply key's 32 secret bytes.
+pub fn open_output(
+    sealed: &SealedText,
+    secret: [u8; 32],
+    context: &str,
+) -> Result<String, EnvelopeError> {
+    sealed.open(&x25519_dalek::StaticSecret::from(secret), context)
 }
 
 /// The public half of a node's encryption key, as registration sends it.
@@ -390,10 +503,11 @@ mod tests {
     impl Fixture {
         fn call(&self, spec: &WorkloadSpec) -> NodeCall {
             let public = x25519_dalek::PublicKey::from(&self.node_secret);
-            let command = SealedCommand::seal(self.node, public.as_bytes(), spec, "cp1", |m| {
-                self.control_plane.sign(m).as_ref().to_vec()
-            })
-            .unwrap();
+            let command =
+                SealedCommand::seal(self.node, public.as_bytes(), spec, ("cp1", &[9; 32]), |m| {
+                    self.control_plane.sign(m).as_ref().to_vec()
+                })
+                .unwrap();
             NodeCall {
                 command,
                 node_key: b64(self.node_pair.public_key().as_ref()),
@@ -450,10 +564,11 @@ mod tests {
         // A rogue seals its own command (the node's encryption key is public) and signs it.
         let rogue = pair();
         let public = x25519_dalek::PublicKey::from(&f.node_secret);
-        let forged = SealedCommand::seal(f.node, public.as_bytes(), &spec(), "cp1", |m| {
-            rogue.sign(m).as_ref().to_vec()
-        })
-        .unwrap();
+        let forged =
+            SealedCommand::seal(f.node, public.as_bytes(), &spec(), ("cp1", &[9; 32]), |m| {
+                rogue.sign(m).as_ref().to_vec()
+            })
+            .unwrap();
         assert_eq!(
             forged
                 .open::<WorkloadSpec>(f.node, &f.node_secret, f.trusted())
@@ -473,6 +588,27 @@ mod tests {
                 .unwrap_err(),
             EnvelopeError::BadSignature
         );
+    }
+
+    #[test]
+    fn sealed_output_opens_only_with_the_reply_key_and_for_its_instance() {
+        let reply = new_encryption_secret();
+        let public = encryption_public_key(&reply);
+        let sealed = SealedText::seal(&public, "cp1", "instance-a", "TOP-SECRET output").unwrap();
+        assert!(
+            !serde_json::to_string(&sealed)
+                .unwrap()
+                .contains("TOP-SECRET")
+        );
+        assert_eq!(
+            sealed.open(&reply, "instance-a").unwrap(),
+            "TOP-SECRET output"
+        );
+        assert!(
+            sealed.open(&reply, "instance-b").is_err(),
+            "another instance's context"
+        );
+        assert!(sealed.open(&new_encryption_secret(), "instance-a").is_err());
     }
 
     #[test]

@@ -32,7 +32,12 @@ pub enum WorkloadStatus {
     },
     Exited {
         exit_code: Option<i32>,
+        /// The workload's last output, inside the agent only: a reply carries it sealed
+        /// (`output`), and this is empty.
         log_tail: String,
+        /// The last output, sealed for the control plane's reply key (`envelope::SealedText`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<envelope::SealedText>,
     },
     /// The agent has no record of this instance.
     Unknown,

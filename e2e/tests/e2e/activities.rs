@@ -113,6 +113,7 @@ async fn the_happy_path_activities_run_twice_are_harmless() {
         instance_id: id,
         reason: FailureReason::Timeout,
         message: "late".into(),
+        output: None,
     };
     assert!(matches!(
         env.run(InstanceActivities::mark_failed, late)
@@ -148,6 +149,7 @@ async fn the_failure_path_activities_run_twice_are_harmless() {
         instance_id: starved,
         reason: FailureReason::InsufficientCapacity,
         message: "full".into(),
+        output: None,
     };
     assert_eq!(
         env.run(InstanceActivities::mark_failed, fail.clone())

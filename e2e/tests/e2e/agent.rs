@@ -32,6 +32,9 @@ pub(crate) struct SealedEnvironment {
     node_key: String,
     encryption_key: [u8; 32],
     control_plane: ring::signature::Ed25519KeyPair,
+    /// The control plane's reply key: what workload output in replies is sealed for.
+    pub reply_secret: [u8; 32],
+    reply_public: [u8; 32],
     _keys: tempfile::TempDir,
 }
 
@@ -56,7 +59,14 @@ impl SealedEnvironment {
         command: &C,
         sign: impl FnOnce(&[u8]) -> Vec<u8>,
     ) -> SealedCommand {
-        SealedCommand::seal(self.node, &self.encryption_key, command, "cp", sign).unwrap()
+        SealedCommand::seal(
+            self.node,
+            &self.encryption_key,
+            command,
+            ("cp", &self.reply_public),
+            sign,
+        )
+        .unwrap()
     }
 
     pub(crate) async fn run_sealed<C, AD>(
@@ -116,12 +126,15 @@ fn env_with_faults(rt: Arc<ProcessRuntime>, fault_file: std::path::PathBuf) -> S
             Default::default(),
         ))
         .build();
+    let reply_secret = rand::random::<[u8; 32]>();
     SealedEnvironment {
         env,
         node,
         node_key,
         encryption_key,
         control_plane,
+        reply_secret,
+        reply_public: contract_node::envelope::reply_key_public(reply_secret),
         _keys: keys,
     }
 }
@@ -285,9 +298,24 @@ async fn a_workload_that_exits_during_settle_answers_its_exit_not_a_failure_mess
         Ok(WorkloadStatus::Exited {
             exit_code,
             log_tail,
+            output,
         }) => {
             assert_eq!(exit_code, Some(42));
-            assert!(log_tail.contains("failing-now"), "{log_tail}");
+            // The output travels sealed for the control plane, for this instance only.
+            assert!(
+                log_tail.is_empty(),
+                "plaintext output in the reply: {log_tail}"
+            );
+            let output = output.expect("the last output, sealed");
+            assert!(
+                !serde_json::to_string(&output)
+                    .unwrap()
+                    .contains("failing-now")
+            );
+            let context = spec.instance_id.to_string();
+            let opened =
+                contract_node::envelope::open_output(&output, env.reply_secret, &context).unwrap();
+            assert!(opened.contains("failing-now"), "{opened}");
         }
         other => panic!("expected the exit, got {other:?}"),
     }

@@ -48,6 +48,24 @@ async fn a_workload_sees_none_of_its_agents_environment() {
     ] {
         assert!(!output.contains(leaked), "{leaked} leaked: {output}");
     }
+    // The owner reads the output in the status; no history holds it (it travels sealed).
+    let client = crate::harness::temporal_args()
+        .connect("reader")
+        .await
+        .unwrap();
+    let history = client
+        .get_workflow_handle::<workflows::gpuaas::ProvisionInstance>(
+            workflows::gpuaas::vocabulary::instance_provision_id(id),
+        )
+        .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
+        .to_json()
+        .await
+        .unwrap();
+    let history = String::from_utf8_lossy(&history);
+    assert!(
+        !history.contains("GPUAAS_INSTANCE_ID="),
+        "workload output in the history"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ use super::{ActivityStep, NodeTimeouts, show_step};
 use crate::failure::{ActivityFailure, root_message};
 use activities::gpuaas::instance::{FailInstance, InstanceActivities, TerminatedNote};
 use activities::gpuaas::{Allocation, FailureReason, InstanceState, Placement, Transition};
+use contract_node::envelope::SealedText;
 use contract_node::{WorkloadStatus, vocabulary as node};
 use serde::{Deserialize, Serialize};
 use shared_ids::{InstanceId, NodeId, ProjectId};
@@ -108,6 +109,9 @@ enum Undo {
 
 enum Abort {
     Failed(FailureReason, String),
+    /// The workload exited during its start: a `StartFailed` with the workload's last output,
+    /// sealed by the node, which only the instance's status shows (opened by `mark_failed`).
+    Exited(String, Option<SealedText>),
     NotWanted,
 }
 
@@ -127,6 +131,7 @@ impl ProvisionInstance {
     ) -> WorkflowResult<ProvisionOutcome> {
         let mut undo = Vec::new();
         let result = provision(ctx, &input, &mut undo).await;
+        let mut output = None;
         let outcome = match result {
             Ok(allocation) => {
                 step(
@@ -144,6 +149,13 @@ impl ProvisionInstance {
                 });
             }
             Err(Abort::Failed(reason, message)) => ProvisionOutcome::Failed { reason, message },
+            Err(Abort::Exited(message, sealed)) => {
+                output = sealed;
+                ProvisionOutcome::Failed {
+                    reason: FailureReason::StartFailed,
+                    message,
+                }
+            }
             Err(Abort::NotWanted) => ProvisionOutcome::Withdrawn,
         };
         details(
@@ -152,7 +164,7 @@ impl ProvisionInstance {
             format!("compensating: undoing {} step(s) in reverse", undo.len()),
         );
         compensate(ctx, &input, undo).await;
-        Ok(record_outcome(ctx, &input, outcome).await?)
+        Ok(record_outcome(ctx, &input, outcome, output).await?)
     }
 }
 
@@ -162,6 +174,7 @@ async fn record_outcome(
     ctx: &WorkflowContext<ProvisionInstance>,
     input: &ProvisionInput,
     outcome: ProvisionOutcome,
+    output: Option<SealedText>,
 ) -> Result<ProvisionOutcome, temporalio_sdk::ActivityExecutionError> {
     let id = input.instance_id;
     if let ProvisionOutcome::Failed { reason, message } = &outcome {
@@ -169,6 +182,7 @@ async fn record_outcome(
             instance_id: id,
             reason: *reason,
             message: message.clone(),
+            output,
         };
         let marked = ctx
             .execute_local_activity(InstanceActivities::mark_failed, fail, control_options())
@@ -356,10 +370,11 @@ fn node_step_result(
     let e = match result {
         Ok(status @ WorkloadStatus::Running { .. }) => return Ok(status),
         Ok(other) => {
-            return Err(Abort::Failed(
-                FailureReason::StartFailed,
-                describe_exit(&other),
-            ));
+            let output = match &other {
+                WorkloadStatus::Exited { output, .. } => output.clone(),
+                _ => None,
+            };
+            return Err(Abort::Exited(describe_exit(&other), output));
         }
         Err(NodeCallError::Node(e)) => e,
         // Nothing was sent, or the answer is not the node's: either way the start is not
@@ -383,12 +398,9 @@ fn node_step_result(
 fn describe_exit(status: &WorkloadStatus) -> String {
     match status {
         WorkloadStatus::Running { pid } => format!("running as pid {pid}"),
-        WorkloadStatus::Exited {
-            exit_code,
-            log_tail,
-        } => {
+        WorkloadStatus::Exited { exit_code, .. } => {
             let code = exit_code.map_or("none (killed by a signal)".to_string(), |c| c.to_string());
-            format!("the workload exited (exit code {code}); last output: {log_tail:?}")
+            format!("the workload exited (exit code {code})")
         }
         WorkloadStatus::Unknown => "unknown to the agent".to_string(),
     }

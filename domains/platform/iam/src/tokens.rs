@@ -45,6 +45,8 @@ struct Key {
     decoding: DecodingKey,
     /// Only the keys this process holds privately can sign; published old keys only verify.
     signing: Option<(EncodingKey, Ed25519KeyPair)>,
+    /// The root of secrets derived from this private key ([`TokenKeys::derived_secret`]).
+    seed: [u8; 32],
 }
 
 /// Name of the key an empty key directory gets; operators add later keys with later names.
@@ -91,11 +93,15 @@ impl TokenKeys {
             let pair = Ed25519KeyPair::from_pkcs8(der)
                 .map_err(|e| anyhow_like::Error(format!("not an Ed25519 PKCS#8 key: {e}")))?;
             let public = pair.public_key().as_ref().to_vec();
+            let mut hasher = Sha256::new();
+            hasher.update(b"gpuaas-key-derivation.v1");
+            hasher.update(der);
             keys.push(Key {
                 kid: key_id(&public),
                 decoding: DecodingKey::from_ed_der(&public),
                 public,
                 signing: Some((EncodingKey::from_ed_der(der), pair)),
+                seed: hasher.finalize().into(),
             });
         }
         if keys.is_empty() {
@@ -230,6 +236,23 @@ impl TokenKeys {
             })
             .collect();
         serde_json::json!({ "keys": keys })
+    }
+
+    /// A 32-byte secret for `purpose`, derived (HKDF-SHA256) from the private key `kid`, or the
+    /// newest: every process holding the key directory derives the same one, so no second key
+    /// file is needed (the workers' reply key for sealed workload output).
+    pub fn derived_secret(&self, kid: Option<&str>, purpose: &str) -> Option<(String, [u8; 32])> {
+        let key = match kid {
+            Some(kid) => self.keys.iter().find(|k| k.kid == kid)?,
+            None => self.signing_key(),
+        };
+        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"gpuaas-derived.v1");
+        let prk = salt.extract(&key.seed);
+        let info = [purpose.as_bytes()];
+        let okm = prk.expand(&info, ring::hkdf::HKDF_SHA256).ok()?;
+        let mut out = [0u8; 32];
+        okm.fill(&mut out).ok()?;
+        Some((key.kid.clone(), out))
     }
 
     /// The id of the key [`TokenKeys::sign`] signs with.
