@@ -1272,3 +1272,29 @@ async fn tenants_read_about_capacity_operators_about_nodes() {
     // Nodes themselves are not a tenant's to see.
     assert_eq!(get_as(&p, &p.tenant_token, "/v1/nodes").await.0, 404);
 }
+
+/// An org, its default project and its owner's invitation are one write: an invitation that is
+/// refused leaves no org (before, `POST /v1/orgs` answered 422 with the org already written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_org_whose_owner_invitation_is_refused_is_not_created() {
+    let p = Platform::start(Options::default()).await;
+    let refused = platform_iam::orgs::create_with_owner(
+        &p.pool,
+        "half-written",
+        "not-an-email",
+        p.operator_id,
+        chrono::Duration::days(1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), "invalid_email");
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM iam.orgs WHERE name = 'half-written')
+              + (SELECT count(*) FROM iam.projects p JOIN iam.orgs o ON o.id = p.org_id
+                 WHERE o.name = 'half-written')",
+    )
+    .fetch_one(&p.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "a half-written org");
+}

@@ -12,7 +12,7 @@ use api_types::platform::{
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use platform_iam::{Role, members, orgs};
+use platform_iam::orgs;
 use shared_ids::OrgId;
 
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<List<Org>>> {
@@ -28,18 +28,16 @@ pub async fn create(
     caller: Caller,
     ApiJson(req): ApiJson<CreateOrgRequest>,
 ) -> ApiResult<(StatusCode, Json<CreateOrgResponse>)> {
-    let (org, project) = orgs::create(&state.pool, &req.name).await?;
-    platform_audit::ensure_chains(&state.pool, Some(org.id)).await?;
     let ttl = chrono::Duration::days(7);
-    let (invitation, secret) = members::invite(
+    let (org, project, invitation, secret) = orgs::create_with_owner(
         &state.pool,
-        org.id,
+        &req.name,
         &req.owner_email,
-        Role::Owner,
         caller.ctx.principal.id,
         ttl,
     )
     .await?;
+    platform_audit::ensure_chains(&state.pool, Some(org.id)).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreateOrgResponse {

@@ -328,6 +328,20 @@ pub async fn invite(
     invited_by: Uuid,
     ttl: chrono::Duration,
 ) -> DomainResult<(Invitation, NewSecret)> {
+    let mut conn = pool.acquire().await?;
+    invite_on(&mut conn, org, email, role, invited_by, ttl).await
+}
+
+/// [`invite`] on a connection, so it can share a transaction (an org and its owner's
+/// invitation are written together or not at all).
+pub(crate) async fn invite_on(
+    conn: &mut sqlx::PgConnection,
+    org: OrgId,
+    email: &str,
+    role: Role,
+    invited_by: Uuid,
+    ttl: chrono::Duration,
+) -> DomainResult<(Invitation, NewSecret)> {
     if !email.contains('@') || email.len() > 254 {
         return Err(DomainError::invalid(
             "invalid_email",
@@ -347,7 +361,7 @@ pub async fn invite(
     .bind(&secret.hash)
     .bind(invited_by)
     .bind(ttl)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     Ok((invitation(row).expect("role was valid"), secret))
 }

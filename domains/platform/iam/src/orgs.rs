@@ -76,6 +76,35 @@ pub async fn create(pool: &PgPool, name: &str) -> DomainResult<(Org, Project)> {
     Ok(created)
 }
 
+/// A new org with its default project and its owner's invitation, in one transaction: a
+/// refused invitation leaves no org behind.
+pub async fn create_with_owner(
+    pool: &PgPool,
+    name: &str,
+    owner_email: &str,
+    invited_by: Uuid,
+    ttl: chrono::Duration,
+) -> DomainResult<(
+    Org,
+    Project,
+    crate::members::Invitation,
+    crate::secrets::NewSecret,
+)> {
+    let mut tx = pool.begin().await?;
+    let (org, project) = create_on(&mut tx, name).await?;
+    let (invitation, secret) = crate::members::invite_on(
+        &mut tx,
+        org.id,
+        owner_email,
+        crate::authz::Role::Owner,
+        invited_by,
+        ttl,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((org, project, invitation, secret))
+}
+
 pub async fn get(pool: &PgPool, id: OrgId) -> DomainResult<Org> {
     let row: Option<(Uuid, String, chrono::DateTime<chrono::Utc>)> =
         sqlx::query_as("SELECT id, name, created_at FROM iam.orgs WHERE id = $1")
