@@ -1,5 +1,5 @@
 //! Workload processes. Each instance runs `sh` with its command, isolated (`isolation`: its own
-//! uid, network namespace, cgroups and limits), with an explicit minimal environment, only its
+//! uid, network namespace, private `/tmp` and `/dev/shm`, cgroups and limits), with an explicit minimal environment, only its
 //! GPUs visible, and its output captured to a capped log.
 //!
 //! Two directories per instance:
@@ -466,7 +466,8 @@ impl Inner {
                 uid,
                 spec.gpu_indices.len(),
                 procs.iter().map(|f| f.as_raw_fd()).collect(),
-            );
+                Some(&work),
+            )?;
             // SAFETY: `enter` makes only async-signal-safe system calls (ExecPlan::enter).
             unsafe {
                 command.pre_exec(move || plan.enter());

@@ -1,6 +1,6 @@
-//! Workload isolation with real processes (no mocks): own uid, network namespace, cgroups,
-//! limits, an environment of its own, agent state out of the workload's reach, complete stops,
-//! capped logs. They need root (CI runs as root); as another user each says so and passes.
+//! Workload isolation with real processes (no mocks): own uid, network namespace, private
+//! `/tmp` and `/dev/shm`, cgroups, limits, an environment of its own, agent state out of the
+//! workload's reach, complete stops, capped logs. They need root (CI runs as root); as another user each says so and passes.
 
 use super::isolation::{self, procs};
 use super::{ProcessRuntime, RuntimeError, WorkloadArgs};
@@ -23,6 +23,13 @@ fn root() -> bool {
 /// A state directory workloads can reach by path (tempdirs are 0700).
 fn state_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// A host directory for files a workload must see: its /tmp and /dev/shm are its own.
+fn host_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     dir
 }
@@ -119,7 +126,7 @@ async fn each_workload_runs_as_an_unprivileged_user_of_its_own() {
     let dir = state_dir();
     let rt = runtime(dir.path());
     // A setuid-root copy of `id`: with no-new-privs it cannot make the workload root again.
-    let tools = state_dir();
+    let tools = host_dir();
     let setuid_id = tools.path().join("id");
     std::fs::copy("/usr/bin/id", &setuid_id).unwrap();
     std::fs::set_permissions(&setuid_id, std::fs::Permissions::from_mode(0o4755)).unwrap();
@@ -336,6 +343,117 @@ threading.Event().wait()
     assert_eq!(reply, "host");
 }
 
+/// The lines of the host's mount table for `/tmp` and `/dev/shm`.
+fn host_tmp_mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" /tmp ") || l.contains(" /dev/shm "))
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_workload_has_a_private_tmp_and_dev_shm() {
+    if !root() {
+        return;
+    }
+    let mounts_before = host_tmp_mounts();
+    let dir = state_dir();
+    let rt = runtime_with(
+        dir.path(),
+        WorkloadArgs {
+            workload_tmp_mib: 8,
+            workload_shm_mib: 4,
+            ..WorkloadArgs::default()
+        },
+    );
+    // A world-readable file of the host's /tmp.
+    let host = tempfile::Builder::new()
+        .prefix("gpuaas-host-")
+        .tempfile_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (a, b) = (InstanceId::new(), InstanceId::new());
+    let file = |id: InstanceId| format!("gpuaas-test-{id}");
+    // Each writes its files, waits for `go` in its HOME (reachable at its path even where the
+    // state directory lies under the host's /tmp), then looks for the other's and the host's.
+    let command = |me: InstanceId, other: InstanceId| {
+        let (mine, theirs) = (file(me), file(other));
+        format!(
+            "echo {me} > /tmp/{mine} && echo {me} > /dev/shm/{mine} && echo wrote; \
+             while [ ! -e \"$HOME/go\" ]; do sleep 0.05; done; \
+             for f in /tmp/{mine} /dev/shm/{mine} /tmp/{theirs} /dev/shm/{theirs} {host}; do \
+               if [ -e $f ]; then echo \"sees $f\"; else echo \"hidden $f\"; fi; done; \
+             echo modes $(stat -c %a /tmp /dev/shm); grep -E ' /(tmp|dev/shm) ' /proc/self/mounts; \
+             dd if=/dev/zero of=/tmp/{mine}-big bs=1M count=16 2>/dev/null && echo tmp-unbounded || echo tmp-full; \
+             dd if=/dev/zero of=/dev/shm/{mine}-big bs=1M count=8 2>/dev/null && echo shm-unbounded || echo shm-full; \
+             echo checked; sleep 600",
+            host = host.path().display(),
+        )
+    };
+    let specs = [
+        WorkloadSpec {
+            instance_id: a,
+            ..spec(&command(a, b))
+        },
+        WorkloadSpec {
+            instance_id: b,
+            ..spec(&command(b, a))
+        },
+    ];
+    for s in &specs {
+        start_running(&rt, s).await;
+    }
+    for s in &specs {
+        wait_log(dir.path(), s.instance_id, &["wrote"]).await;
+    }
+    for s in &specs {
+        let work = dir.path().join("workloads").join(s.instance_id.to_string());
+        std::fs::write(work.join("go"), "").unwrap();
+    }
+    for (me, other) in [(a, b), (b, a)] {
+        let log = wait_log(dir.path(), me, &["checked"]).await;
+        for seen in [
+            format!("/tmp/{}", file(me)),
+            format!("/dev/shm/{}", file(me)),
+        ] {
+            assert!(log.contains(&format!("sees {seen}")), "{log}");
+        }
+        for hidden in [
+            format!("/tmp/{}", file(other)),
+            format!("/dev/shm/{}", file(other)),
+            host.path().display().to_string(),
+        ] {
+            assert!(log.contains(&format!("hidden {hidden}")), "{log}");
+        }
+        assert!(log.contains("modes 1777 1777"), "{log}");
+        assert!(
+            log.contains("tmpfs /tmp tmpfs rw,nosuid,nodev") && log.contains("size=8192k"),
+            "{log}"
+        );
+        assert!(
+            log.contains("tmpfs /dev/shm tmpfs rw,nosuid,nodev") && log.contains("size=4096k"),
+            "{log}"
+        );
+        assert!(
+            log.contains("tmp-full") && log.contains("shm-full"),
+            "{log}"
+        );
+    }
+    // Nothing of theirs reached the host: no files, no mounts.
+    for id in [a, b] {
+        for d in ["/tmp", "/dev/shm"] {
+            let path = Path::new(d).join(file(id));
+            assert!(!path.exists(), "{} on the host", path.display());
+        }
+    }
+    assert_eq!(host_tmp_mounts(), mounts_before);
+    for s in &specs {
+        rt.stop(s.instance_id).await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planted_identity_cannot_make_the_agent_signal_another_process() {
     if !root() {
@@ -476,7 +594,7 @@ async fn only_its_own_gpus_device_nodes_open() {
     let rt = runtime(dir.path());
     // Simulated hosts have no /dev/nvidia*: nodes of the same numbers, with no driver behind
     // them, open with ENXIO where the cgroup lets them through and EPERM where it does not.
-    let dev = state_dir();
+    let dev = host_dir();
     for (name, minor) in [("nvidia0", 0), ("nvidia1", 1), ("nvidiactl", 255)] {
         let path = dev.path().join(name);
         let made = std::process::Command::new("mknod")

@@ -2,13 +2,18 @@
 //! - runs as an unprivileged uid (and gid) of its own, no supplementary groups, with
 //!   `PR_SET_NO_NEW_PRIVS` (a setuid binary cannot regain root): [`uids`];
 //! - has its own network namespace with only `lo`, up: its own loopback, no egress;
+//! - has its own mount namespace (propagation private, so nothing reaches the host) in which
+//!   `/tmp` and `/dev/shm` are fresh, size-limited tmpfs of its own (mode 1777): no tenant sees
+//!   another's (or the host's) files there. A working directory under one of them (a state
+//!   directory under `/tmp`, as in tests) is bind-mounted back at its path;
 //! - is limited: `RLIMIT_NPROC` (per uid, so per workload), `RLIMIT_NOFILE`, and memory and
 //!   processes through cgroups where the host has them (else `RLIMIT_DATA` for memory);
 //! - lives in cgroups that track and kill all of it and fence its GPUs' device nodes:
 //!   [`cgroups`], [`devices`].
 //!
 //! The shell of a workload enters all of this in `pre_exec` (between fork and exec, as root):
-//! join the cgroups, `unshare(CLONE_NEWNET)` and bring `lo` up, set the limits, `setgroups([])`,
+//! join the cgroups, `unshare(CLONE_NEWNET)` and bring `lo` up, `unshare(CLONE_NEWNS)` and mount
+//! its `/tmp` and `/dev/shm`, set the limits, `setgroups([])`,
 //! `setresgid`, `setresuid`, no-new-privs; then it execs the command. Nothing of the workload
 //! ever runs as root or outside its cgroups.
 //!
@@ -21,8 +26,10 @@ pub mod procs;
 pub mod uids;
 
 use anyhow::Context;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
@@ -36,6 +43,10 @@ pub const DEFAULT_MAX_PROCESSES: u64 = 16_384;
 pub const DEFAULT_MAX_OPEN_FILES: u64 = 65_536;
 pub const DEFAULT_LOG_MAX_BYTES: u64 = 64 << 20;
 pub const DEFAULT_CGROUP_V1_ROOT: &str = "/sys/fs/cgroup";
+pub const DEFAULT_TMP_MIB: u64 = 1024;
+pub const DEFAULT_SHM_MIB: u64 = 1024;
+/// Where each workload gets a private tmpfs, in its own mount namespace.
+const PRIVATE_TMPFS: [&CStr; 2] = [c"/tmp", c"/dev/shm"];
 /// A workload's memory by default: this share of the host's memory, split by GPUs.
 const HOST_MEMORY_SHARE_PERCENT: u64 = 90;
 /// The uid the start-up probe runs as (`nobody`): never one a workload may hold.
@@ -85,6 +96,12 @@ pub struct WorkloadArgs {
     /// A workload's output log is rotated (copytruncate to `output.log.1`) past this size.
     #[arg(long, env = "GPUAAS_WORKLOAD_LOG_MAX_BYTES", default_value_t = DEFAULT_LOG_MAX_BYTES)]
     pub workload_log_max_bytes: u64,
+    /// Size in MiB of a workload's private `/tmp` (a tmpfs of its own, in strict isolation).
+    #[arg(long, env = "GPUAAS_WORKLOAD_TMP_MIB", default_value_t = DEFAULT_TMP_MIB, value_parser = clap::value_parser!(u64).range(1..))]
+    pub workload_tmp_mib: u64,
+    /// Size in MiB of a workload's private `/dev/shm` (a tmpfs of its own, in strict isolation).
+    #[arg(long, env = "GPUAAS_WORKLOAD_SHM_MIB", default_value_t = DEFAULT_SHM_MIB, value_parser = clap::value_parser!(u64).range(1..))]
+    pub workload_shm_mib: u64,
 }
 
 impl Default for WorkloadArgs {
@@ -100,6 +117,8 @@ impl Default for WorkloadArgs {
             workload_cgroup: None,
             cgroup_v1_root: DEFAULT_CGROUP_V1_ROOT.into(),
             workload_log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+            workload_tmp_mib: DEFAULT_TMP_MIB,
+            workload_shm_mib: DEFAULT_SHM_MIB,
         }
     }
 }
@@ -115,6 +134,8 @@ pub struct Isolation {
     memory_fixed: Option<u64>,
     host_memory: u64,
     host_gpus: usize,
+    /// tmpfs options of the workload's `/tmp` and `/dev/shm` (as PRIVATE_TMPFS).
+    tmpfs_options: [CString; 2],
     pub log_max_bytes: u64,
 }
 
@@ -136,6 +157,8 @@ impl Isolation {
             memory_fixed: (args.workload_memory_mib > 0).then_some(args.workload_memory_mib << 20),
             host_memory: host_memory(),
             host_gpus,
+            tmpfs_options: [args.workload_tmp_mib, args.workload_shm_mib]
+                .map(|mib| tmpfs_options(mib.saturating_mul(1 << 20))),
             log_max_bytes: args.workload_log_max_bytes,
         };
         if args.isolation == IsolationMode::None {
@@ -181,7 +204,7 @@ impl Isolation {
         isolation.devices = devices::DeviceLayout::discover(Path::new("/proc"));
         isolation.probe().map_err(|e| {
             anyhow::anyhow!(
-                "cannot isolate workloads: a probe could not enter a network namespace and an unprivileged user of its own: {e}; pass --workload-isolation=none on a developer machine"
+                "cannot isolate workloads: a probe could not enter a network and mount namespace (private /tmp and /dev/shm) and an unprivileged user of its own: {e}; pass --workload-isolation=none on a developer machine"
             )
         })?;
         if !isolation.cgroups.has_any() {
@@ -203,7 +226,7 @@ impl Isolation {
             cgroups = %isolation.cgroups.summary(),
             max_processes = isolation.max_processes,
             max_open_files = isolation.max_open_files,
-            "workloads are isolated: own uid, network namespace, cgroups and limits"
+            "workloads are isolated: own uid, network and mount namespace, cgroups and limits"
         );
         Ok(isolation)
     }
@@ -238,21 +261,46 @@ impl Isolation {
         )
     }
 
-    /// What the shell of a workload with `gpus` GPUs, run as `uid`, enters before exec.
-    pub fn plan(&self, uid: u32, gpus: usize, cgroup_procs: Vec<RawFd>) -> ExecPlan {
-        ExecPlan {
+    /// What the shell of a workload with `gpus` GPUs, run as `uid` in `work`, enters before exec.
+    pub fn plan(
+        &self,
+        uid: u32,
+        gpus: usize,
+        cgroup_procs: Vec<RawFd>,
+        work: Option<&Path>,
+    ) -> io::Result<ExecPlan> {
+        // A working directory under a private tmpfs would be hidden by it: it is bind-mounted
+        // back at its path, on directories made for it in the tmpfs.
+        let mut rebind = Vec::new();
+        if let Some(work) = work {
+            let work = std::fs::canonicalize(work)?;
+            if let Some(top) = PRIVATE_TMPFS
+                .iter()
+                .map(|m| Path::new(std::ffi::OsStr::from_bytes(m.to_bytes())))
+                .find(|m| work.starts_with(m) && work != *m)
+            {
+                let mut dirs: Vec<&Path> = work.ancestors().take_while(|a| *a != top).collect();
+                dirs.reverse();
+                for dir in dirs {
+                    rebind.push(CString::new(dir.as_os_str().as_bytes())?);
+                }
+            }
+        }
+        Ok(ExecPlan {
             uid,
             netns: true,
+            tmpfs_options: Some(self.tmpfs_options.clone()),
+            rebind,
             max_processes: self.max_processes,
             max_open_files: self.max_open_files,
             data_limit: (!self.cgroups.has_memory()).then(|| self.memory_for(gpus)),
             cgroup_procs,
-        }
+        })
     }
 
     /// Runs `/bin/sh -c 'exit 0'` the way a workload runs (without cgroups), as `nobody`.
     fn probe(&self) -> io::Result<()> {
-        let plan = self.plan(PROBE_UID, 1, Vec::new());
+        let plan = self.plan(PROBE_UID, 1, Vec::new(), None)?;
         let mut command = std::process::Command::new("/bin/sh");
         command.args(["-c", "exit 0"]).env_clear();
         // SAFETY: `enter` makes only async-signal-safe system calls (see ExecPlan::enter).
@@ -272,6 +320,12 @@ impl Isolation {
 pub struct ExecPlan {
     uid: u32,
     netns: bool,
+    /// Options of the private tmpfs mounted on each of PRIVATE_TMPFS, in a mount namespace of
+    /// its own; `None`: the host's mounts.
+    tmpfs_options: Option<[CString; 2]>,
+    /// The working directory and its ancestors below a private tmpfs, outermost first (empty
+    /// where it lies under none): made in the tmpfs, and the last bind-mounted from the host's.
+    rebind: Vec<CString>,
     max_processes: u64,
     max_open_files: u64,
     data_limit: Option<u64>,
@@ -280,7 +334,7 @@ pub struct ExecPlan {
 }
 
 impl ExecPlan {
-    /// Enters the workload's cgroups, network namespace, limits and user.
+    /// Enters the workload's cgroups, network and mount namespaces, limits and user.
     ///
     /// # Safety
     /// Only between fork and exec: it changes the calling process for good. It makes only
@@ -306,6 +360,9 @@ impl ExecPlan {
                 ok(libc::unshare(libc::CLONE_NEWNET))?;
                 loopback_up()?;
             }
+            if let Some(options) = &self.tmpfs_options {
+                self.private_tmpfs(options)?;
+            }
             let limit = |resource, value: u64| {
                 let rlim = libc::rlimit {
                     rlim_cur: value as libc::rlim_t,
@@ -325,6 +382,84 @@ impl ExecPlan {
         }
         Ok(())
     }
+
+    /// Enters a mount namespace of its own with private propagation (nothing mounted in it
+    /// reaches the host) and mounts a fresh tmpfs on `/tmp` and `/dev/shm`.
+    ///
+    /// # Safety
+    /// As [`ExecPlan::enter`]: system calls only, on values prepared before the fork.
+    unsafe fn private_tmpfs(&self, options: &[CString; 2]) -> io::Result<()> {
+        let ok = |r: libc::c_int| {
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        let null = std::ptr::null::<libc::c_char>();
+        // SAFETY (all below): plain system calls on NUL-terminated strings this plan owns.
+        unsafe {
+            ok(libc::unshare(libc::CLONE_NEWNS))?;
+            ok(libc::mount(
+                null,
+                c"/".as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            // The working directory, opened (in the new namespace: a bind needs its mount there)
+            // before a tmpfs may hide it.
+            let work = match self.rebind.last() {
+                Some(path) => {
+                    let fd = libc::open(
+                        path.as_ptr(),
+                        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    );
+                    if fd < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Some((path, fd))
+                }
+                None => None,
+            };
+            for (target, data) in PRIVATE_TMPFS.iter().zip(options) {
+                ok(libc::mount(
+                    c"tmpfs".as_ptr(),
+                    target.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    data.as_ptr().cast(),
+                ))?;
+            }
+            if let Some((path, fd)) = work {
+                for dir in &self.rebind {
+                    if libc::mkdir(dir.as_ptr(), 0o711) != 0
+                        && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                // "." is the host's directory (through the descriptor), bound over the new one;
+                // then the workload starts in the bound one, at its path.
+                ok(libc::fchdir(fd))?;
+                ok(libc::mount(
+                    c".".as_ptr(),
+                    path.as_ptr(),
+                    null,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+                ok(libc::chdir(path.as_ptr()))?;
+                libc::close(fd);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `size=<bytes>,mode=1777`: the options of a private tmpfs of `bytes`.
+fn tmpfs_options(bytes: u64) -> CString {
+    CString::new(format!("size={bytes},mode=1777")).expect("no NUL in digits")
 }
 
 /// Brings `lo` up in the calling process's network namespace (SIOCSIFFLAGS).
@@ -437,6 +572,7 @@ mod tests {
             memory_fixed: (memory_mib > 0).then_some(memory_mib << 20),
             host_memory: 100 << 30,
             host_gpus,
+            tmpfs_options: [tmpfs_options(1), tmpfs_options(1)],
             log_max_bytes: 1,
         }
     }
