@@ -237,9 +237,14 @@ async fn a_workload_whose_shell_ends_leaves_nothing_behind() {
     let s = spec("setsid sleep 1000 & echo left-a-child; exit 0");
     rt.start(&s).await.unwrap();
     let failed = rt.await_running(s.instance_id).await;
+    // The failure names the exit, never the output (that travels sealed, in the reply).
     assert!(
-        matches!(&failed, Err(RuntimeError::StartFailed(_, why)) if why.contains("exit code 0") && why.contains("left-a-child")),
+        matches!(&failed, Err(RuntimeError::StartFailed(_, why)) if why.contains("exit code 0") && !why.contains("left-a-child")),
         "{failed:?}"
+    );
+    assert!(
+        matches!(rt.status_of(s.instance_id), WorkloadStatus::Exited { ref log_tail, .. } if log_tail.contains("left-a-child")),
+        "the agent keeps the output for the reply"
     );
     assert_nothing_left(dir.path(), s.instance_id, uid_of(dir.path(), s.instance_id));
 }
