@@ -2,7 +2,7 @@
 //! On failure the undo steps run in reverse; each is idempotent.
 
 use super::node_call::{self, NodeCallError, Seal};
-use super::options::{abandoned_child, control_options, start_once};
+use super::options::{abandoned_child, control_options, seal_options, start_once};
 use super::vocabulary::{self, InstanceStep, activity, search, workflow};
 use super::{ActivityStep, NodeTimeouts, show_step};
 use crate::failure::{ActivityFailure, root_message};
@@ -270,7 +270,7 @@ async fn provision(
         allocation.node_id,
         id,
         gpus,
-        Seal::Local(control_options()),
+        Seal::Regular(seal_options()),
         options.clone(),
     )
     .await;
@@ -290,7 +290,7 @@ async fn provision(
         ctx,
         allocation.node_id,
         id,
-        Seal::Local(control_options()),
+        Seal::Regular(seal_options()),
         options,
     )
     .await;
@@ -433,7 +433,7 @@ async fn compensate(
                     ctx,
                     node_id,
                     input.instance_id,
-                    Seal::Local(control_options()),
+                    Seal::Regular(seal_options()),
                     options,
                 )
                 .await;

@@ -1,7 +1,7 @@
 //! `TerminateInstance`: stop the process on the node → release the GPUs → mark terminated.
 
 use super::node_call::{self, NodeCallError, Seal};
-use super::options::{abandoned_child, control_options};
+use super::options::{abandoned_child, control_options, seal_options};
 use super::vocabulary::{self, InstanceStep, activity, search, workflow};
 use super::{ActivityStep, NodeTimeouts, show_step};
 use crate::failure::ActivityFailure;
@@ -127,7 +127,7 @@ impl TerminateInstance {
                 ctx,
                 node_id,
                 id,
-                Seal::Local(control_options()),
+                Seal::Regular(seal_options()),
                 input.node_timeouts.options(&node_queue),
             )
             .await;

@@ -13,14 +13,12 @@ use contract_node::{
 };
 use shared_ids::{InstanceId, NodeId};
 use temporalio_common::ActivityDefinition;
-use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, LocalActivityOptions, WorkflowContext,
-};
+use temporalio_sdk::{ActivityExecutionError, ActivityOptions, WorkflowContext};
 
-/// How the sealing step runs: as a local activity (workflows that do one thing at a time) or a
-/// regular one (workflows with concurrent branches; see the module docs of `gpuaas`).
+/// How the sealing step runs: always a regular activity on the control queue. A local one would
+/// share an activation with the step upsert before it (the sdk-core eviction bug, module docs of
+/// `gpuaas`).
 pub(crate) enum Seal {
-    Local(LocalActivityOptions),
     Regular(ActivityOptions),
 }
 
@@ -58,17 +56,11 @@ where
     AD: ActivityDefinition<Input = SealedCommand, Output = SignedReport>,
 {
     let input = PrepareNodeCall { node_id, request };
-    let sealed: NodeCall = match seal {
-        Seal::Local(o) => {
-            ctx.execute_local_activity(NodeCallActivities::prepare, input, o)
-                .await
-        }
-        Seal::Regular(o) => {
-            ctx.execute_activity(NodeCallActivities::prepare, input, o)
-                .await
-        }
-    }
-    .map_err(NodeCallError::Seal)?;
+    let Seal::Regular(seal_options) = seal;
+    let sealed: NodeCall = ctx
+        .execute_activity(NodeCallActivities::prepare, input, seal_options)
+        .await
+        .map_err(NodeCallError::Seal)?;
     let report = ctx
         .execute_activity(activity, sealed.command.clone(), options)
         .await

@@ -89,6 +89,13 @@ pub(crate) fn lifecycle_options() -> temporalio_sdk::ActivityOptions {
     database_activity(Duration::from_secs(7 * 24 * 3600))
 }
 
+/// Sealing a node call (`node_call.prepare`), as a regular activity even in the workflows that
+/// use local ones: it comes right after a step's upsert, and a local activity in the same
+/// activation as a command trips the sdk-core eviction bug (module docs of `gpuaas`).
+pub(crate) fn seal_options() -> temporalio_sdk::ActivityOptions {
+    database_activity(Duration::from_secs(3600))
+}
+
 /// The reconciler's database steps: retried for an hour (the next pass starts anyway).
 pub(crate) fn reconcile_options() -> temporalio_sdk::ActivityOptions {
     database_activity(Duration::from_secs(3600))
