@@ -184,6 +184,70 @@ fn message_key(
     LessSafeKey::new(UnboundKey::from(okm))
 }
 
+/// Encrypts `plain` for `recipient` (X25519) with a one-time key: the ephemeral public key and
+/// the ciphertext (tag appended), both base64url. `salt` and `aad` bind it to its use.
+fn seal_for(
+    label: &str,
+    recipient: &[u8],
+    salt: &[u8],
+    aad: &[u8],
+    mut plain: Vec<u8>,
+) -> Result<(String, String), EnvelopeError> {
+    let recipient = x25519_dalek::PublicKey::from(key32(recipient, "recipient key")?);
+    let secret = x25519_dalek::StaticSecret::from(random::<32>());
+    let ephemeral = x25519_dalek::PublicKey::from(&secret);
+    let shared = secret.diffie_hellman(&recipient);
+    if !shared.was_contributory() {
+        return Err(EnvelopeError::Malformed(
+            "the recipient key is a low-order point".into(),
+        ));
+    }
+    let key = message_key(
+        label,
+        shared.as_bytes(),
+        ephemeral.as_bytes(),
+        recipient.as_bytes(),
+        salt,
+    );
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key([0; 12]),
+        Aad::from(aad),
+        &mut plain,
+    )
+    .expect("sealing fits");
+    Ok((b64(ephemeral.as_bytes()), b64(&plain)))
+}
+
+/// The inverse of [`seal_for`], with the recipient's secret.
+fn open_with(
+    label: &str,
+    secret: &x25519_dalek::StaticSecret,
+    (ephemeral, ciphertext): (&str, &str),
+    salt: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, EnvelopeError> {
+    let ephemeral =
+        x25519_dalek::PublicKey::from(key32(&unb64(ephemeral, "ephemeral key")?, "ephemeral key")?);
+    let shared = secret.diffie_hellman(&ephemeral);
+    let recipient = x25519_dalek::PublicKey::from(secret);
+    let key = message_key(
+        label,
+        shared.as_bytes(),
+        ephemeral.as_bytes(),
+        recipient.as_bytes(),
+        salt,
+    );
+    let mut buf = unb64(ciphertext, "ciphertext")?;
+    let plain = key
+        .open_in_place(
+            Nonce::assume_unique_for_key([0; 12]),
+            Aad::from(aad),
+            &mut buf,
+        )
+        .map_err(|_| EnvelopeError::Undecryptable)?;
+    Ok(plain.to_vec())
+}
+
 fn aad(node: NodeId, activity: &str, challenge: &str) -> Vec<u8> {
     format!("{COMMAND_LABEL}\n{node}\n{activity}\n{challenge}").into_bytes()
 }
@@ -214,37 +278,21 @@ impl SealedCommand {
         (signer, reply_key): (&str, &[u8]),
         sign: impl FnOnce(&[u8]) -> Vec<u8>,
     ) -> Result<Self, EnvelopeError> {
-        let recipient = x25519_dalek::PublicKey::from(key32(node_encryption_key, "node key")?);
-        let secret = x25519_dalek::StaticSecret::from(random::<32>());
-        let ephemeral = x25519_dalek::PublicKey::from(&secret);
-        let shared = secret.diffie_hellman(&recipient);
-        if !shared.was_contributory() {
-            return Err(EnvelopeError::Malformed(
-                "the node's key is a low-order point".into(),
-            ));
-        }
         let challenge_bytes = random::<16>();
         let challenge = b64(&challenge_bytes);
-        let key = message_key(
+        let (ephemeral_key, ciphertext) = seal_for(
             COMMAND_LABEL,
-            shared.as_bytes(),
-            ephemeral.as_bytes(),
-            recipient.as_bytes(),
+            node_encryption_key,
             &challenge_bytes,
-        );
-        let mut buf = serde_json::to_vec(command).expect("commands serialise");
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key([0; 12]),
-            Aad::from(aad(node, C::ACTIVITY, &challenge)),
-            &mut buf,
-        )
-        .expect("sealing fits");
+            &aad(node, C::ACTIVITY, &challenge),
+            serde_json::to_vec(command).expect("commands serialise"),
+        )?;
         let mut sealed = Self {
             node_id: node,
             activity: C::ACTIVITY.to_string(),
             challenge,
-            ephemeral_key: b64(ephemeral.as_bytes()),
-            ciphertext: b64(&buf),
+            ephemeral_key,
+            ciphertext,
             signer: signer.to_string(),
             reply_key: b64(reply_key),
             signature: String::new(),
@@ -277,29 +325,14 @@ impl SealedCommand {
         UnparsedPublicKey::new(&ED25519, &signer_key)
             .verify(&self.signing_message(), &signature)
             .map_err(|_| EnvelopeError::BadSignature)?;
-        let ephemeral = x25519_dalek::PublicKey::from(key32(
-            &unb64(&self.ephemeral_key, "ephemeral key")?,
-            "ephemeral key",
-        )?);
-        let challenge = unb64(&self.challenge, "challenge")?;
-        let shared = node_secret.diffie_hellman(&ephemeral);
-        let recipient = x25519_dalek::PublicKey::from(node_secret);
-        let key = message_key(
+        let plain = open_with(
             COMMAND_LABEL,
-            shared.as_bytes(),
-            ephemeral.as_bytes(),
-            recipient.as_bytes(),
-            &challenge,
-        );
-        let mut buf = unb64(&self.ciphertext, "ciphertext")?;
-        let plain = key
-            .open_in_place(
-                Nonce::assume_unique_for_key([0; 12]),
-                Aad::from(aad(node, &self.activity, &self.challenge)),
-                &mut buf,
-            )
-            .map_err(|_| EnvelopeError::Undecryptable)?;
-        serde_json::from_slice(plain).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+            node_secret,
+            (&self.ephemeral_key, &self.ciphertext),
+            &unb64(&self.challenge, "challenge")?,
+            &aad(node, &self.activity, &self.challenge),
+        )?;
+        serde_json::from_slice(&plain).map_err(|e| EnvelopeError::Malformed(e.to_string()))
     }
 }
 
@@ -340,33 +373,17 @@ impl SealedText {
         context: &str,
         text: &str,
     ) -> Result<Self, EnvelopeError> {
-        let recipient = x25519_dalek::PublicKey::from(key32(recipient, "reply key")?);
-        let secret = x25519_dalek::StaticSecret::from(random::<32>());
-        let ephemeral = x25519_dalek::PublicKey::from(&secret);
-        let shared = secret.diffie_hellman(&recipient);
-        if !shared.was_contributory() {
-            return Err(EnvelopeError::Malformed(
-                "the reply key is a low-order point".into(),
-            ));
-        }
-        let key = message_key(
+        let (ephemeral_key, ciphertext) = seal_for(
             OUTPUT_LABEL,
-            shared.as_bytes(),
-            ephemeral.as_bytes(),
-            recipient.as_bytes(),
+            recipient,
             context.as_bytes(),
-        );
-        let mut buf = text.as_bytes().to_vec();
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key([0; 12]),
-            Aad::from(format!("{OUTPUT_LABEL}\n{context}")),
-            &mut buf,
-        )
-        .expect("sealing fits");
+            format!("{OUTPUT_LABEL}\n{context}").as_bytes(),
+            text.as_bytes().to_vec(),
+        )?;
         Ok(Self {
             key_id: key_id.to_string(),
-            ephemeral_key: b64(ephemeral.as_bytes()),
-            ciphertext: b64(&buf),
+            ephemeral_key,
+            ciphertext,
         })
     }
 
@@ -376,28 +393,14 @@ impl SealedText {
         secret: &x25519_dalek::StaticSecret,
         context: &str,
     ) -> Result<String, EnvelopeError> {
-        let ephemeral = x25519_dalek::PublicKey::from(key32(
-            &unb64(&self.ephemeral_key, "ephemeral key")?,
-            "ephemeral key",
-        )?);
-        let shared = secret.diffie_hellman(&ephemeral);
-        let recipient = x25519_dalek::PublicKey::from(secret);
-        let key = message_key(
+        let plain = open_with(
             OUTPUT_LABEL,
-            shared.as_bytes(),
-            ephemeral.as_bytes(),
-            recipient.as_bytes(),
+            secret,
+            (&self.ephemeral_key, &self.ciphertext),
             context.as_bytes(),
-        );
-        let mut buf = unb64(&self.ciphertext, "ciphertext")?;
-        let plain = key
-            .open_in_place(
-                Nonce::assume_unique_for_key([0; 12]),
-                Aad::from(format!("{OUTPUT_LABEL}\n{context}")),
-                &mut buf,
-            )
-            .map_err(|_| EnvelopeError::Undecryptable)?;
-        String::from_utf8(plain.to_vec()).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+            format!("{OUTPUT_LABEL}\n{context}").as_bytes(),
+        )?;
+        String::from_utf8(plain).map_err(|e| EnvelopeError::Malformed(e.to_string()))
     }
 }
 

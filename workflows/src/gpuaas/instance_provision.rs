@@ -1,7 +1,7 @@
 //! `ProvisionInstance`: allocate → start on the node → wait until running → mark running.
 //! On failure the undo steps run in reverse; each is idempotent.
 
-use super::node_call::{self, NodeCallError, Seal};
+use super::node_call::{self, NodeCallError};
 use super::options::{abandoned_child, control_options, seal_options, start_once};
 use super::vocabulary::{self, InstanceStep, activity, search, workflow};
 use super::{ActivityStep, NodeTimeouts, show_step};
@@ -270,7 +270,7 @@ async fn provision(
         allocation.node_id,
         id,
         gpus,
-        Seal::Regular(seal_options()),
+        seal_options(),
         options.clone(),
     )
     .await;
@@ -286,14 +286,8 @@ async fn provision(
             allocation.node_name
         ),
     );
-    let running = node_call::await_running(
-        ctx,
-        allocation.node_id,
-        id,
-        Seal::Regular(seal_options()),
-        options,
-    )
-    .await;
+    let running =
+        node_call::await_running(ctx, allocation.node_id, id, seal_options(), options).await;
     node_step_result(running, &allocation.node_name)?;
 
     // 4. Mark the instance running, unless it was deleted meanwhile.
@@ -433,7 +427,7 @@ async fn compensate(
                     ctx,
                     node_id,
                     input.instance_id,
-                    Seal::Regular(seal_options()),
+                    seal_options(),
                     options,
                 )
                 .await;

@@ -1,6 +1,6 @@
 //! `TerminateInstance`: stop the process on the node → release the GPUs → mark terminated.
 
-use super::node_call::{self, NodeCallError, Seal};
+use super::node_call::{self, NodeCallError};
 use super::options::{abandoned_child, control_options, seal_options};
 use super::vocabulary::{self, InstanceStep, activity, search, workflow};
 use super::{ActivityStep, NodeTimeouts, show_step};
@@ -127,7 +127,7 @@ impl TerminateInstance {
                 ctx,
                 node_id,
                 id,
-                Seal::Regular(seal_options()),
+                seal_options(),
                 input.node_timeouts.options(&node_queue),
             )
             .await;

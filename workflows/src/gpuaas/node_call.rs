@@ -15,13 +15,6 @@ use shared_ids::{InstanceId, NodeId};
 use temporalio_common::ActivityDefinition;
 use temporalio_sdk::{ActivityExecutionError, ActivityOptions, WorkflowContext};
 
-/// How the sealing step runs: always a regular activity on the control queue. A local one would
-/// share an activation with the step upsert before it (the sdk-core eviction bug, module docs of
-/// `gpuaas`).
-pub(crate) enum Seal {
-    Regular(ActivityOptions),
-}
-
 #[derive(Debug)]
 pub enum NodeCallError {
     /// The command could not be sealed (the node holds no live credential or key): nothing
@@ -48,7 +41,7 @@ async fn call<W, C, AD>(
     activity: AD,
     node_id: NodeId,
     request: NodeRequest,
-    seal: Seal,
+    seal: ActivityOptions,
     options: ActivityOptions,
 ) -> Result<C::Reply, NodeCallError>
 where
@@ -56,9 +49,10 @@ where
     AD: ActivityDefinition<Input = SealedCommand, Output = SignedReport>,
 {
     let input = PrepareNodeCall { node_id, request };
-    let Seal::Regular(seal_options) = seal;
+    // Always a regular activity: as a local one it would share an activation with the step
+    // upsert before it (the sdk-core eviction bug, module docs of `gpuaas`).
     let sealed: NodeCall = ctx
-        .execute_activity(NodeCallActivities::prepare, input, seal_options)
+        .execute_activity(NodeCallActivities::prepare, input, seal)
         .await
         .map_err(NodeCallError::Seal)?;
     let report = ctx
@@ -73,7 +67,7 @@ pub(crate) async fn start_workload<W>(
     node_id: NodeId,
     instance_id: InstanceId,
     gpus: (Vec<i32>, Vec<String>),
-    seal: Seal,
+    seal: ActivityOptions,
     options: ActivityOptions,
 ) -> Result<WorkloadStatus, NodeCallError> {
     let request = NodeRequest::StartWorkload {
@@ -96,7 +90,7 @@ pub(crate) async fn await_running<W>(
     ctx: &WorkflowContext<W>,
     node_id: NodeId,
     instance_id: InstanceId,
-    seal: Seal,
+    seal: ActivityOptions,
     options: ActivityOptions,
 ) -> Result<WorkloadStatus, NodeCallError> {
     let request = NodeRequest::AwaitRunning(instance_id);
@@ -115,7 +109,7 @@ pub(crate) async fn stop_workload<W>(
     ctx: &WorkflowContext<W>,
     node_id: NodeId,
     instance_id: InstanceId,
-    seal: Seal,
+    seal: ActivityOptions,
     options: ActivityOptions,
 ) -> Result<WorkloadStatus, NodeCallError> {
     let request = NodeRequest::StopWorkload(instance_id);
@@ -134,7 +128,7 @@ pub(crate) async fn session<W>(
     ctx: &WorkflowContext<W>,
     node_id: NodeId,
     input: SessionInput,
-    seal: Seal,
+    seal: ActivityOptions,
     options: ActivityOptions,
 ) -> Result<SessionReport, NodeCallError> {
     let request = NodeRequest::Session(input);
@@ -152,7 +146,7 @@ pub(crate) async fn session<W>(
 pub(crate) async fn list_workloads<W>(
     ctx: &WorkflowContext<W>,
     node_id: NodeId,
-    seal: Seal,
+    seal: ActivityOptions,
     options: ActivityOptions,
 ) -> Result<Vec<WorkloadReport>, NodeCallError> {
     call::<_, ListWorkloads, _>(

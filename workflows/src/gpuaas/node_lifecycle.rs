@@ -16,7 +16,7 @@
 //! cannot evict (module docs of `workflows::gpuaas`).
 
 use super::instance_terminate::{self, TerminateInput, TerminateInstance};
-use super::node_call::{self, NodeCallError, Seal};
+use super::node_call::{self, NodeCallError};
 use super::node_reconcile::reconcile_node;
 use super::options::{abandoned_child, lifecycle_options};
 use super::vocabulary::{self, NodeStep, search, signal, workflow};
@@ -242,7 +242,7 @@ async fn liveness(ctx: &Ctx, input: &NodeLifecycleInput) -> WorkflowResult<Carri
             ctx,
             input.node_id,
             session,
-            Seal::Regular(lifecycle_options()),
+            lifecycle_options(),
             session_options(&c, input.node_id),
         )
         .await;

@@ -5,7 +5,7 @@
 //! both callers run it beside other work (options.rs, `database_activity`).
 
 use super::NodeTimeouts;
-use super::node_call::{self, NodeCallError, Seal};
+use super::node_call::{self, NodeCallError};
 use super::options::reconcile_options;
 use activities::gpuaas::reconcile::{ApplyFix, PlanInput, ReconcileActivities};
 use contract_node::vocabulary as node;
@@ -82,7 +82,7 @@ pub(crate) async fn reconcile_node<W>(
     let workloads = node_call::list_workloads(
         ctx,
         node_id,
-        Seal::Regular(reconcile_options()),
+        reconcile_options(),
         read_options(&node_queue, timeouts),
     )
     .await
@@ -106,7 +106,7 @@ pub(crate) async fn reconcile_node<W>(
                 ctx,
                 node_id,
                 fix.instance_id,
-                Seal::Regular(reconcile_options()),
+                reconcile_options(),
                 timeouts.options(&node_queue),
             )
             .await
