@@ -87,3 +87,7 @@ typed_id!(
     /// A GPU instance (`gpuaas.instances`).
     InstanceId
 );
+typed_id!(
+    /// An invoice or credit note (`billing.invoices`).
+    InvoiceId
+);
