@@ -131,6 +131,7 @@ CRATE_SCHEMA: dict[str, str | None] = {
     "platform-iam": "iam",
     "platform-audit": "audit",
     "platform-policy": "policy",
+    "platform-billing": "billing",
     "product-gpuaas": "gpuaas",
 }
 MIGRATIONS_DIR = "migrations"

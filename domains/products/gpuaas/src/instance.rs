@@ -382,6 +382,10 @@ pub async fn create(
     req.validate()?;
     let sku = sku::get(pool, &req.sku).await?;
     sku.check_gpu_count(req.gpu_count)?;
+    // Billing refuses now what allocation would refuse later: an org out of credit, over its
+    // spend limit or delinquent (allocation asks again, inside its transaction).
+    let org = crate::placement::org_of(pool, req.project_id).await?;
+    platform_billing::account::admit(&mut *pool.acquire().await?, org).await?;
     if let Some(key) = idempotency_key
         && (key.is_empty() || key.len() > 255)
     {
@@ -502,6 +506,54 @@ pub async fn list(
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
+/// What a state change tells billing.
+#[derive(sqlx::FromRow)]
+struct UsageFacts {
+    project_id: Uuid,
+    sku_id: String,
+    gpu_count: i32,
+    running_at: DateTime<Utc>,
+    at: DateTime<Utc>,
+}
+
+async fn record_usage(
+    tx: &mut sqlx::PgConnection,
+    id: InstanceId,
+    to: InstanceState,
+    org: Option<shared_ids::OrgId>,
+    facts: &UsageFacts,
+) -> DomainResult<()> {
+    use platform_billing::usage;
+    match (to, org) {
+        (InstanceState::Running, Some(org)) => {
+            let span = usage::SpanStart {
+                id: usage_span_id(id),
+                org,
+                project: Some(ProjectId::from(facts.project_id)),
+                meter: usage::GPU_SECONDS.into(),
+                sku: facts.sku_id.clone(),
+                units: facts.gpu_count,
+                started_at: facts.running_at,
+            };
+            usage::open_span(tx, &span).await?;
+        }
+        _ if to.is_terminal() => close_usage(tx, id, facts.at).await?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Ends an instance's usage at `at`: the last moment its agent confirmed it running. A no-op for
+/// an instance that never ran or whose usage already ended.
+pub(crate) async fn close_usage(
+    tx: &mut sqlx::PgConnection,
+    id: InstanceId,
+    at: DateTime<Utc>,
+) -> DomainResult<()> {
+    platform_billing::usage::close_span(tx, &usage_span_id(id), at).await?;
+    Ok(())
+}
+
 /// What a compare-and-set state change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Transition {
@@ -514,6 +566,10 @@ pub enum Transition {
 }
 
 /// Moves `id` to `to` if it is in one of `from`. Columns in `set` are extra assignments.
+///
+/// Usage follows the state in the same transaction (ADR 0007): reaching `running` opens the
+/// instance's usage span in billing, leaving it closes the span now. An instance that never ran
+/// has no span, so no charge.
 async fn transition(
     pool: &PgPool,
     id: InstanceId,
@@ -523,21 +579,34 @@ async fn transition(
     reason: Option<FailureReason>,
     message: Option<&str>,
 ) -> DomainResult<Transition> {
+    // IAM's answer is read before the transaction opens (it is cached after the first).
+    let org = match to {
+        InstanceState::Running => {
+            let project = get_system(pool, id).await?.project_id;
+            Some(crate::placement::org_of(pool, project).await?)
+        }
+        _ => None,
+    };
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    let applied: Option<(Uuid,)> = sqlx::query_as(&format!(
+    let mut tx = pool.begin().await?;
+    let applied: Option<UsageFacts> = sqlx::query_as(&format!(
         "UPDATE gpuaas.instances SET state = $3, updated_at = now() {set}
-         WHERE id = $1 AND state = ANY($2) RETURNING id"
+         WHERE id = $1 AND state = ANY($2)
+         RETURNING project_id, sku_id, gpu_count, coalesce(running_at, now()) AS running_at, now() AS at"
     ))
     .bind(id.uuid())
     .bind(&from)
     .bind(to.as_str())
     .bind(reason.map(FailureReason::as_str))
     .bind(message)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    if applied.is_some() {
+    if let Some(facts) = applied {
+        record_usage(&mut tx, id, to, org, &facts).await?;
+        tx.commit().await?;
         return Ok(Transition::Applied);
     }
+    drop(tx);
     let current = get_system(pool, id).await?.state;
     Ok(if current == to {
         Transition::AlreadyThere
@@ -565,6 +634,12 @@ pub async fn set_step(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// The id of an instance's usage span in billing (`instance/<id>`): one span per instance,
+/// from agent-confirmed running to agent-confirmed stopped.
+pub fn usage_span_id(id: InstanceId) -> String {
+    format!("instance/{id}")
 }
 
 pub async fn mark_running(pool: &PgPool, id: InstanceId) -> DomainResult<Transition> {
@@ -631,6 +706,26 @@ pub async fn mark_terminated(
     use InstanceState::*;
     let set = ", ended_at = now(), current_step = 'terminated', status_message = $5";
     transition(pool, id, &[Terminating], Terminated, set, None, message).await
+}
+
+/// The running instances of `projects` (credit enforcement stops them through
+/// `TerminateInstance`), with their project, oldest first.
+pub async fn running_in_projects(
+    pool: &PgPool,
+    projects: &[ProjectId],
+) -> DomainResult<Vec<(InstanceId, ProjectId)>> {
+    let ids: Vec<Uuid> = projects.iter().map(|p| p.uuid()).collect();
+    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT id, project_id FROM gpuaas.instances
+         WHERE project_id = ANY($1) AND state = 'running' ORDER BY created_at, id",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, project)| (id.into(), project.into()))
+        .collect())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 
 use crate::events::{self, Actor, NewEvent};
 use crate::node::{self, Node, NodeState};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared_ids::{InstanceId, NodeId, ProjectId};
 use shared_kernel::{DomainError, DomainResult};
@@ -274,18 +275,25 @@ pub async fn fail_unreachable_instances(
         "node unreachable for {}s; the GPUs stay fenced until the node's agent confirms the workload stopped",
         down_for.as_secs()
     );
-    let failed: Vec<Uuid> = sqlx::query_scalar(
+    // Usage ends at the last moment the agent answered, not when the grace ran out.
+    let failed: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE gpuaas.instances i SET state = 'failed', failure_reason = 'node_unreachable',
                 status_message = $2, current_step = 'failed', ended_at = now(), updated_at = now()
          FROM gpuaas.nodes n
          WHERE n.id = $1 AND n.state = 'down' AND i.node_id = n.id AND i.state = 'running'
-         RETURNING i.id",
+         RETURNING i.id, coalesce(least(n.last_seen_at, now()), now())",
     )
     .bind(id.uuid())
     .bind(&message)
     .fetch_all(&mut *tx)
     .await?;
-    let failed: Vec<InstanceId> = failed.into_iter().map(InstanceId::from).collect();
+    for (instance, last_seen) in &failed {
+        crate::instance::close_usage(&mut tx, InstanceId::from(*instance), *last_seen).await?;
+    }
+    let failed: Vec<InstanceId> = failed
+        .into_iter()
+        .map(|(i, _)| InstanceId::from(i))
+        .collect();
     for instance in &failed {
         let mut event = NewEvent::node(
             "instance.failed_node_unreachable",
@@ -364,15 +372,20 @@ pub async fn decommission(pool: &PgPool, id: NodeId, actor: &Actor) -> DomainRes
                 ));
             }
         }
-        let failed: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE gpuaas.instances SET state = 'failed', failure_reason = 'node_unreachable',
+        let failed: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "UPDATE gpuaas.instances i SET state = 'failed', failure_reason = 'node_unreachable',
                     status_message = 'its node was decommissioned', current_step = 'failed',
                     ended_at = now(), updated_at = now()
-             WHERE node_id = $1 AND state = 'running' RETURNING id",
+             FROM gpuaas.nodes n
+             WHERE i.node_id = $1 AND n.id = i.node_id AND i.state = 'running'
+             RETURNING i.id, coalesce(least(n.last_seen_at, now()), now())",
         )
         .bind(id.uuid())
         .fetch_all(&mut *tx)
         .await?;
+        for (instance, last_seen) in &failed {
+            crate::instance::close_usage(&mut tx, InstanceId::from(*instance), *last_seen).await?;
+        }
         let released: i64 = sqlx::query_scalar(
             "WITH released AS (
                  UPDATE gpuaas.allocations SET released_at = now()

@@ -108,6 +108,20 @@ fn cached_org(project: ProjectId) -> Option<OrgId> {
         .copied()
 }
 
+/// The org of `project`, from the cache or IAM.
+pub(crate) async fn org_of(pool: &PgPool, project: ProjectId) -> DomainResult<OrgId> {
+    if let Some(org) = cached_org(project) {
+        return Ok(org);
+    }
+    let org = platform_iam::get_project(pool, project).await?.org_id;
+    let mut cache = ORG_OF.write().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= ORG_CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(project, org);
+    Ok(org)
+}
+
 /// Reads the project's org through IAM's API into the cache; a project IAM does not know is a
 /// refusal.
 async fn learn_org(pool: &PgPool, project: ProjectId) -> DomainResult<Option<Placement>> {
@@ -135,10 +149,10 @@ struct Owner {
     project: ProjectId,
 }
 
-/// Policy's answer for `gpu_count` GPUs of `sku` for the owner's project, inside the allocation
-/// transaction `tx` (whose instance row is locked): `Some(refusal)`, or `None` to go on.
+/// Billing's and policy's answer for `gpu_count` GPUs of `sku` for the owner's project, inside the
+/// allocation transaction `tx` (whose instance row is locked): `Some(refusal)`, or `None` to go on.
 ///
-/// One policy read when the project has no quota. With a quota: the per-project lock, then the
+/// Policy: one read when the project has no quota. With a quota: the per-project lock, then the
 /// GPUs the project holds counted (a fresh statement after the lock, so it sees every allocation
 /// committed by the allocator that held the lock before), then admission, which reads the
 /// entitlement again under the lock. A quota set while an unlocked allocation of the same
@@ -151,17 +165,16 @@ async fn admission(
     sku: &str,
     gpu_count: i32,
 ) -> DomainResult<Option<Placement>> {
-    let entitlement = platform_policy::entitlement_on(tx, owner.org, owner.project).await?;
-    let decision = if entitlement.project_gpu_quota.is_none() {
-        entitlement.admit(owner.project, sku, gpu_count, 0)
-    } else {
-        platform_policy::lock_project_allocations(tx, owner.project).await?;
-        let in_use = gpus_held(tx, owner.project, instance).await?;
-        platform_policy::admit(tx, owner.org, owner.project, sku, gpu_count, in_use).await
+    // Billing first: an org out of credit, over its spend limit or delinquent launches nothing
+    // (one read of its account row).
+    let decision = match platform_billing::account::admit(tx, owner.org).await {
+        Ok(()) => project_admission(tx, owner, instance, sku, gpu_count).await,
+        refused => refused,
     };
     match decision {
         Ok(()) => Ok(None),
-        // Policy said no; anything else (the database) is worth a retry and propagates.
+        // Billing or policy said no; anything else (the database) is worth a retry and
+        // propagates.
         Err(e @ (DomainError::Invalid { .. } | DomainError::Conflict { .. })) => {
             Ok(Some(Placement::Refused {
                 code: e.code().to_string(),
@@ -169,6 +182,24 @@ async fn admission(
             }))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Policy's decision on the project's entitlement and quota.
+async fn project_admission(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: Owner,
+    instance: InstanceId,
+    sku: &str,
+    gpu_count: i32,
+) -> DomainResult<()> {
+    let entitlement = platform_policy::entitlement_on(tx, owner.org, owner.project).await?;
+    if entitlement.project_gpu_quota.is_none() {
+        entitlement.admit(owner.project, sku, gpu_count, 0)
+    } else {
+        platform_policy::lock_project_allocations(tx, owner.project).await?;
+        let in_use = gpus_held(tx, owner.project, instance).await?;
+        platform_policy::admit(tx, owner.org, owner.project, sku, gpu_count, in_use).await
     }
 }
 

@@ -177,6 +177,10 @@ pub async fn apply(
         .execute(&mut *tx)
         .await?;
         changed |= failed.rows_affected() > 0;
+        if failed.rows_affected() > 0 {
+            // The agent says no process of it runs: usage ends now, when that was confirmed.
+            crate::instance::close_usage(&mut tx, fix.instance_id, chrono::Utc::now()).await?;
+        }
     }
     // Release only for an ended instance: a wanted one keeps its GPUs whatever happens here.
     let ended: Option<(String,)> = sqlx::query_as(

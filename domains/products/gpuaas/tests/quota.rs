@@ -249,7 +249,27 @@ async fn a_sku_the_org_plan_does_not_entitle_is_refused() {
 async fn an_instance_of_a_project_iam_does_not_know_is_refused() {
     let (pool, _) = shared_kernel::db::testing::fresh_database().await;
     add_node(&pool, "n", 8, "H100-80GB").await;
-    let stray = new_instance_in(&pool, ProjectId::new(), "h100-80gb-sxm", 1).await;
+    // Refused at creation (billing's admission needs the project's org)...
+    let req = NewInstance {
+        project_id: ProjectId::new(),
+        name: None,
+        sku: "h100-80gb-sxm".into(),
+        gpu_count: 1,
+        command: None,
+        capacity_timeout_s: None,
+    };
+    let Err(refused) = instance::create(&pool, &system(), &req, None).await else {
+        panic!("created an instance in a project IAM does not know");
+    };
+    assert_eq!(refused.code(), "project_not_found");
+    // ...and at allocation, for an instance whose project IAM no longer knows.
+    let stray = new_instance(&pool, "h100-80gb-sxm", 1).await;
+    sqlx::query("UPDATE gpuaas.instances SET project_id = $2 WHERE id = $1")
+        .bind(stray.uuid())
+        .bind(ProjectId::new().uuid())
+        .execute(&pool)
+        .await
+        .unwrap();
     let p = placement::allocate(&pool, stray).await.unwrap();
     assert_eq!(refusal(&p).map(|r| r.0), Some("project_not_found"), "{p:?}");
     assert_eq!(free_gpus(&pool).await, 8);
