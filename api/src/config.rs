@@ -17,6 +17,9 @@ pub struct ApiConfig {
     pub auth: AuthConfig,
     #[command(flatten)]
     pub gpuaas: GpuaasConfig,
+    /// Task queue of the worker that runs the billing workflows (metering reruns start there).
+    #[arg(long, env = "GPUAAS_BILLING_TASK_QUEUE", default_value = workflows::billing::vocabulary::TASK_QUEUE)]
+    pub billing_task_queue: String,
     /// Where signed audit anchors are also appended (a file the database cannot rewrite).
     #[arg(long, env = "GPUAAS_AUDIT_ANCHOR_FILE")]
     pub audit_anchor_file: Option<PathBuf>,
@@ -44,6 +47,10 @@ pub struct AuthConfig {
     /// Anyone may sign up (creating a user, an org and a project). Off: operators create orgs.
     #[arg(long, env = "GPUAAS_OPEN_SIGNUP", default_value_t = false)]
     pub open_signup: bool,
+    /// Credit (minor units) a new org's prepaid billing account starts with, so it can launch at
+    /// once: sign-ups and orgs operators create. Default 10000 ($100).
+    #[arg(long, env = "GPUAAS_TRIAL_CREDIT_MINOR", default_value_t = 10_000)]
+    pub trial_credit_minor: i64,
     /// An operator account created at start when missing (the dev stack and first installs).
     #[arg(long, env = "GPUAAS_BOOTSTRAP_OPERATOR_EMAIL")]
     pub bootstrap_operator_email: Option<String>,
@@ -104,6 +111,7 @@ impl AuthConfig {
             token_audience: "gpuaas-api".into(),
             access_token_ttl_seconds: 3600,
             open_signup: true,
+            trial_credit_minor: 10_000,
             bootstrap_operator_email: None,
             bootstrap_operator_password: None,
             rate_limit_per_second: 10_000,

@@ -1,6 +1,7 @@
 //! `gpuaas`: the command-line client. `gpuaas <noun> <verb>`, tables by default, `-o json` for
 //! scripts, and exit codes scripts can trust (see `ExitCode`).
 
+mod billing;
 mod client;
 mod config;
 mod output;
@@ -111,6 +112,11 @@ enum Noun {
     Audit {
         #[command(subcommand)]
         verb: platform::AuditVerb,
+    },
+    /// Billing: balance, usage, invoices, top-ups, spend limit, payment methods; reruns (finance).
+    Billing {
+        #[command(subcommand)]
+        verb: billing::BillingVerb,
     },
     /// GPU SKUs on offer.
     Sku {
@@ -347,6 +353,7 @@ async fn run(mut ctx: Ctx, command: Noun) -> Result<(), CliError> {
         Noun::Apikey { verb } => platform::api_key(&ctx, verb).await,
         Noun::Quota { verb } => platform::quota(&ctx, verb).await,
         Noun::Audit { verb } => platform::audit(&ctx, verb).await,
+        Noun::Billing { verb } => billing::billing(&ctx, verb).await,
         Noun::Sku {
             verb: SkuVerb::List,
         } => {
@@ -404,6 +411,9 @@ async fn instance(api: &ApiClient, verb: InstanceVerb, format: Format) -> Result
             wait,
             timeout,
         } => {
+            if let Format::Table = format {
+                show_price(api, &sku, gpus).await;
+            }
             let req = CreateInstanceRequest {
                 name,
                 sku,
@@ -457,6 +467,28 @@ async fn instance(api: &ApiClient, verb: InstanceVerb, format: Format) -> Result
         }
     }
     Ok(())
+}
+
+/// What the instance will cost per hour, from `/v1/skus` (billing's price book), on stderr before
+/// launching; says nothing if the SKU is not listed (the API then refuses it).
+async fn show_price(api: &ApiClient, sku: &str, gpus: i32) {
+    let Ok(skus) = api.list_skus().await else {
+        return;
+    };
+    if let Some(s) = skus.iter().find(|s| s.id == sku) {
+        let hourly = s
+            .price_per_gpu_hour_minor
+            .saturating_mul(i64::from(gpus.max(0)));
+        eprintln!(
+            "price: {} per hour ({} GPU(s) at {} per GPU-hour{})",
+            billing::money(hourly, &s.currency),
+            gpus,
+            billing::money(s.price_per_gpu_hour_minor, &s.currency),
+            s.price_version
+                .map(|v| format!(", price book v{v}"))
+                .unwrap_or_default()
+        );
+    }
 }
 
 /// Polls until the instance reaches one of `states`, showing a live progress line on stderr.

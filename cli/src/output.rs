@@ -204,6 +204,15 @@ pub fn print_instance(format: Format, i: &Instance) {
         ("command", i.command.clone()),
         ("workflow", i.workflow_id.clone()),
         ("created", i.created_at.to_rfc3339()),
+        (
+            "cost so far",
+            match (i.cost_so_far_minor, &i.cost_exact_minor) {
+                (Some(minor), Some(exact)) => {
+                    format!("{} ({exact} exact)", crate::billing::money(minor, "USD"))
+                }
+                _ => "-".into(),
+            },
+        ),
     ];
     for (k, v) in fields {
         println!("{k:<15} {v}");
@@ -578,4 +587,229 @@ pub fn print_verify_report(format: Format, report: &AuditVerifyReport) {
     for problem in &report.problems {
         println!("  - {problem}");
     }
+}
+
+// Billing.
+
+use crate::billing::money;
+use api_types::billing::{
+    BillingAccount, Invoice, LiveUsage, MeteringRunOutcome, PaymentMethod, Payments, TopUp,
+    UsageReport,
+};
+
+pub fn print_billing(format: Format, b: &BillingAccount) {
+    if let Format::Json = format {
+        return json(b);
+    }
+    let c = &b.currency;
+    fields(&[
+        ("org", b.org_id.to_string()),
+        ("mode", b.mode.clone()),
+        ("standing", b.standing.clone()),
+        ("credit", money(b.credit_minor, c)),
+        ("unbilled", money(b.unbilled_minor, c)),
+        ("available", money(b.available_minor, c)),
+        ("spent this month", money(b.spent_this_month_minor, c)),
+        (
+            "spend limit",
+            b.monthly_spend_limit_minor
+                .map(|l| money(l, c))
+                .unwrap_or_else(|| "none".into()),
+        ),
+        ("owed", money(b.receivable_minor, c)),
+    ]);
+}
+
+pub fn print_usage(format: Format, u: &UsageReport) {
+    if let Format::Json = format {
+        return json(u);
+    }
+    table(
+        &["DAY", "METER", "SKU", "QUANTITY"],
+        u.items
+            .iter()
+            .map(|d| {
+                vec![
+                    d.day.to_string(),
+                    d.meter.clone(),
+                    or_dash(Some(d.sku.clone())),
+                    d.quantity.clone(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn print_live_usage(format: Format, l: &LiveUsage) {
+    if let Format::Json = format {
+        return json(l);
+    }
+    table(
+        &["METER", "SKU", "QUANTITY", "PRICE", "AMOUNT", "EXACT"],
+        l.items
+            .iter()
+            .map(|r| {
+                vec![
+                    r.meter.clone(),
+                    or_dash(Some(r.sku.clone())),
+                    r.quantity.clone(),
+                    format!("v{} per {}", r.price_version, r.unit_label),
+                    money(r.amount_minor, &r.currency),
+                    r.amount_exact_minor.clone(),
+                ]
+            })
+            .collect(),
+    );
+    println!(
+        "period {}: {} ({} exact)",
+        l.period,
+        money(l.total_minor, &l.currency),
+        l.total_exact_minor
+    );
+}
+
+pub fn print_invoices(format: Format, invoices: &[Invoice]) {
+    if let Format::Json = format {
+        return json(invoices);
+    }
+    table(
+        &["ID", "PERIOD", "KIND", "STATE", "TOTAL", "DUE", "CREATED"],
+        invoices
+            .iter()
+            .map(|i| {
+                vec![
+                    i.id.to_string(),
+                    i.period.clone(),
+                    i.kind.clone(),
+                    i.state.clone(),
+                    money(i.total_minor, &i.currency),
+                    money(i.amount_due_minor, &i.currency),
+                    ts(&i.created_at),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn print_invoice(format: Format, i: &Invoice) {
+    if let Format::Json = format {
+        return json(i);
+    }
+    print_invoices(Format::Table, std::slice::from_ref(i));
+    println!();
+    table(
+        &["#", "DESCRIPTION", "QUANTITY", "PRICE", "AMOUNT", "EXACT"],
+        i.lines
+            .iter()
+            .map(|l| {
+                vec![
+                    l.line_no.to_string(),
+                    l.description.clone(),
+                    l.quantity.clone(),
+                    format!("v{}", l.price_version),
+                    money(l.amount_minor, &i.currency),
+                    l.amount_exact_minor.clone(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+pub fn print_metering_run(format: Format, r: &MeteringRunOutcome) {
+    if let Format::Json = format {
+        return json(r);
+    }
+    if r.changes.is_empty() {
+        println!(
+            "no changes: {} of org {} is rated as before (total {}, price v{})",
+            r.period, r.org_id, r.total_after_exact_minor, r.price_version
+        );
+        return;
+    }
+    table(
+        &[
+            "KIND",
+            "METER",
+            "SKU",
+            "QUANTITY",
+            "AMOUNT BEFORE",
+            "AMOUNT AFTER",
+        ],
+        r.changes
+            .iter()
+            .map(|c| {
+                vec![
+                    c.kind.clone(),
+                    c.meter.clone(),
+                    or_dash(Some(c.sku.clone())),
+                    format!("{} -> {}", c.quantity_before, c.quantity_after),
+                    c.amount_before_exact_minor.clone(),
+                    c.amount_after_exact_minor.clone(),
+                ]
+            })
+            .collect(),
+    );
+    println!(
+        "total {} -> {} (minor units, exact; price v{})",
+        r.total_before_exact_minor, r.total_after_exact_minor, r.price_version
+    );
+}
+
+pub fn print_top_up(format: Format, t: &TopUp) {
+    if let Format::Json = format {
+        return json(t);
+    }
+    println!(
+        "top-up {}{}",
+        t.outcome.result,
+        t.outcome
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    );
+    print_billing(Format::Table, &t.billing);
+}
+
+pub fn print_payments(format: Format, p: &Payments) {
+    if let Format::Json = format {
+        return json(p);
+    }
+    if p.items.is_empty() {
+        println!("nothing due");
+    }
+    for i in &p.items {
+        println!(
+            "invoice {}: {}{}",
+            i.invoice_id,
+            i.outcome.result,
+            i.outcome
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+    }
+    print_billing(Format::Table, &p.billing);
+}
+
+pub fn print_payment_methods(format: Format, methods: &[PaymentMethod]) {
+    if let Format::Json = format {
+        return json(methods);
+    }
+    table(
+        &["ID", "PROVIDER", "LABEL", "DEFAULT", "ADDED"],
+        methods
+            .iter()
+            .map(|m| {
+                vec![
+                    m.id.to_string(),
+                    m.provider.clone(),
+                    m.label.clone(),
+                    if m.is_default { "yes" } else { "" }.into(),
+                    ts(&m.created_at),
+                ]
+            })
+            .collect(),
+    );
 }

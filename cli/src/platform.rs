@@ -278,7 +278,7 @@ fn is_uuid(s: &str) -> bool {
 }
 
 /// An org named by id or name (among yours).
-async fn org_id(api: &ApiClient, named: &str) -> Result<String, CliError> {
+pub(crate) async fn org_id(api: &ApiClient, named: &str) -> Result<String, CliError> {
     if is_uuid(named) {
         return Ok(named.to_string());
     }
@@ -295,7 +295,11 @@ async fn org_id(api: &ApiClient, named: &str) -> Result<String, CliError> {
 }
 
 /// The org a command acts in: `--org`, else the profile's, else the org of your default project.
-async fn resolve_org(ctx: &Ctx, api: &ApiClient, flag: Option<String>) -> Result<String, CliError> {
+pub(crate) async fn resolve_org(
+    ctx: &Ctx,
+    api: &ApiClient,
+    flag: Option<String>,
+) -> Result<String, CliError> {
     if let Some(named) = flag.or_else(|| ctx.profile_org()) {
         return org_id(api, &named).await;
     }

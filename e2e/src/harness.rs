@@ -102,6 +102,8 @@ pub struct Platform {
     max_cached_workflows: usize,
     reconcile_every_s: u64,
     worker_faults: ActivityHooks,
+    /// The worker's billing settings; its task queue is the test's own.
+    pub billing: workers::billing::BillingWorkerConfig,
     api_stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// Access tokens of the operator and the tenant. The harness reads (`get_json`,
     /// `instance`) as the operator, who sees node names; it creates and deletes instances as
@@ -131,6 +133,9 @@ pub struct Options {
     pub worker_faults: ActivityHooks,
     /// Identity and limits (tests' defaults: in-memory key, open sign-up, generous limits).
     pub auth: api::AuthConfig,
+    /// The worker's billing settings (tests' defaults: no Schedules, dunning a second apart).
+    /// Its task queue is replaced by the test's own.
+    pub billing: workers::billing::BillingWorkerConfig,
 }
 
 impl Default for Options {
@@ -150,6 +155,7 @@ impl Default for Options {
             reconcile_every_s: 0,
             worker_faults: ActivityHooks::default(),
             auth: api::AuthConfig::for_tests(),
+            billing: workers::billing::BillingWorkerConfig::for_tests(String::new()),
         }
     }
 }
@@ -158,6 +164,8 @@ impl Platform {
     pub async fn start(options: Options) -> Self {
         let (pool, db_url) = shared_kernel::db::testing::fresh_database().await;
         let task_queue = format!("gpuaas-control-test-{}", Uuid::new_v4().simple());
+        let mut billing = options.billing.clone();
+        billing.billing_task_queue = format!("{task_queue}-billing");
         let state_dir =
             std::env::temp_dir().join(format!("gpuaas-test-{}", Uuid::new_v4().simple()));
         std::fs::create_dir_all(&state_dir).unwrap();
@@ -176,6 +184,7 @@ impl Platform {
             auth: auth.clone(),
             audit_anchor_file: None,
             audit_anchor_every_seconds: 0,
+            billing_task_queue: billing.billing_task_queue.clone(),
             gpuaas: api::GpuaasConfig {
                 task_queue: task_queue.clone(),
                 node_schedule_to_start_seconds: options.node_schedule_to_start_s,
@@ -211,6 +220,7 @@ impl Platform {
             max_cached_workflows: options.max_cached_workflows,
             reconcile_every_s: options.reconcile_every_s,
             worker_faults: options.worker_faults.clone(),
+            billing,
             api_stop: Some(api_stop),
             operator_token,
             tenant_token,
@@ -237,6 +247,7 @@ impl Platform {
                 reconcile_every_seconds: self.reconcile_every_s,
                 signing_keys_dir: self.signing_keys_dir.clone(),
             },
+            billing: self.billing.clone(),
             max_cached_workflows: self.max_cached_workflows,
             metrics: Default::default(),
             hooks: self.worker_faults.clone(),
@@ -291,6 +302,7 @@ impl Platform {
                 c.max_cached_workflows.to_string(),
             )
             .env("GPUAAS_SIGNING_KEYS_DIR", &c.gpuaas.signing_keys_dir)
+            .envs(billing_env(&c.billing))
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("start gpuaas-worker");
@@ -940,6 +952,51 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// Passes faults to a child process through the environment the binaries read.
+/// The worker process's billing settings, as its environment.
+fn billing_env(b: &workers::billing::BillingWorkerConfig) -> Vec<(&'static str, String)> {
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let mut env = vec![
+        ("GPUAAS_BILLING_TASK_QUEUE", b.billing_task_queue.clone()),
+        ("GPUAAS_BILLING_PERIOD_S", b.period_seconds.to_string()),
+        ("GPUAAS_BILLING_GRACE_S", b.cycle_grace_seconds.to_string()),
+        (
+            "GPUAAS_BILLING_SWEEP_EVERY_S",
+            b.sweep_every_seconds.to_string(),
+        ),
+        (
+            "GPUAAS_BILLING_ENFORCE_EVERY_S",
+            b.enforce_every_seconds.to_string(),
+        ),
+        (
+            "GPUAAS_BILLING_ENFORCEMENT_GRACE_S",
+            b.enforcement_grace_seconds.to_string(),
+        ),
+        (
+            "GPUAAS_BILLING_PENDING_RECHECK_S",
+            b.pending_recheck_seconds.to_string(),
+        ),
+        (
+            "GPUAAS_BILLING_SANDBOX_CONFIRM_S",
+            b.sandbox_confirm_seconds.to_string(),
+        ),
+    ];
+    if !b.retry_delays_seconds.is_empty() {
+        env.push((
+            "GPUAAS_BILLING_RETRY_DELAYS_S",
+            list(&b.retry_delays_seconds),
+        ));
+    }
+    if !b.credit_thresholds_percent.is_empty() {
+        let t: Vec<u64> = b
+            .credit_thresholds_percent
+            .iter()
+            .map(|p| *p as u64)
+            .collect();
+        env.push(("GPUAAS_BILLING_CREDIT_THRESHOLDS", list(&t)));
+    }
+    env
+}
+
 fn fault_env(command: &mut std::process::Command, faults: &ActivityHooks) {
     if let Some(step) = &faults.kill_after {
         command.env("GPUAAS_FAULT_KILL_AFTER", step);

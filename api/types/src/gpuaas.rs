@@ -12,9 +12,13 @@ pub struct Sku {
     pub memory_gib: i32,
     pub form_factor: String,
     pub allowed_gpu_counts: Vec<i32>,
-    /// Price per GPU-hour in minor units of `currency` (cents for USD).
+    /// Price per GPU-hour in minor units of `currency` (cents for USD), rounded: billing's price
+    /// book version in effect now.
     pub price_per_gpu_hour_minor: i64,
     pub currency: String,
+    /// The price book version the price comes from; `null` when billing prices no such SKU (the
+    /// SKU's list price is shown).
+    pub price_version: Option<i32>,
     /// Free GPUs of this SKU right now, fleet-wide.
     pub available_gpus: i64,
     /// The most GPUs one instance of this SKU could get right now (on one host).
@@ -146,6 +150,12 @@ pub struct Instance {
     pub updated_at: DateTime<Utc>,
     pub running_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// What it has cost so far, in minor units of the price book's currency, rounded (half away
+    /// from zero). Only `GET /v1/instances/{id}` reads it; `null` elsewhere, and when the
+    /// instance never ran (nothing to pay).
+    pub cost_so_far_minor: Option<i64>,
+    /// The same, exact: a decimal string of minor units.
+    pub cost_exact_minor: Option<String>,
 }
 
 impl Instance {

@@ -4,6 +4,7 @@
 //! Ids are typed (`shared-ids`) and travel as bare UUIDs.
 
 pub mod appplatform;
+pub mod billing;
 pub mod gpuaas;
 pub mod limits;
 pub mod platform;

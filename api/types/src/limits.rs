@@ -7,6 +7,10 @@
 //!
 //! Lengths count characters (Unicode scalar values), as JSON Schema's `maxLength` does.
 
+use crate::billing::{
+    AddPaymentMethodRequest, MeteringRunRequest, NewPriceBookVersion, PayRequest,
+    SetBillingModeRequest, SetSpendLimitRequest, TopUpRequest, UsageEventBatch,
+};
 use crate::gpuaas::{CreateInstanceRequest, DrainNodeRequest, RegisterNodeRequest};
 use crate::platform::{
     AcceptInvitationRequest, CreateApiKeyRequest, CreateInvitationRequest, CreateJoinTokenRequest,
@@ -255,6 +259,52 @@ limited!(SetPlanRequest {
     "plan": rule(1, 32, Chars::Ident, "unknown_plan")
 });
 limited!(SetQuotaRequest {});
+// Billing.
+const CHARGE_KEY: Rule = rule(1, 255, Chars::Token, "invalid_idempotency_key");
+const METER: Rule = rule(1, 63, Chars::Ident, "invalid_meter");
+/// `""` is a meter without SKUs.
+const BILLING_SKU: Rule = rule(0, 100, Chars::Line, "invalid_sku");
+limited!(SetSpendLimitRequest {});
+limited!(SetBillingModeRequest {
+    "mode": rule(1, 16, Chars::Ident, "invalid_billing_mode")
+});
+limited!(TopUpRequest {
+    "idempotency_key": CHARGE_KEY
+});
+limited!(PayRequest {
+    "idempotency_key": CHARGE_KEY
+});
+limited!(AddPaymentMethodRequest {
+    "token": rule(1, 128, Chars::Ident, "invalid_payment_method"),
+    "label": rule(1, 64, Chars::Line, "invalid_label"),
+});
+limited!(MeteringRunRequest {
+    // `2026-12`, or `20261201T173000Z-20261201T174000Z`.
+    "period": rule(1, 33, Chars::Ident, "invalid_period")
+});
+limited!(NewPriceBookVersion {
+    "note": rule(0, 500, Chars::Line, "invalid_note"),
+    "prices[].meter": METER,
+    "prices[].sku": BILLING_SKU,
+    "prices[].unit_price_minor": rule(1, 40, Chars::Ident, "invalid_price"),
+    "prices[].unit_label": rule(1, 64, Chars::Line, "invalid_unit_label"),
+    "prices[].currency": rule(3, 3, Chars::Ident, "invalid_currency"),
+} arrays {
+    "prices": MAX_PRICES, "invalid_price_book",
+});
+limited!(UsageEventBatch {
+    "events[].id": rule(1, 200, Chars::Token, "invalid_event_id"),
+    "events[].meter": METER,
+    "events[].sku": BILLING_SKU,
+    "events[].quantity": rule(1, 40, Chars::Ident, "invalid_quantity"),
+} arrays {
+    "events": MAX_USAGE_EVENTS, "invalid_batch",
+});
+
+/// The most events one `POST /v1/usage-events` batch may hold.
+pub const MAX_USAGE_EVENTS: usize = 5000;
+/// The most prices one price book version may hold.
+pub const MAX_PRICES: usize = 1000;
 
 /// The most GPUs one node may register (and so the most `GET /v1/nodes/{id}` lists).
 pub const MAX_GPUS_PER_NODE: usize = 64;
@@ -277,6 +327,14 @@ pub const ALL: &[Limits] = &[
     CreateJoinTokenRequest::LIMITS,
     SetPlanRequest::LIMITS,
     SetQuotaRequest::LIMITS,
+    SetSpendLimitRequest::LIMITS,
+    SetBillingModeRequest::LIMITS,
+    TopUpRequest::LIMITS,
+    PayRequest::LIMITS,
+    AddPaymentMethodRequest::LIMITS,
+    MeteringRunRequest::LIMITS,
+    NewPriceBookVersion::LIMITS,
+    UsageEventBatch::LIMITS,
 ];
 
 /// The project a request names (`?project=`, an id or a name). Refused as
@@ -293,6 +351,8 @@ pub const QUERY: &[Field] = &[
     field("actor", rule(1, 128, Chars::Ident, "invalid_query")),
     field("since", rule(1, 64, Chars::Line, "invalid_query")),
     field("until", rule(1, 64, Chars::Line, "invalid_query")),
+    field("from", rule(1, 64, Chars::Line, "invalid_query")),
+    field("to", rule(1, 64, Chars::Line, "invalid_query")),
 ];
 
 /// Any other query parameter (names included): ignored by every handler, but still bounded.

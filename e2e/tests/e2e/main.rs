@@ -7,6 +7,8 @@ use e2e::harness;
 
 // Resources.
 mod audit;
+mod billing_api;
+mod billing_workflows;
 mod hostile_hosts;
 mod iam;
 mod instances;

@@ -164,6 +164,7 @@ fn sku() -> Sku {
         allowed_gpu_counts: vec![1, 2, 4, 8],
         price_per_gpu_hour_minor: 249,
         currency: "USD".into(),
+        price_version: Some(1),
         available_gpus: 12,
         max_gpus_now: 8,
     }
@@ -239,6 +240,8 @@ fn instance_full() -> Instance {
         updated_at: ts(2),
         running_at: Some(ts(1)),
         ended_at: Some(ts(2)),
+        cost_so_far_minor: Some(17),
+        cost_exact_minor: Some("16.6111111".into()),
     }
 }
 
@@ -254,6 +257,8 @@ fn instance_pending() -> Instance {
         current_step: "queued".into(),
         running_at: None,
         ended_at: None,
+        cost_so_far_minor: None,
+        cost_exact_minor: None,
         ..instance_full()
     }
 }
@@ -855,6 +860,7 @@ fn schema_errors(spec: &Value) -> Vec<String> {
         &mut errors,
     );
     platform_schema_errors(spec, &mut errors);
+    billing_schema_errors(spec, &mut errors);
     errors
 }
 
@@ -1171,6 +1177,354 @@ fn platform_schema_errors(spec: &Value, errors: &mut Vec<String>) {
                 heads: vec![],
             },
         ],
+        errors,
+    );
+}
+
+fn billing_account() -> api_types::billing::BillingAccount {
+    api_types::billing::BillingAccount {
+        org_id: ORG,
+        mode: "prepaid".into(),
+        currency: "USD".into(),
+        credit_minor: 10_000,
+        unbilled_minor: 17,
+        available_minor: 9_983,
+        spent_this_month_minor: 17,
+        monthly_spend_limit_minor: Some(50_000),
+        receivable_minor: 0,
+        standing: "good".into(),
+    }
+}
+
+fn invoice_full() -> api_types::billing::Invoice {
+    api_types::billing::Invoice {
+        id: shared_ids::InvoiceId::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0031),
+        org_id: ORG,
+        period: "2026-01".into(),
+        period_start: ts(0),
+        period_end: ts(9),
+        kind: "adjusting".into(),
+        corrects: Some(shared_ids::InvoiceId::from_u128(0x32)),
+        state: "paid".into(),
+        currency: "USD".into(),
+        total_minor: 299,
+        credit_applied_minor: 100,
+        amount_due_minor: 0,
+        created_at: ts(1),
+        finalized_at: Some(ts(2)),
+        paid_at: Some(ts(3)),
+        lines: vec![api_types::billing::InvoiceLine {
+            line_no: 1,
+            meter: "gpu_seconds".into(),
+            sku: "h100-80gb-sxm".into(),
+            price_version: 1,
+            description: "H100 GPU-hours".into(),
+            quantity: "3600".into(),
+            amount_exact_minor: "299".into(),
+            amount_minor: 299,
+        }],
+    }
+}
+
+fn billing_schema_errors(spec: &Value, errors: &mut Vec<String>) {
+    use api_types::billing::*;
+    let account = billing_account();
+    let bare_account = BillingAccount {
+        monthly_spend_limit_minor: None,
+        ..account.clone()
+    };
+    check_type(
+        spec,
+        "BillingAccount",
+        &[account.clone(), bare_account],
+        errors,
+    );
+    check_type(
+        spec,
+        "UsageReport",
+        &[UsageReport {
+            from: ts(0),
+            to: ts(9),
+            items: vec![DailyUsage {
+                day: ts(0).date_naive(),
+                meter: "gpu_seconds".into(),
+                sku: "h100-80gb-sxm".into(),
+                quantity: "7200".into(),
+            }],
+        }],
+        errors,
+    );
+    let rated = RatedUsage {
+        meter: "input_tokens".into(),
+        sku: "".into(),
+        quantity: "37".into(),
+        unit_label: "million input tokens".into(),
+        price_version: 1,
+        amount_minor: 0,
+        amount_exact_minor: "0.000555".into(),
+        currency: "USD".into(),
+    };
+    check_type(spec, "RatedUsage", std::slice::from_ref(&rated), errors);
+    check_type(
+        spec,
+        "LiveUsage",
+        &[LiveUsage {
+            period: "2026-01".into(),
+            period_start: ts(0),
+            period_end: ts(9),
+            currency: "USD".into(),
+            total_minor: 0,
+            total_exact_minor: "0.000555".into(),
+            items: vec![rated],
+        }],
+        errors,
+    );
+    check_type(
+        spec,
+        "SetSpendLimitRequest",
+        &[
+            SetSpendLimitRequest {
+                monthly_spend_limit_minor: Some(5_000),
+            },
+            SetSpendLimitRequest::default(),
+        ],
+        errors,
+    );
+    check_type(
+        spec,
+        "SetBillingModeRequest",
+        &[SetBillingModeRequest {
+            mode: "postpaid".into(),
+        }],
+        errors,
+    );
+    let method = Uuid::from_u128(0x0195_0000_0000_7000_8000_0000_0000_0033);
+    check_type(
+        spec,
+        "TopUpRequest",
+        &[TopUpRequest {
+            amount_minor: 5_000,
+            payment_method_id: method,
+            idempotency_key: Some("topup-1".into()),
+        }],
+        errors,
+    );
+    let paid = PaymentOutcome {
+        result: "paid".into(),
+        reason: None,
+    };
+    let declined = PaymentOutcome {
+        result: "declined".into(),
+        reason: Some("card reported stolen".into()),
+    };
+    check_type(
+        spec,
+        "PaymentOutcome",
+        &[declined.clone(), paid.clone()],
+        errors,
+    );
+    check_type(
+        spec,
+        "TopUp",
+        &[TopUp {
+            outcome: paid,
+            billing: account.clone(),
+        }],
+        errors,
+    );
+    check_type(
+        spec,
+        "PayRequest",
+        &[
+            PayRequest {
+                payment_method_id: Some(method),
+                idempotency_key: Some("pay-1".into()),
+            },
+            PayRequest::default(),
+        ],
+        errors,
+    );
+    check_type(
+        spec,
+        "Payments",
+        &[Payments {
+            items: vec![InvoicePayment {
+                invoice_id: invoice_full().id,
+                outcome: declined,
+            }],
+            billing: account,
+        }],
+        errors,
+    );
+    let pm = PaymentMethod {
+        id: method,
+        org_id: ORG,
+        provider: "sandbox".into(),
+        label: "card".into(),
+        is_default: true,
+        created_at: ts(0),
+    };
+    check_type(spec, "PaymentMethod", std::slice::from_ref(&pm), errors);
+    check_type(
+        spec,
+        "PaymentMethodList",
+        &[List { items: vec![pm] }],
+        errors,
+    );
+    check_type(
+        spec,
+        "AddPaymentMethodRequest",
+        &[AddPaymentMethodRequest {
+            token: "pm_sandbox_success".into(),
+            label: Some("ops card".into()),
+            make_default: Some(true),
+        }],
+        errors,
+    );
+    let bare_invoice = Invoice {
+        kind: "invoice".into(),
+        corrects: None,
+        state: "draft".into(),
+        finalized_at: None,
+        paid_at: None,
+        lines: vec![],
+        ..invoice_full()
+    };
+    check_type(
+        spec,
+        "Invoice",
+        &[invoice_full(), bare_invoice.clone()],
+        errors,
+    );
+    check_type(
+        spec,
+        "InvoicePage",
+        &[
+            Page {
+                items: vec![bare_invoice],
+                next_cursor: Some(invoice_full().id.to_string()),
+            },
+            Page {
+                items: vec![],
+                next_cursor: None,
+            },
+        ],
+        errors,
+    );
+    check_type(
+        spec,
+        "MeteringRunRequest",
+        &[MeteringRunRequest {
+            period: "2026-01".into(),
+            price_version: Some(2),
+        }],
+        errors,
+    );
+    let change = LineChange {
+        line_id: Uuid::from_u128(0x34),
+        kind: "adjustment".into(),
+        meter: "gpu_seconds".into(),
+        sku: "h100-80gb-sxm".into(),
+        price_version: 2,
+        quantity_before: "3600".into(),
+        quantity_after: "3600".into(),
+        amount_before_exact_minor: "299".into(),
+        amount_after_exact_minor: "249".into(),
+    };
+    check_type(spec, "LineChange", std::slice::from_ref(&change), errors);
+    let run = MeteringRunOutcome {
+        org_id: ORG,
+        period: "2026-01".into(),
+        price_version: 2,
+        run_id: Some(Uuid::from_u128(0x35)),
+        changes: vec![change],
+        total_before_exact_minor: "299".into(),
+        total_after_exact_minor: "249".into(),
+    };
+    let unchanged = MeteringRunOutcome {
+        run_id: None,
+        changes: vec![],
+        total_before_exact_minor: "249".into(),
+        ..run.clone()
+    };
+    check_type(spec, "MeteringRunOutcome", &[run, unchanged], errors);
+    let price = Price {
+        meter: "gpu_seconds".into(),
+        sku: "h100-80gb-sxm".into(),
+        unit_price_minor: "299".into(),
+        per_units: 3600,
+        unit_label: "GPU-hour".into(),
+        currency: "USD".into(),
+    };
+    check_type(spec, "Price", std::slice::from_ref(&price), errors);
+    let version = PriceBookVersion {
+        version: 2,
+        effective_from: ts(0),
+        note: "cheaper H100s".into(),
+        created_by: "user:0195".into(),
+        created_at: ts(1),
+        prices: vec![price.clone()],
+    };
+    check_type(
+        spec,
+        "PriceBookVersion",
+        std::slice::from_ref(&version),
+        errors,
+    );
+    check_type(
+        spec,
+        "PriceBookVersionList",
+        &[List {
+            items: vec![version],
+        }],
+        errors,
+    );
+    check_type(
+        spec,
+        "NewPriceBookVersion",
+        &[NewPriceBookVersion {
+            effective_from: ts(0),
+            note: "cheaper H100s".into(),
+            prices: vec![price],
+        }],
+        errors,
+    );
+    let event = UsageEvent {
+        id: "req-0195/input".into(),
+        meter: "input_tokens".into(),
+        sku: Some("llama-3-70b".into()),
+        quantity: Quantity::Decimal("1500.5".into()),
+        started_at: ts(0),
+        ended_at: ts(1),
+        project_id: Some(project_id()),
+    };
+    let bare_event = UsageEvent {
+        sku: None,
+        quantity: Quantity::Whole(37),
+        project_id: None,
+        ..event.clone()
+    };
+    check_type(
+        spec,
+        "UsageEvent",
+        &[event.clone(), bare_event.clone()],
+        errors,
+    );
+    check_type(
+        spec,
+        "UsageEventBatch",
+        &[UsageEventBatch {
+            events: vec![event, bare_event],
+        }],
+        errors,
+    );
+    check_type(
+        spec,
+        "UsageBatchOutcome",
+        &[UsageBatchOutcome {
+            accepted: 2,
+            duplicates: 1,
+        }],
         errors,
     );
 }
@@ -2088,6 +2442,15 @@ const DOMAIN_SOURCES: &[&str] = &[
     "domains/platform/audit/src/list.rs",
     "domains/platform/audit/src/export.rs",
     "domains/platform/audit/src/verify.rs",
+    // Billing: what its routes, and admission on `POST /v1/instances`, answer.
+    "domains/platform/billing/src/account.rs",
+    "domains/platform/billing/src/invoice.rs",
+    "domains/platform/billing/src/ledger.rs",
+    "domains/platform/billing/src/metering.rs",
+    "domains/platform/billing/src/payment.rs",
+    "domains/platform/billing/src/period.rs",
+    "domains/platform/billing/src/price_book.rs",
+    "domains/platform/billing/src/usage.rs",
 ];
 
 /// Codes a scanned file emits that no caller ever gets: `(file, code, why)`.
@@ -2126,6 +2489,56 @@ const NOT_ANSWERED: &[(&str, &str, &str)] = &[
         "domains/platform/audit/src/export.rs",
         "audit_range_invalid",
         "the handler answers `invalid_range` first",
+    ),
+    (
+        "domains/platform/billing/src/ledger.rs",
+        "empty_transaction",
+        "the ledger is posted only by billing itself, with entries it builds",
+    ),
+    (
+        "domains/platform/billing/src/ledger.rs",
+        "unbalanced_transaction",
+        "the ledger is posted only by billing itself, with balanced entries it builds",
+    ),
+    (
+        "domains/platform/billing/src/ledger.rs",
+        "ledger_key_reused",
+        "billing derives every ledger key from what it posts",
+    ),
+    (
+        "domains/platform/billing/src/ledger.rs",
+        "ledger_transaction_not_found",
+        "no route reads or corrects a ledger transaction by id",
+    ),
+    (
+        "domains/platform/billing/src/invoice.rs",
+        "invoice_build_raced",
+        "only the billing cycle workflow builds drafts",
+    ),
+    (
+        "domains/platform/billing/src/invoice.rs",
+        "invoice_not_voidable",
+        "no route voids an invoice",
+    ),
+    (
+        "domains/platform/billing/src/invoice.rs",
+        "invoice_void",
+        "only the billing cycle workflow finalizes invoices",
+    ),
+    (
+        "domains/platform/billing/src/invoice.rs",
+        "mixed_currencies",
+        "only the billing cycle workflow builds drafts",
+    ),
+    (
+        "domains/platform/billing/src/payment.rs",
+        "invalid_attempt",
+        "only the payment retry workflow numbers attempts",
+    ),
+    (
+        "domains/platform/billing/src/usage.rs",
+        "invalid_org",
+        "the handler stamps every event with the key's org",
     ),
 ];
 

@@ -133,6 +133,7 @@ impl ProxiedApi {
             audit_anchor_file: None,
             audit_anchor_every_seconds: 0,
             gpuaas: p.api.config.gpuaas.clone(),
+            billing_task_queue: p.api.config.billing_task_queue.clone(),
         };
         let state = api::AppState::with(pool, client, config).await.unwrap();
         let token = state.keys.issue_access(p.tenant_id, uuid::Uuid::now_v7());

@@ -159,3 +159,85 @@ fn a_node_step_is_named_like_the_node_state() {
         assert_eq!(NodeStep::from(state).as_str(), state.as_str());
     }
 }
+
+#[test]
+fn billing_names_are_pinned() {
+    use activities::billing::vocabulary::{self as billing, BillingStep, activity as act};
+    use shared_ids::{InvoiceId, OrgId};
+    use workflows::billing::{
+        BillingCycle, BillingSweep, CreditEnforcement, MeteringRun, PaymentCollection,
+    };
+    assert_eq!(billing::TASK_QUEUE, "billing-control");
+    assert_eq!(
+        [
+            MeteringRun::name(),
+            BillingCycle::name(),
+            PaymentCollection::name(),
+            CreditEnforcement::name(),
+            BillingSweep::name(),
+        ],
+        [
+            "MeteringRun",
+            "BillingCycle",
+            "PaymentCollection",
+            "CreditEnforcement",
+            "BillingSweep"
+        ]
+    );
+    let org = OrgId::from_u128(1);
+    assert_eq!(
+        billing::metering_run_id(org, "2026-12"),
+        "billing-metering/00000000-0000-0000-0000-000000000001/2026-12"
+    );
+    assert_eq!(
+        billing::billing_cycle_id(org, "2026-12"),
+        "billing-cycle/00000000-0000-0000-0000-000000000001/2026-12"
+    );
+    assert_eq!(
+        billing::payment_collection_id(InvoiceId::from_u128(2)),
+        "billing-payment/00000000-0000-0000-0000-000000000002"
+    );
+    assert_eq!(
+        billing::sweep_schedule_id("billing-control"),
+        "billing-sweep/billing-control"
+    );
+    assert_eq!(
+        billing::enforcement_schedule_id("billing-control"),
+        "billing-enforcement/billing-control"
+    );
+    assert_eq!(
+        [
+            act::METERING_RUN,
+            act::INVOICE_BUILD_DRAFT,
+            act::INVOICE_FINALIZE,
+            act::INVOICE_MARK_UNCOLLECTIBLE,
+            act::PAYMENT_ATTEMPT,
+            act::ACCOUNT_MARK_DELINQUENT,
+            act::ACCOUNT_REFRESH_STANDING,
+            act::ACCOUNT_ORGS,
+            act::ENFORCEMENT_PAST_GRACE,
+            act::ENFORCEMENT_RUNNING_INSTANCES,
+            act::ENFORCEMENT_BEGIN_TERMINATION,
+        ]
+        .join(" "),
+        "billing.metering.run billing.invoice.build_draft billing.invoice.finalize \
+         billing.invoice.mark_uncollectible billing.payment.attempt billing.account.mark_delinquent \
+         billing.account.refresh_standing billing.account.orgs billing.enforcement.past_grace \
+         billing.enforcement.running_instances billing.enforcement.begin_termination"
+    );
+    assert_eq!(
+        billing::search::REGISTRATION,
+        ["BillingOrgId=Keyword", "BillingPeriod=Keyword"]
+    );
+    assert_eq!(
+        BillingStep::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        "billing_metering billing_waiting_for_period_end billing_building_draft \
+         billing_waiting_for_late_usage billing_finalizing billing_collecting \
+         billing_waiting_to_retry billing_paid billing_stopped billing_uncollectible \
+         billing_refreshing_standing billing_stopping_instances billing_done"
+    );
+}

@@ -1,3 +1,124 @@
-//! Billing workflows (not built yet, issue "Metering, billing cycles, ledger, payments and
-//! dunning"): `metering_rerun.rs`, `billing_cycle.rs`, `payment_retry.rs`, each with its starter,
-//! over the activities in `activities/src/billing/`.
+//! The billing workflows, one module per workflow, each with its starter, over the activities in
+//! `activities/src/billing/`; [`vocabulary`] names everything Temporal sees. They run on the
+//! billing task queue (`billing-control`), served by the control-plane worker.
+//!
+//! - [`metering_run`]: `MeteringRun`, one (re)rating of an org's period; a rerun with the same
+//!   inputs writes nothing.
+//! - [`billing_cycle`]: `BillingCycle`, an org's period from its end to a finalized invoice, and
+//!   its collection started.
+//! - [`payment_collection`]: `PaymentCollection`, the dunning of one invoice on a
+//!   [`RetrySchedule`]: durable timers between attempts, uncollectible and delinquent at the end.
+//! - [`credit_enforcement`]: `CreditEnforcement`, started by a Schedule: standing refreshed, and
+//!   the running instances of orgs past their grace stopped through the GPU product's own
+//!   `TerminateInstance` (ADR 0007, point 3).
+//! - [`billing_sweep`]: `BillingSweep`, started by a Schedule: a `BillingCycle` for every org
+//!   with an account, for the current and the previous period (derived ids: once each).
+//!
+//! Every step is a regular activity over an idempotent domain call (never a local activity:
+//! doc/sdk-issues.md), so a worker killed at any point resumes without doing a step twice in
+//! effect; a step's search-attribute upsert goes right before its activity or timer.
+
+pub mod billing_cycle;
+pub mod billing_sweep;
+pub mod credit_enforcement;
+pub mod metering_run;
+mod options;
+pub mod payment_collection;
+
+pub use activities::billing::vocabulary;
+pub use activities::billing::{
+    AttemptResult, Invoice, InvoiceState, Period, RetrySchedule, RunOutcome,
+};
+
+pub use billing_cycle::{BillingCycle, CycleInput, CycleOutcome};
+pub use billing_sweep::{BillingSweep, SweepInput, SweepOutcome};
+pub use credit_enforcement::{CreditEnforcement, EnforcementInput, EnforcementOutcome};
+pub use metering_run::{MeteringRun, MeteringRunInput};
+pub use payment_collection::{CollectionInput, CollectionOutcome, PaymentCollection};
+
+use std::time::{Duration, SystemTime};
+use temporalio_client::schedules::ScheduleError;
+use temporalio_common::search_attributes::SearchAttributeUpdate;
+use temporalio_sdk::WorkflowContext;
+use vocabulary::{BillingStep, search};
+
+/// What an `ensure_*_schedule` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleChange {
+    Created,
+    Updated,
+}
+
+/// The step in the step search attribute and the UI's current details. Only before a command
+/// (an activity, a timer, a child, the end).
+pub(crate) fn step<W>(ctx: &WorkflowContext<W>, step: BillingStep, words: impl Into<String>) {
+    crate::gpuaas::show_step(ctx, step);
+    ctx.set_current_details(words.into());
+}
+
+/// The search attributes of a workflow about an org's period.
+pub(crate) fn org_period_attributes(
+    org: shared_ids::OrgId,
+    period: &Period,
+    first_step: BillingStep,
+) -> Vec<SearchAttributeUpdate> {
+    vec![
+        search::ORG_ID.value_set(org.to_string()),
+        search::PERIOD.value_set(period.label()),
+        search::STEP.value_set(first_step.as_str().to_string()),
+    ]
+}
+
+/// Workflow time in ms since the epoch.
+pub(crate) fn now_ms<W>(ctx: &WorkflowContext<W>) -> i64 {
+    ctx.workflow_time()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Sleeps (a durable timer) until `at_ms`, if it is still ahead.
+pub(crate) async fn sleep_until<W>(ctx: &WorkflowContext<W>, at_ms: i64) {
+    let left = at_ms - now_ms(ctx);
+    if left > 0 {
+        let _ = ctx.timer(Duration::from_millis(left as u64)).await;
+    }
+}
+
+/// Creates the Schedule `id` with `action` every `every`, or updates its interval and action.
+pub(crate) async fn ensure_schedule(
+    client: &temporalio_client::Client,
+    id: String,
+    action: temporalio_client::schedules::ScheduleAction,
+    every: Duration,
+    note: &str,
+) -> Result<ScheduleChange, ScheduleError> {
+    use temporalio_client::schedules::{
+        CreateScheduleOptions, ScheduleOverlapPolicy, ScheduleSpec,
+    };
+    let options = CreateScheduleOptions::builder()
+        .action(action.clone())
+        .spec(ScheduleSpec::from_interval(every))
+        .overlap_policy(ScheduleOverlapPolicy::Skip)
+        .note(note.to_string())
+        .build();
+    match client.create_schedule(id.clone(), options).await {
+        Ok(_) => Ok(ScheduleChange::Created),
+        Err(ScheduleError::Rpc(status))
+            if status.code() == temporalio_client::tonic::Code::AlreadyExists =>
+        {
+            let spec = ScheduleSpec::from_interval(every);
+            client
+                .get_schedule_handle(id)
+                .update(
+                    move |u| {
+                        u.set_spec(spec);
+                        u.set_action(action);
+                    },
+                    Default::default(),
+                )
+                .await?;
+            Ok(ScheduleChange::Updated)
+        }
+        Err(e) => Err(e),
+    }
+}

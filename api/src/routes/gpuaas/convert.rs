@@ -4,8 +4,16 @@ use api_types::gpuaas as wire;
 use product_gpuaas as domain;
 use workflows::gpuaas::instance_provision;
 
-pub fn sku(s: domain::Sku, capacity: product_gpuaas::sku::Capacity) -> wire::Sku {
+/// A SKU with what it could get now, and its price from billing's price book in effect (the SKU's
+/// list price where the book has none): `(price per GPU-hour in minor units, version)`.
+pub fn sku(
+    s: domain::Sku,
+    capacity: product_gpuaas::sku::Capacity,
+    price: Option<(i64, i32)>,
+) -> wire::Sku {
     wire::Sku {
+        price_per_gpu_hour_minor: price.map_or(s.price_per_gpu_hour_minor, |(p, _)| p),
+        price_version: price.map(|(_, v)| v),
         available_gpus: capacity.available_gpus,
         max_gpus_now: capacity.largest_free_block,
         id: s.id,
@@ -14,7 +22,6 @@ pub fn sku(s: domain::Sku, capacity: product_gpuaas::sku::Capacity) -> wire::Sku
         memory_gib: s.memory_gib,
         form_factor: s.form_factor,
         allowed_gpu_counts: s.allowed_gpu_counts,
-        price_per_gpu_hour_minor: s.price_per_gpu_hour_minor,
         currency: s.currency,
     }
 }
@@ -93,6 +100,20 @@ pub fn instance(i: domain::Instance) -> wire::Instance {
         updated_at: i.updated_at,
         running_at: i.running_at,
         ended_at: i.ended_at,
+        cost_so_far_minor: None,
+        cost_exact_minor: None,
+    }
+}
+
+/// An instance with what it has cost so far (exact minor units), when it ran.
+pub fn instance_with_cost(
+    i: domain::Instance,
+    cost: Option<platform_billing::Decimal>,
+) -> wire::Instance {
+    wire::Instance {
+        cost_so_far_minor: cost.map(crate::routes::platform::billing::round_minor),
+        cost_exact_minor: cost.map(|c| c.normalize().to_string()),
+        ..instance(i)
     }
 }
 

@@ -94,9 +94,10 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Instance>> {
     let id = instance_id(&id)?;
-    Ok(Json(convert::instance(
-        instance::get_explained(&state.pool, &caller.ctx, id).await?,
-    )))
+    let found = instance::get_explained(&state.pool, &caller.ctx, id).await?;
+    let span = instance::usage_span_id(id);
+    let cost = platform_billing::metering::cost_of_span(&state.pool, &span).await?;
+    Ok(Json(convert::instance_with_cost(found, cost)))
 }
 
 /// `DELETE /v1/instances/{id}`: starts termination; answers 202. Deleting a terminated or failed

@@ -46,6 +46,7 @@ pub async fn signup(
     let (user, org, project) =
         users::signup(&state.pool, &req.email, &req.password, &req.org_name).await?;
     platform_audit::ensure_chains(&state.pool, Some(org.id)).await?;
+    super::billing::open_account(&state, org.id).await?;
     let tokens = start_session(&state, user.id).await?;
     Ok((
         StatusCode::CREATED,

@@ -142,3 +142,253 @@ pub fn role(name: &str) -> Result<platform_iam::Role, crate::problem::ApiError> 
         )
     })
 }
+
+// Billing. Exact amounts and quantities travel as decimal strings (normalized: no trailing
+// zeros); rounded ones as integers of minor units.
+
+use super::billing::round_minor;
+use api_types::billing as bill;
+use platform_billing::account::{BillingMode, Standing};
+use platform_billing::invoice::{InvoiceKind, InvoiceState};
+use platform_billing::payment::AttemptResult;
+use platform_billing::{Decimal, Period, account, invoice, metering, payment, price_book};
+
+fn exact(d: Decimal) -> String {
+    d.normalize().to_string()
+}
+
+pub fn billing_mode(m: BillingMode) -> &'static str {
+    match m {
+        BillingMode::Prepaid => "prepaid",
+        BillingMode::Postpaid => "postpaid",
+    }
+}
+
+pub fn standing(s: Standing) -> &'static str {
+    match s {
+        Standing::Good => "good",
+        Standing::CreditExhausted => "credit_exhausted",
+        Standing::SpendLimitReached => "spend_limit_reached",
+        Standing::Delinquent => "delinquent",
+    }
+}
+
+pub fn balance(b: account::Balance) -> bill::BillingAccount {
+    bill::BillingAccount {
+        org_id: b.org,
+        mode: billing_mode(b.mode).into(),
+        currency: b.currency,
+        credit_minor: b.credit_minor,
+        unbilled_minor: b.unbilled_minor,
+        available_minor: b.available_minor,
+        spent_this_month_minor: b.spent_this_month_minor,
+        monthly_spend_limit_minor: b.monthly_spend_limit_minor,
+        receivable_minor: b.receivable_minor,
+        standing: standing(b.standing).into(),
+    }
+}
+
+pub fn daily_usage(d: metering::DailyUsage) -> bill::DailyUsage {
+    bill::DailyUsage {
+        day: d.day,
+        meter: d.meter,
+        sku: d.sku,
+        quantity: exact(d.quantity),
+    }
+}
+
+pub fn live_usage(period: Period, rated: Vec<metering::RatedUsage>) -> bill::LiveUsage {
+    let total: Decimal = rated.iter().map(|r| r.amount_exact).sum();
+    let currency = rated
+        .first()
+        .map_or("USD".to_string(), |r| r.currency.clone());
+    bill::LiveUsage {
+        period: period.label(),
+        period_start: period.start,
+        period_end: period.end,
+        currency,
+        total_minor: round_minor(total),
+        total_exact_minor: exact(total),
+        items: rated.into_iter().map(rated_usage).collect(),
+    }
+}
+
+fn rated_usage(r: metering::RatedUsage) -> bill::RatedUsage {
+    bill::RatedUsage {
+        amount_minor: round_minor(r.amount_exact),
+        amount_exact_minor: exact(r.amount_exact),
+        meter: r.meter,
+        sku: r.sku,
+        quantity: exact(r.quantity),
+        unit_label: r.unit_label,
+        price_version: r.price_version,
+        currency: r.currency,
+    }
+}
+
+pub fn payment_outcome(r: AttemptResult) -> bill::PaymentOutcome {
+    let (result, reason) = match r {
+        AttemptResult::Paid => ("paid", None),
+        AttemptResult::Pending => ("pending", None),
+        AttemptResult::RetryLater { reason } => ("retry_later", Some(reason)),
+        AttemptResult::Stop { reason } => ("declined", Some(reason)),
+    };
+    bill::PaymentOutcome {
+        result: result.into(),
+        reason,
+    }
+}
+
+pub fn invoice_payment(
+    (id, result): (shared_ids::InvoiceId, AttemptResult),
+) -> bill::InvoicePayment {
+    bill::InvoicePayment {
+        invoice_id: id,
+        outcome: payment_outcome(result),
+    }
+}
+
+pub fn payment_method(m: payment::PaymentMethod) -> bill::PaymentMethod {
+    bill::PaymentMethod {
+        id: m.id,
+        org_id: m.org,
+        provider: m.provider,
+        label: m.label,
+        is_default: m.is_default,
+        created_at: m.created_at,
+    }
+}
+
+pub fn invoice_kind(k: InvoiceKind) -> &'static str {
+    match k {
+        InvoiceKind::Invoice => "invoice",
+        InvoiceKind::Adjusting => "adjusting",
+        InvoiceKind::CreditNote => "credit_note",
+    }
+}
+
+pub fn invoice_state(s: InvoiceState) -> &'static str {
+    match s {
+        InvoiceState::Draft => "draft",
+        InvoiceState::Open => "open",
+        InvoiceState::Paid => "paid",
+        InvoiceState::Void => "void",
+        InvoiceState::Uncollectible => "uncollectible",
+    }
+}
+
+pub fn invoice(i: invoice::Invoice) -> bill::Invoice {
+    bill::Invoice {
+        id: i.id,
+        org_id: i.org,
+        period: i.period.label(),
+        period_start: i.period.start,
+        period_end: i.period.end,
+        kind: invoice_kind(i.kind).into(),
+        corrects: i.corrects,
+        state: invoice_state(i.state).into(),
+        currency: i.currency,
+        total_minor: i.total_minor,
+        credit_applied_minor: i.credit_applied_minor,
+        amount_due_minor: i.amount_due_minor,
+        created_at: i.created_at,
+        finalized_at: i.finalized_at,
+        paid_at: i.paid_at,
+        lines: i.lines.into_iter().map(invoice_line).collect(),
+    }
+}
+
+fn invoice_line(l: invoice::InvoiceLine) -> bill::InvoiceLine {
+    bill::InvoiceLine {
+        line_no: l.line_no,
+        meter: l.meter,
+        sku: l.sku,
+        price_version: l.price_version,
+        description: l.description,
+        quantity: exact(l.quantity),
+        amount_exact_minor: exact(l.amount_exact),
+        amount_minor: l.amount_minor,
+    }
+}
+
+pub fn metering_run(o: metering::RunOutcome) -> bill::MeteringRunOutcome {
+    bill::MeteringRunOutcome {
+        org_id: o.org,
+        period: o.period.label(),
+        price_version: o.price_version,
+        run_id: o.run_id,
+        changes: o.changes.into_iter().map(line_change).collect(),
+        total_before_exact_minor: exact(o.total_before),
+        total_after_exact_minor: exact(o.total_after),
+    }
+}
+
+fn line_change(c: metering::LineChange) -> bill::LineChange {
+    bill::LineChange {
+        line_id: c.line_id,
+        kind: c.kind,
+        meter: c.meter,
+        sku: c.sku,
+        price_version: c.price_version,
+        quantity_before: exact(c.quantity_before),
+        quantity_after: exact(c.quantity_after),
+        amount_before_exact_minor: exact(c.amount_before),
+        amount_after_exact_minor: exact(c.amount_after),
+    }
+}
+
+pub fn price_book(b: price_book::PriceBook) -> bill::PriceBookVersion {
+    bill::PriceBookVersion {
+        version: b.version,
+        effective_from: b.effective_from,
+        note: b.note,
+        created_by: b.created_by,
+        created_at: b.created_at,
+        prices: b
+            .prices
+            .into_iter()
+            .map(|p| bill::Price {
+                meter: p.meter,
+                sku: p.sku,
+                unit_price_minor: exact(p.unit_price_minor),
+                per_units: p.per_units,
+                unit_label: p.unit_label,
+                currency: p.currency,
+            })
+            .collect(),
+    }
+}
+
+/// A version as finance writes it; a unit price that is no decimal number is `invalid_price`
+/// (the domain checks the rest).
+pub fn new_price_book(
+    v: bill::NewPriceBookVersion,
+) -> Result<price_book::NewPriceBook, crate::problem::ApiError> {
+    Ok(price_book::NewPriceBook {
+        effective_from: v.effective_from,
+        note: v.note,
+        prices: v
+            .prices
+            .into_iter()
+            .map(new_price)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+fn new_price(p: bill::Price) -> Result<price_book::Price, crate::problem::ApiError> {
+    let unit_price_minor = p.unit_price_minor.parse::<Decimal>().map_err(|_| {
+        crate::problem::ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_price",
+            "`unit_price_minor` must be a decimal number",
+        )
+    })?;
+    Ok(price_book::Price {
+        meter: p.meter,
+        sku: p.sku,
+        unit_price_minor,
+        per_units: p.per_units,
+        unit_label: p.unit_label,
+        currency: p.currency,
+    })
+}

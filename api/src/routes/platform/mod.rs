@@ -1,18 +1,23 @@
 //! Platform routes: probes and metrics; identity (`/v1/auth`, `/v1/me`, orgs, projects, members,
-//! project members, invitations, service accounts, API keys, node join tokens); quotas; audit. Billing joins here.
+//! project members, invitations, service accounts, API keys, node join tokens); quotas; audit;
+//! billing (accounts, usage, payments, invoices, metering runs, the price book, usage events).
 
 pub mod api_keys;
 pub mod audit_events;
 pub mod auth;
+pub mod billing;
 mod convert;
 pub mod health;
+pub mod invoices;
 pub mod join_tokens;
 pub mod members;
 pub mod metrics;
 pub mod orgs;
+pub mod price_book;
 pub mod project_members;
 pub mod projects;
 pub mod service_accounts;
+pub mod usage_events;
 
 use crate::AppState;
 use crate::auth::{Access::*, Route, route};
@@ -173,10 +178,121 @@ pub const ROUTES: &[Route] = &[
         Platform(PlatformAudit),
         "audit.anchor",
     ),
+    // Billing: an org's admins read and pay; finance reads every org's.
+    route(
+        "GET",
+        "/v1/orgs/{org}/billing",
+        OrgOrPlatform(BillingRead, BillingManage),
+        "billing.read",
+    ),
+    route(
+        "GET",
+        "/v1/orgs/{org}/billing/usage",
+        OrgOrPlatform(BillingRead, BillingManage),
+        "billing.usage",
+    ),
+    route(
+        "GET",
+        "/v1/orgs/{org}/billing/usage/live",
+        OrgOrPlatform(BillingRead, BillingManage),
+        "billing.live",
+    ),
+    route(
+        "PUT",
+        "/v1/orgs/{org}/billing/spend-limit",
+        Org(BillingWrite),
+        "billing.set_spend_limit",
+    ),
+    route(
+        "POST",
+        "/v1/orgs/{org}/billing/top-ups",
+        Org(BillingWrite),
+        "billing.top_up",
+    ),
+    route(
+        "POST",
+        "/v1/orgs/{org}/billing/payments",
+        Org(BillingWrite),
+        "billing.pay",
+    ),
+    route(
+        "PUT",
+        "/v1/orgs/{org}/billing/mode",
+        Platform(BillingManage),
+        "billing.set_mode",
+    ),
+    route(
+        "GET",
+        "/v1/orgs/{org}/payment-methods",
+        OrgOrPlatform(BillingRead, BillingManage),
+        "payment_method.list",
+    ),
+    route(
+        "POST",
+        "/v1/orgs/{org}/payment-methods",
+        Org(BillingWrite),
+        "payment_method.add",
+    ),
+    route(
+        "POST",
+        "/v1/orgs/{org}/metering-runs",
+        Platform(BillingManage),
+        "metering_run.create",
+    ),
+    route(
+        "GET",
+        "/v1/orgs/{org}/invoices",
+        OrgOrPlatform(BillingRead, BillingManage),
+        "invoice.list",
+    ),
+    route(
+        "GET",
+        "/v1/orgs/{org}/invoices/{invoice}",
+        OrgOrPlatform(BillingRead, BillingManage),
+        "invoice.read",
+    ),
+    route("GET", "/v1/price-book", Authenticated, "price_book.read"),
+    route(
+        "POST",
+        "/v1/price-book/versions",
+        Platform(PriceBookWrite),
+        "price_book.publish",
+    ),
+    route(
+        "POST",
+        "/v1/usage-events",
+        Project(UsageWrite),
+        "usage_event.create",
+    ),
 ];
 
 pub fn router() -> Router<AppState> {
-    identity().merge(tenancy())
+    identity().merge(tenancy()).merge(billing_routes())
+}
+
+/// Billing accounts, usage, payments, invoices, metering runs, the price book, usage events.
+fn billing_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/orgs/{org}/billing", get(billing::get))
+        .route("/v1/orgs/{org}/billing/usage", get(billing::usage))
+        .route("/v1/orgs/{org}/billing/usage/live", get(billing::live))
+        .route(
+            "/v1/orgs/{org}/billing/spend-limit",
+            put(billing::set_spend_limit),
+        )
+        .route("/v1/orgs/{org}/billing/top-ups", post(billing::top_up))
+        .route("/v1/orgs/{org}/billing/payments", post(billing::pay))
+        .route("/v1/orgs/{org}/billing/mode", put(billing::set_mode))
+        .route(
+            "/v1/orgs/{org}/payment-methods",
+            get(billing::methods).post(billing::add_method),
+        )
+        .route("/v1/orgs/{org}/metering-runs", post(billing::rerun))
+        .route("/v1/orgs/{org}/invoices", get(invoices::list))
+        .route("/v1/orgs/{org}/invoices/{invoice}", get(invoices::get))
+        .route("/v1/price-book", get(price_book::list))
+        .route("/v1/price-book/versions", post(price_book::publish))
+        .route("/v1/usage-events", post(usage_events::create))
 }
 
 /// Probes, tokens and the caller.

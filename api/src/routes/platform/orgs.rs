@@ -38,6 +38,7 @@ pub async fn create(
     )
     .await?;
     platform_audit::ensure_chains(&state.pool, Some(org.id)).await?;
+    super::billing::open_account(&state, org.id).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreateOrgResponse {

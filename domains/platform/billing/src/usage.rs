@@ -96,7 +96,7 @@ pub async fn span(pool: &PgPool, id: &str) -> DomainResult<Option<Span>> {
     .await?)
 }
 
-/// Discrete usage. `id` is the producer's idempotency key.
+/// Discrete usage. `id` is the producer's idempotency key, unique within the org.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageEvent {
     pub id: String,
@@ -236,7 +236,7 @@ async fn insert_events(conn: &mut PgConnection, events: &[UsageEvent]) -> Domain
              (id, org_id, project_id, meter, sku, quantity, started_at, ended_at, source)
          SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
                               $6::numeric[], $7::timestamptz[], $8::timestamptz[], $9::text[])
-         ON CONFLICT (id) DO NOTHING",
+         ON CONFLICT (org_id, id) DO NOTHING",
     )
     .bind(ids)
     .bind(orgs)

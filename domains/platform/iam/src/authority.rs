@@ -46,6 +46,15 @@ impl Authority {
             .is_none_or(|scopes| scopes.contains(&permission))
     }
 
+    /// Whether `role`, held where the request acts, and the key's scopes allow `permission`. A
+    /// scope-only permission (posting usage) is held by a key that names it, whatever its role.
+    fn holds(&self, role: Role, permission: Permission) -> bool {
+        if permission.scope_only() {
+            return permission.scope_grants(self.scopes.as_deref());
+        }
+        role.grants(permission) && self.scoped(permission)
+    }
+
     /// A platform permission (nodes, join tokens, creating orgs).
     pub fn platform(&self, permission: Permission) -> Decision {
         match self.platform_role {
@@ -93,7 +102,7 @@ impl Authority {
     pub fn in_org(&self, org: OrgId, permission: Permission) -> Decision {
         match self.role_in_org(org) {
             None => Decision::Invisible,
-            Some(role) if role.grants(permission) && self.scoped(permission) => Decision::Allowed,
+            Some(role) if self.holds(role, permission) => Decision::Allowed,
             Some(_) => Decision::Forbidden,
         }
     }
@@ -109,7 +118,7 @@ impl Authority {
         }
         match self.role_in_project(project, org) {
             None => Decision::Invisible,
-            Some(role) if role.grants(permission) && self.scoped(permission) => Decision::Allowed,
+            Some(role) if self.holds(role, permission) => Decision::Allowed,
             Some(_) => Decision::Forbidden,
         }
     }

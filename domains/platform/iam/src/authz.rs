@@ -37,12 +37,18 @@ impl Role {
         let least = match permission {
             InstancesRead | ProjectsRead | OrgRead | QuotaRead | CapacityRead => Role::Viewer,
             InstancesWrite => Role::Member,
-            ProjectsWrite | MembersManage | ServiceAccountsManage | ApiKeysManage | AuditRead => {
-                Role::Admin
-            }
+            // Billing: an org's admins read it and pay (top-ups, spend limit, payment methods).
+            ProjectsWrite
+            | MembersManage
+            | ServiceAccountsManage
+            | ApiKeysManage
+            | AuditRead
+            | BillingRead
+            | BillingWrite => Role::Admin,
             // Platform permissions are never a tenant's.
             NodesRead | NodesWrite | JoinTokensCreate | OrgsCreate | QuotaWrite | PlatformAudit
-            | BillingManage => return false,
+            | BillingManage | PriceBookWrite => return false,
+            // No role grants it: only a key whose scopes name it (`Authority` checks the scopes).
             UsageWrite => return false,
         };
         self >= least
@@ -61,7 +67,7 @@ impl fmt::Display for Role {
 pub enum PlatformRole {
     /// Sees and changes nodes: cordon, drain, decommission, join tokens; creates orgs.
     Operator,
-    /// Metering reruns, the price book, every org's invoices.
+    /// Every org's billing and invoices, metering reruns, billing modes, the price book.
     Finance,
 }
 
@@ -86,9 +92,15 @@ impl PlatformRole {
         match self {
             Self::Operator => matches!(
                 permission,
-                NodesRead | NodesWrite | JoinTokensCreate | OrgsCreate | QuotaWrite | PlatformAudit
+                NodesRead
+                    | NodesWrite
+                    | JoinTokensCreate
+                    | OrgsCreate
+                    | QuotaWrite
+                    | PlatformAudit
+                    | PriceBookWrite
             ),
-            Self::Finance => matches!(permission, BillingManage | PlatformAudit),
+            Self::Finance => matches!(permission, BillingManage | PlatformAudit | PriceBookWrite),
         }
     }
 }
@@ -107,6 +119,10 @@ pub enum Permission {
     ApiKeysManage,
     AuditRead,
     QuotaRead,
+    /// An org's billing: balance, usage, invoices, payment methods.
+    BillingRead,
+    /// Paying: top-ups, the spend limit, payment methods, paying unpaid invoices.
+    BillingWrite,
     // platform
     NodesRead,
     NodesWrite,
@@ -114,13 +130,17 @@ pub enum Permission {
     OrgsCreate,
     QuotaWrite,
     PlatformAudit,
+    /// Every org's billing (finance): reads, metering reruns, billing modes.
     BillingManage,
-    /// Posting usage events (a producer's service account key).
+    /// Publishing price book versions (finance and operators).
+    PriceBookWrite,
+    /// Posting usage events: only an API key whose scopes name it explicitly (a producer's
+    /// service account key); no role grants it.
     UsageWrite,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 19] = [
+    pub const ALL: [Permission; 22] = [
         Permission::InstancesRead,
         Permission::InstancesWrite,
         Permission::CapacityRead,
@@ -132,6 +152,8 @@ impl Permission {
         Permission::ApiKeysManage,
         Permission::AuditRead,
         Permission::QuotaRead,
+        Permission::BillingRead,
+        Permission::BillingWrite,
         Permission::NodesRead,
         Permission::NodesWrite,
         Permission::JoinTokensCreate,
@@ -139,6 +161,7 @@ impl Permission {
         Permission::QuotaWrite,
         Permission::PlatformAudit,
         Permission::BillingManage,
+        Permission::PriceBookWrite,
         Permission::UsageWrite,
     ];
 
@@ -156,6 +179,8 @@ impl Permission {
             ApiKeysManage => "apikeys:manage",
             AuditRead => "audit:read",
             QuotaRead => "quota:read",
+            BillingRead => "billing:read",
+            BillingWrite => "billing:write",
             NodesRead => "nodes:read",
             NodesWrite => "nodes:write",
             JoinTokensCreate => "jointokens:create",
@@ -163,6 +188,7 @@ impl Permission {
             QuotaWrite => "quota:write",
             PlatformAudit => "platform:audit",
             BillingManage => "billing:manage",
+            PriceBookWrite => "pricebook:write",
             UsageWrite => "usage:write",
         }
     }
@@ -173,7 +199,18 @@ impl Permission {
 
     /// Whether only a platform role can hold it.
     pub fn is_platform(self) -> bool {
-        !Role::Owner.grants(self) && self != Permission::UsageWrite
+        !Role::Owner.grants(self) && !self.scope_only()
+    }
+
+    /// Whether only an API key's explicit scope grants it (no role does, and a key without
+    /// scopes, or a user's access token, never holds it): posting usage.
+    pub fn scope_only(self) -> bool {
+        self == Permission::UsageWrite
+    }
+
+    /// Whether a credential with `scopes` (`None`: unscoped) holds a scope-only permission.
+    pub fn scope_grants(self, scopes: Option<&[Permission]>) -> bool {
+        self.scope_only() && scopes.is_some_and(|s| s.contains(&self))
     }
 }
 
@@ -199,6 +236,43 @@ mod tests {
         assert!(Role::Member.grants(Permission::InstancesWrite));
         assert!(!Role::Member.grants(Permission::ApiKeysManage));
         assert!(Role::Admin.grants(Permission::ApiKeysManage));
+    }
+
+    #[test]
+    fn billing_is_for_admins_finance_and_scoped_producers() {
+        for p in [Permission::BillingRead, Permission::BillingWrite] {
+            assert!(Role::Owner.grants(p) && Role::Admin.grants(p), "{p}");
+            assert!(!Role::Member.grants(p) && !Role::Viewer.grants(p), "{p}");
+            assert!(!p.is_platform(), "{p}");
+            assert!(!PlatformRole::Finance.grants(p) && !PlatformRole::Operator.grants(p));
+        }
+        assert!(PlatformRole::Finance.grants(Permission::BillingManage));
+        assert!(!PlatformRole::Operator.grants(Permission::BillingManage));
+        for role in [PlatformRole::Finance, PlatformRole::Operator] {
+            assert!(role.grants(Permission::PriceBookWrite), "{role:?}");
+        }
+        for p in [Permission::BillingManage, Permission::PriceBookWrite] {
+            assert!(p.is_platform(), "{p}");
+            assert!(Role::ALL.iter().all(|r| !r.grants(p)), "{p}");
+        }
+        // Usage: no role, no platform role, no unscoped credential; only the explicit scope.
+        let usage = Permission::UsageWrite;
+        assert!(usage.scope_only() && !usage.is_platform());
+        assert!(Role::ALL.iter().all(|r| !r.grants(usage)));
+        assert!(!PlatformRole::Finance.grants(usage) && !PlatformRole::Operator.grants(usage));
+        assert!(!usage.scope_grants(None));
+        assert!(!usage.scope_grants(Some(&[Permission::InstancesWrite])));
+        assert!(usage.scope_grants(Some(&[Permission::InstancesRead, usage])));
+        assert!(!Permission::BillingRead.scope_grants(Some(&[Permission::BillingRead])));
+        assert_eq!(Permission::parse("usage:write"), Some(usage));
+        assert_eq!(
+            Permission::parse("billing:read"),
+            Some(Permission::BillingRead)
+        );
+        assert_eq!(
+            Permission::parse("billing:write"),
+            Some(Permission::BillingWrite)
+        );
     }
 
     #[test]

@@ -204,7 +204,7 @@ def self_test() -> list[str]:
     schemas = known_schemas(layout.CRATE_SCHEMA)
     bad_migs = {
         "bad name": ("migrations/2026_gpuaas_init.sql", "SELECT 1;"),
-        "unknown schema prefix": ("migrations/20260101000000_billing_init.sql", "SELECT 1;"),
+        "unknown schema prefix": ("migrations/20260101000000_ledger_init.sql", "SELECT 1;"),
         "no name after schema": ("migrations/20260101000000_gpuaas.sql", "SELECT 1;"),
         "not .sql": ("migrations/20260101000000_gpuaas_init.txt", ""),
         "create other schema": ("migrations/20260101000000_gpuaas_x.sql", "CREATE SCHEMA iam;"),

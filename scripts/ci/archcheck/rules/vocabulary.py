@@ -30,7 +30,7 @@ SUMMARY = "Temporal names are spelt only in vocabulary.rs modules; search attrib
 
 _DOTTED = re.compile(r"^[A-Za-z][A-Za-z0-9]*([._-][A-Za-z0-9]+)+$")
 _CAMEL = re.compile(r"^[A-Z][a-z0-9]+([A-Z][a-z0-9]*)+$")
-_SEARCH_ATTRIBUTE = re.compile(r"^Gpuaas\w+=\w+$")
+_SEARCH_ATTRIBUTE = re.compile(r"^(Gpuaas|Billing)\w+=\w+$")
 _DECLARATION = re.compile(r"^[ \t]*(?:export[ \t]+|declare[ \t]+-a[ \t]+)?SEARCH_ATTRIBUTES=\(([^)]*)\)", re.M)
 
 

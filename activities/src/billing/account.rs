@@ -1,0 +1,103 @@
+//! Account activities: standing (refreshed a page of orgs at a time by credit enforcement),
+//! delinquency (when an invoice's collection ran out of attempts), and the orgs with an account.
+
+use super::vocabulary::activity;
+use crate::{FinishHook, finish};
+use platform_billing::account::{self, BillingAccount, StandingChange};
+use serde::{Deserialize, Serialize};
+use shared_ids::OrgId;
+use sqlx::PgPool;
+use std::sync::Arc;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+pub struct AccountActivities {
+    pool: PgPool,
+    hook: FinishHook,
+}
+
+impl AccountActivities {
+    pub fn new(pool: PgPool, hook: FinishHook) -> Self {
+        Self { pool, hook }
+    }
+}
+
+/// A page of orgs with an account: those after `after`, at most `limit`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OrgPage {
+    pub after: Option<OrgId>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefreshPage {
+    pub page: OrgPage,
+    /// Credit thresholds (percent of the credit at its last top-up) whose crossing is recorded.
+    pub thresholds_percent: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Refreshed {
+    /// Orgs read on this page.
+    pub orgs: usize,
+    /// Those whose standing changed or that crossed a threshold.
+    pub changes: Vec<StandingChange>,
+    /// The cursor of the next page; `None`: this was the last.
+    pub next: Option<OrgId>,
+}
+
+#[activities]
+impl AccountActivities {
+    /// Recomputes the standing of one page of orgs. Idempotent (the domain call is).
+    #[activity(name = activity::ACCOUNT_REFRESH_STANDING)]
+    pub async fn refresh_standing(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: RefreshPage,
+    ) -> Result<Refreshed, ActivityError> {
+        let result = async {
+            let orgs = account::orgs(&self.pool, input.page.after, input.page.limit).await?;
+            let mut changes = Vec::new();
+            for org in &orgs {
+                let change =
+                    account::refresh_standing(&self.pool, *org, &input.thresholds_percent).await?;
+                if change.before != change.after || !change.events.is_empty() {
+                    changes.push(change);
+                }
+            }
+            let next = if (orgs.len() as i64) < input.page.limit {
+                None
+            } else {
+                orgs.last().copied()
+            };
+            Ok(Refreshed {
+                orgs: orgs.len(),
+                changes,
+                next,
+            })
+        }
+        .await;
+        finish(&self.hook, activity::ACCOUNT_REFRESH_STANDING, result)
+    }
+
+    /// One page of the orgs with an account (the billing sweep's input).
+    #[activity(name = activity::ACCOUNT_ORGS)]
+    pub async fn orgs(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        page: OrgPage,
+    ) -> Result<Vec<OrgId>, ActivityError> {
+        let result = account::orgs(&self.pool, page.after, page.limit).await;
+        finish(&self.hook, activity::ACCOUNT_ORGS, result)
+    }
+
+    #[activity(name = activity::ACCOUNT_MARK_DELINQUENT)]
+    pub async fn mark_delinquent(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        org: OrgId,
+    ) -> Result<BillingAccount, ActivityError> {
+        let result = account::mark_delinquent(&self.pool, org).await;
+        finish(&self.hook, activity::ACCOUNT_MARK_DELINQUENT, result)
+    }
+}
