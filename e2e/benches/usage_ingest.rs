@@ -56,7 +56,7 @@ where
 fn event_json(tag: &str, batch_no: u64, i: u64) -> Value {
     json!({
         "id": format!("{tag}-{batch_no}-{i}"),
-        "meter": if i % 2 == 0 { "input_tokens" } else { "output_tokens" },
+        "meter": if i.is_multiple_of(2) { "input_tokens" } else { "output_tokens" },
         "quantity": (37 + i % 1000).to_string(),
         "started_at": "2026-11-15T12:00:00Z",
         "ended_at": "2026-11-15T12:00:01Z",
@@ -69,7 +69,7 @@ fn event(org: OrgId, tag: &str, batch_no: u64, i: u64) -> UsageEvent {
         id: format!("{tag}-{batch_no}-{i}"),
         org,
         project: None,
-        meter: if i % 2 == 0 {
+        meter: if i.is_multiple_of(2) {
             "input_tokens"
         } else {
             "output_tokens"

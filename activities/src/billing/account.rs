@@ -36,19 +36,31 @@ pub struct RefreshPage {
     pub thresholds_percent: Vec<u8>,
 }
 
+/// An org one step failed for (the others went on), by the error's stable code.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OrgFailure {
+    pub org: OrgId,
+    pub code: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Refreshed {
     /// Orgs read on this page.
     pub orgs: usize,
     /// Those whose standing changed or that crossed a threshold.
     pub changes: Vec<StandingChange>,
+    /// Those whose refresh failed (logged; the next pass tries them again).
+    #[serde(default)]
+    pub failed: Vec<OrgFailure>,
     /// The cursor of the next page; `None`: this was the last.
     pub next: Option<OrgId>,
 }
 
 #[activities]
 impl AccountActivities {
-    /// Recomputes the standing of one page of orgs. Idempotent (the domain call is).
+    /// Recomputes the standing of one page of orgs. Idempotent (the domain call is). One org's
+    /// error is logged and answered in [`Refreshed::failed`]; the page's other orgs go on (one
+    /// bad org must not stop enforcement for all). Only reading the page fails the activity.
     #[activity(name = activity::ACCOUNT_REFRESH_STANDING)]
     pub async fn refresh_standing(
         self: Arc<Self>,
@@ -58,11 +70,22 @@ impl AccountActivities {
         let result = async {
             let orgs = account::orgs(&self.pool, input.page.after, input.page.limit).await?;
             let mut changes = Vec::new();
+            let mut failed = Vec::new();
             for org in &orgs {
-                let change =
-                    account::refresh_standing(&self.pool, *org, &input.thresholds_percent).await?;
-                if change.before != change.after || !change.events.is_empty() {
-                    changes.push(change);
+                match account::refresh_standing(&self.pool, *org, &input.thresholds_percent).await
+                {
+                    Ok(change) => {
+                        if change.before != change.after || !change.events.is_empty() {
+                            changes.push(change);
+                        }
+                    }
+                    Err(e) => {
+                        super::warn_org_failed("refreshing its standing", *org, e.code(), &e);
+                        failed.push(OrgFailure {
+                            org: *org,
+                            code: e.code().to_string(),
+                        });
+                    }
                 }
             }
             let next = if (orgs.len() as i64) < input.page.limit {
@@ -73,6 +96,7 @@ impl AccountActivities {
             Ok(Refreshed {
                 orgs: orgs.len(),
                 changes,
+                failed,
                 next,
             })
         }

@@ -1,10 +1,11 @@
 //! Invoice activities: build (or rebuild) a draft, finalize it (which posts it to the ledger),
-//! and mark one uncollectible when its collection ran out of attempts. Each is idempotent.
+//! bill a period's corrections after a metering rerun, and mark one uncollectible when its
+//! collection ran out of attempts (or hit a hard decline). Each is idempotent.
 
 use super::vocabulary::activity;
 use crate::{FinishHook, finish};
 use platform_billing::Period;
-use platform_billing::invoice::{self, Invoice};
+use platform_billing::invoice::{self, Invoice, InvoiceKind, InvoiceState};
 use serde::{Deserialize, Serialize};
 use shared_ids::{InvoiceId, OrgId};
 use sqlx::PgPool;
@@ -27,6 +28,41 @@ impl InvoiceActivities {
 pub struct DraftFor {
     pub org: OrgId,
     pub period: Period,
+}
+
+/// What [`InvoiceActivities::bill_corrections`] did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Corrections {
+    /// The correction (kind `adjusting` or `credit_note`) this call finalized.
+    pub finalized: Option<Invoice>,
+    /// The period's draft of kind `invoice`, left for its `BillingCycle` to finalize.
+    pub left_for_cycle: Option<InvoiceId>,
+    /// The period's finalized corrections that are open with something due, oldest first: to
+    /// collect (a collection already running or done is not started again: its id is the
+    /// invoice's). Also holds one finalized by an earlier try whose answer was lost.
+    pub to_collect: Vec<Invoice>,
+}
+
+async fn bill_corrections(pool: &sqlx::PgPool, input: DraftFor) -> shared_kernel::DomainResult<Corrections> {
+    let mut out = Corrections::default();
+    match invoice::build_draft(pool, input.org, input.period).await? {
+        Some(draft) if matches!(draft.kind, InvoiceKind::Adjusting | InvoiceKind::CreditNote) => {
+            out.finalized = Some(invoice::finalize(pool, draft.id).await?);
+        }
+        Some(draft) => out.left_for_cycle = Some(draft.id),
+        None => {}
+    }
+    out.to_collect = invoice::unpaid(pool, input.org)
+        .await?
+        .into_iter()
+        .filter(|i| {
+            i.period == input.period
+                && i.kind == InvoiceKind::Adjusting
+                && i.state == InvoiceState::Open
+                && i.amount_due_minor > 0
+        })
+        .collect();
+    Ok(out)
 }
 
 #[activities]
@@ -53,6 +89,22 @@ impl InvoiceActivities {
         finish(&self.hook, activity::INVOICE_FINALIZE, result)
     }
 
+    /// After a metering run of the period: (re)builds its draft and, when that draft corrects an
+    /// already finalized invoice (kind `adjusting` or `credit_note`), finalizes it. A draft of
+    /// kind `invoice` (the period was never invoiced) is left for the period's `BillingCycle`.
+    /// Idempotent: a retry finds nothing unbilled and answers what is left to collect.
+    #[activity(name = activity::INVOICE_BILL_CORRECTIONS)]
+    pub async fn bill_corrections(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: DraftFor,
+    ) -> Result<Corrections, ActivityError> {
+        let result = bill_corrections(&self.pool, input).await;
+        finish(&self.hook, activity::INVOICE_BILL_CORRECTIONS, result)
+    }
+
+    /// open → uncollectible; an invoice settled meanwhile (paid, or by a credit note) comes back
+    /// as it is (`Paid`), which the caller checks before marking its org delinquent.
     #[activity(name = activity::INVOICE_MARK_UNCOLLECTIBLE)]
     pub async fn mark_uncollectible(
         self: Arc<Self>,

@@ -20,6 +20,23 @@ pub use platform_billing::payment::{
     AttemptResult, PaymentProvider, RetrySchedule, SandboxProvider,
 };
 
+/// Logs that one org's billing step failed while the others go on (standing refresh, credit
+/// enforcement). Workflows call it outside replay only.
+pub fn warn_org_failed(
+    what: &str,
+    org: shared_ids::OrgId,
+    code: &str,
+    error: &dyn std::fmt::Display,
+) {
+    tracing::warn!(%org, code, error = %error, "billing: {what} failed for one org; the others go on");
+}
+
+/// Logs that a page of orgs could not be refreshed at all (credit enforcement goes on).
+pub fn warn_page_failed(after: Option<shared_ids::OrgId>, code: &str, error: &dyn std::fmt::Display) {
+    let after = after.map(|o| o.to_string()).unwrap_or_default();
+    tracing::warn!(after, code, error = %error, "billing: a page of orgs could not be refreshed; enforcement goes on");
+}
+
 /// The period of `length_s` seconds holding the instant `at_ms` (ms since the epoch), aligned to
 /// the epoch; the calendar month holding it when `length_s` is 0. Deterministic: workflows call
 /// it with workflow time.

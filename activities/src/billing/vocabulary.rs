@@ -29,6 +29,9 @@ pub mod activity {
     pub const INVOICE_BUILD_DRAFT: &str = "billing.invoice.build_draft";
     pub const INVOICE_FINALIZE: &str = "billing.invoice.finalize";
     pub const INVOICE_MARK_UNCOLLECTIBLE: &str = "billing.invoice.mark_uncollectible";
+    /// After a metering run: finalizes the period's correction (adjusting invoice or credit
+    /// note) of an already finalized invoice.
+    pub const INVOICE_BILL_CORRECTIONS: &str = "billing.invoice.bill_corrections";
     pub const PAYMENT_ATTEMPT: &str = "billing.payment.attempt";
     pub const ACCOUNT_MARK_DELINQUENT: &str = "billing.account.mark_delinquent";
     pub const ACCOUNT_REFRESH_STANDING: &str = "billing.account.refresh_standing";
@@ -39,10 +42,15 @@ pub mod activity {
     pub const ENFORCEMENT_BEGIN_TERMINATION: &str = "billing.enforcement.begin_termination";
 }
 
-/// Workflow id of a metering run of an org's period: a rerun with the same inputs uses the same
-/// id (reused after completion, attached to while running).
-pub fn metering_run_id(org: OrgId, period_label: &str) -> String {
-    format!("billing-metering/{org}/{period_label}")
+/// Workflow id of a metering run of an org's period with a price book version (`None`: the one
+/// in effect, `in-effect`): a rerun with the same inputs uses the same id (reused after
+/// completion, attached to while running); a run with another version never attaches to this
+/// one's result.
+pub fn metering_run_id(org: OrgId, period_label: &str, price_version: Option<i32>) -> String {
+    match price_version {
+        Some(v) => format!("billing-metering/{org}/{period_label}/v{v}"),
+        None => format!("billing-metering/{org}/{period_label}/in-effect"),
+    }
 }
 
 /// Workflow id of an org's billing cycle for a period: one cycle per org and period.

@@ -394,3 +394,135 @@ async fn skus_show_the_price_book_in_effect_and_the_book_is_public_to_callers() 
             .any(|s| s["price_version"] == 1)
     );
 }
+
+/// Rated GPU-seconds of `instance`'s span in the month it ran (the live rating).
+async fn span_seconds(p: &Platform, instance: shared_ids::InstanceId) -> f64 {
+    let span =
+        platform_billing::usage::span(&p.pool, &product_gpuaas::instance::usage_span_id(instance))
+            .await
+            .unwrap()
+            .expect("a span for an instance that ran");
+    let ended = span.ended_at.expect("closed when the instance ended");
+    (ended - span.started_at).num_milliseconds() as f64 / 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_run_for_90_seconds_is_charged_90_gpu_seconds_and_one_that_never_ran_nothing() {
+    use std::time::{Duration, Instant};
+    let mut p = Platform::start(Options::default()).await;
+    p.start_agent("meter-a", "4xH100-80GB", 200).await;
+    p.wait_node_state("meter-a", "ready").await;
+
+    // Failed boot: its command exits during settle, so it never reaches running.
+    let broken = p
+        .create_ok(json!({"sku": "h100-80gb-sxm", "gpu_count": 1, "command": "exit 3"}))
+        .await;
+    let id = p
+        .create_running(json!({"sku": "h100-80gb-sxm", "gpu_count": 2, "command": "sleep 600"}))
+        .await;
+    let seen_running = Instant::now();
+    let failed = p
+        .wait_state(broken, &["failed"], Duration::from_secs(60))
+        .await;
+    assert_eq!(failed.state, "failed");
+    let never_ran =
+        platform_billing::usage::span(&p.pool, &product_gpuaas::instance::usage_span_id(broken))
+            .await
+            .unwrap();
+    assert_eq!(never_ran, None, "an instance that never ran is not charged");
+
+    tokio::time::sleep(Duration::from_secs(90).saturating_sub(seen_running.elapsed())).await;
+    assert_eq!(p.delete(id).await, 202);
+    p.wait_state(id, &["terminated"], Duration::from_secs(60))
+        .await;
+    let seconds = span_seconds(&p, id).await;
+    // From the agent-confirmed running to the agent-confirmed stop: 90 s plus the stop (TERM
+    // and a wait), less the moments between the state change and this test seeing it.
+    assert!(
+        (88.0..=92.0).contains(&seconds),
+        "ran {seconds} s for a 90 s run"
+    );
+    // Rated exactly: 2 GPUs × those seconds at 299 cents per GPU-hour, nothing for the other.
+    let month = platform_billing::Period::month_of(chrono::Utc::now());
+    let rated = platform_billing::metering::rate(&p.pool, platform_iam::DEFAULT_ORG, month, None)
+        .await
+        .unwrap();
+    let gpu: Vec<_> = rated.iter().filter(|r| r.meter == "gpu_seconds").collect();
+    assert_eq!(gpu.len(), 1, "{rated:?}");
+    let quantity: f64 = gpu[0].quantity.to_string().parse().unwrap();
+    assert!(
+        (quantity - 2.0 * seconds).abs() < 0.01,
+        "{quantity} vs 2 × {seconds}"
+    );
+    let expected = gpu[0].quantity * platform_billing::Decimal::from(299)
+        / platform_billing::Decimal::from(3600);
+    assert_eq!(gpu[0].amount_exact.round_dp(9), expected.round_dp(9));
+    // The instance shows what it cost.
+    let shown = p.get_json(&format!("/v1/instances/{id}")).await;
+    let cost: f64 = shown["cost_exact_minor"].as_str().unwrap().parse().unwrap();
+    let expected: f64 = expected.to_string().parse().unwrap();
+    assert!((cost - expected).abs() < 0.001, "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_that_runs_out_refuses_new_instances_until_a_top_up_restores_it() {
+    let p = Platform::start(Options::default()).await;
+    let t = sign_up(&p, "burner").await;
+    let org: shared_ids::OrgId = t.org.parse().unwrap();
+    let (_, billing) = get(&p, &t.token, &format!("/v1/orgs/{}/billing", t.org)).await;
+    let trial = billing["credit_minor"].as_i64().unwrap();
+    assert!(trial > 0, "a new org has trial credit: {billing}");
+    // It spends more than its credit (150.00 of input tokens), and enforcement notices.
+    let key = producer_key(&p, &t, "tokens", Some(json!(["usage:write"]))).await;
+    let now = chrono::Utc::now();
+    let (s, body, _) = post(
+        &p,
+        &key,
+        "/v1/usage-events",
+        json!({"events": [{
+            "id": "burn-1", "meter": "input_tokens", "quantity": "1000000000",
+            "started_at": now.to_rfc3339(), "ended_at": now.to_rfc3339(),
+        }]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    platform_billing::account::refresh_standing(&p.pool, org, &[])
+        .await
+        .unwrap();
+    let create = json!({"sku": "a100-40gb", "gpu_count": 1});
+    let (s, refused, content_type) = post(&p, &t.token, "/v1/instances", create.clone()).await;
+    assert_eq!(
+        (s, refused["code"].as_str(), content_type.as_str()),
+        (409, Some("credit_exhausted"), "application/problem+json"),
+        "{refused}"
+    );
+    let instances: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM gpuaas.instances WHERE project_id = $1::uuid")
+            .bind(&t.project)
+            .fetch_one(&p.pool)
+            .await
+            .unwrap();
+    assert_eq!(instances, 0, "nothing half-written");
+    // A top-up with a sandbox card restores service at once.
+    let (s, method, _) = post(
+        &p,
+        &t.token,
+        &format!("/v1/orgs/{}/payment-methods", t.org),
+        json!({"token": "pm_sandbox_success", "label": "test card"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{method}");
+    let (s, topped, _) = send(
+        &p,
+        reqwest::Method::POST,
+        &t.token,
+        &format!("/v1/orgs/{}/billing/top-ups", t.org),
+        Some(json!({"amount_minor": 10000, "payment_method_id": method["id"], "idempotency_key": "top-1"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{topped}");
+    let (_, billing) = get(&p, &t.token, &format!("/v1/orgs/{}/billing", t.org)).await;
+    assert_eq!(billing["standing"], "good", "{billing}");
+    let (s, created, _) = post(&p, &t.token, "/v1/instances", create).await;
+    assert_eq!(s, 202, "{created}");
+}

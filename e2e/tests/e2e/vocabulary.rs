@@ -186,8 +186,12 @@ fn billing_names_are_pinned() {
     );
     let org = OrgId::from_u128(1);
     assert_eq!(
-        billing::metering_run_id(org, "2026-12"),
-        "billing-metering/00000000-0000-0000-0000-000000000001/2026-12"
+        billing::metering_run_id(org, "2026-12", None),
+        "billing-metering/00000000-0000-0000-0000-000000000001/2026-12/in-effect"
+    );
+    assert_eq!(
+        billing::metering_run_id(org, "2026-12", Some(3)),
+        "billing-metering/00000000-0000-0000-0000-000000000001/2026-12/v3"
     );
     assert_eq!(
         billing::billing_cycle_id(org, "2026-12"),
@@ -211,6 +215,7 @@ fn billing_names_are_pinned() {
             act::INVOICE_BUILD_DRAFT,
             act::INVOICE_FINALIZE,
             act::INVOICE_MARK_UNCOLLECTIBLE,
+            act::INVOICE_BILL_CORRECTIONS,
             act::PAYMENT_ATTEMPT,
             act::ACCOUNT_MARK_DELINQUENT,
             act::ACCOUNT_REFRESH_STANDING,
@@ -221,7 +226,8 @@ fn billing_names_are_pinned() {
         ]
         .join(" "),
         "billing.metering.run billing.invoice.build_draft billing.invoice.finalize \
-         billing.invoice.mark_uncollectible billing.payment.attempt billing.account.mark_delinquent \
+         billing.invoice.mark_uncollectible billing.invoice.bill_corrections billing.payment.attempt \
+         billing.account.mark_delinquent \
          billing.account.refresh_standing billing.account.orgs billing.enforcement.past_grace \
          billing.enforcement.running_instances billing.enforcement.begin_termination"
     );

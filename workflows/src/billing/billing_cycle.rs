@@ -172,6 +172,7 @@ impl BillingCycle {
                 org,
                 schedule: input.collection.clone(),
                 pending_recheck_s: input.pending_recheck_s,
+                max_pending_looks: payment_collection::MAX_PENDING_LOOKS,
             };
             let options = payment_collection::child_options(&collection);
             outcome.collection_started = ctx

@@ -4,10 +4,14 @@
 //! delinquent for longer than the grace: through the GPU product's own API (ADR 0007, point 3),
 //! each instance's termination begun as the API's delete begins it and unwound by the product's
 //! `TerminateInstance` on the product's task queue. Billing never touches a product's tables.
+//!
+//! One bad org never stops enforcement for all: an org whose refresh, instance listing or
+//! termination fails is logged (with its code), counted in the outcome and tried again by the
+//! next pass; the other orgs go on, and the orgs past their grace are still stopped.
 
-use super::options::sweep_options;
+use super::options::{per_org_options, sweep_options};
 use super::vocabulary::{self, BillingStep, workflow};
-use super::{ScheduleChange, step};
+use super::{ScheduleChange, failure_code, step, warn_org_failed};
 use crate::gpuaas::NodeTimeouts;
 use crate::gpuaas::instance_terminate::{self, TerminateInput, TerminateInstance};
 use activities::billing::account::{AccountActivities, OrgPage, RefreshPage};
@@ -39,6 +43,17 @@ pub struct EnforcementOutcome {
     pub orgs_past_grace: usize,
     /// Instances whose termination this pass began.
     pub terminations_started: usize,
+    /// Orgs whose standing refresh failed (the others were refreshed).
+    #[serde(default)]
+    pub refresh_failures: usize,
+    /// Pages of orgs that could not be read at all (the refresh stopped there; enforcement went
+    /// on).
+    #[serde(default)]
+    pub page_failures: usize,
+    /// Failed steps stopping an org past its grace: listing its instances, or beginning one's
+    /// termination (the other orgs and instances went on).
+    #[serde(default)]
+    pub stop_failures: usize,
 }
 
 /// Creates the enforcement Schedule on `task_queue`, or updates its interval and input.
@@ -92,11 +107,29 @@ impl CreditEnforcement {
                 },
                 thresholds_percent: input.thresholds_percent.clone(),
             };
-            let refreshed = ctx
+            let refreshed = match ctx
                 .execute_activity(AccountActivities::refresh_standing, page, sweep_options())
-                .await?;
-            outcome.orgs_refreshed += refreshed.orgs;
+                .await
+            {
+                Ok(refreshed) => refreshed,
+                Err(e) => {
+                    // The page could not be read: the rest of the refresh waits for the next
+                    // pass; who is past grace already is still stopped.
+                    outcome.page_failures += 1;
+                    if !ctx.is_replaying_history_events() {
+                        let code = failure_code(&e);
+                        activities::billing::warn_page_failed(
+                            after,
+                            &code,
+                            &crate::failure::root_message(&e),
+                        );
+                    }
+                    break;
+                }
+            };
+            outcome.orgs_refreshed += refreshed.orgs - refreshed.failed.len();
             outcome.standing_changes += refreshed.changes.len();
+            outcome.refresh_failures += refreshed.failed.len();
             match refreshed.next {
                 Some(next) => after = Some(next),
                 None => break,
@@ -122,21 +155,39 @@ impl CreditEnforcement {
             );
         }
         for org in past {
-            let running = ctx
+            let running = match ctx
                 .execute_activity(
                     EnforcementActivities::running_instances,
                     org,
-                    sweep_options(),
+                    per_org_options(),
                 )
-                .await?;
+                .await
+            {
+                Ok(running) => running,
+                Err(e) => {
+                    let code = failure_code(&e);
+                    warn_org_failed(ctx, "listing its running instances", org, &code, &e);
+                    outcome.stop_failures += 1;
+                    continue;
+                }
+            };
             for target in running {
-                let begun = ctx
+                let begun = match ctx
                     .execute_activity(
                         EnforcementActivities::begin_termination,
                         target,
-                        sweep_options(),
+                        per_org_options(),
                     )
-                    .await?;
+                    .await
+                {
+                    Ok(begun) => begun,
+                    Err(e) => {
+                        let code = failure_code(&e);
+                        warn_org_failed(ctx, "beginning an instance's termination", org, &code, &e);
+                        outcome.stop_failures += 1;
+                        continue;
+                    }
+                };
                 let Some(t) = begun else {
                     continue; // it ended meanwhile
                 };
@@ -160,11 +211,15 @@ impl CreditEnforcement {
             ctx,
             BillingStep::Done,
             format!(
-                "{} org(s) refreshed ({} change(s)); {} past grace; {} instance termination(s) begun",
+                "{} org(s) refreshed ({} change(s), {} failed, {} page(s) unread); {} past grace; \
+                 {} instance termination(s) begun ({} step(s) failed)",
                 outcome.orgs_refreshed,
                 outcome.standing_changes,
+                outcome.refresh_failures,
+                outcome.page_failures,
                 outcome.orgs_past_grace,
-                outcome.terminations_started
+                outcome.terminations_started,
+                outcome.stop_failures
             ),
         );
         Ok(outcome)

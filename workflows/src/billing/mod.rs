@@ -56,6 +56,31 @@ pub(crate) fn step<W>(ctx: &WorkflowContext<W>, step: BillingStep, words: impl I
     ctx.set_current_details(words.into());
 }
 
+/// A failed activity's stable code, for logs and outcomes: the domain error's code, else how it
+/// failed (`timed_out`, `not_picked_up`, `failed`).
+pub(crate) fn failure_code(e: &temporalio_sdk::ActivityExecutionError) -> String {
+    use crate::failure::ActivityFailure;
+    match ActivityFailure::of(e) {
+        ActivityFailure::Failed { type_name } if !type_name.is_empty() => type_name,
+        ActivityFailure::Failed { .. } | ActivityFailure::Other => "failed".to_string(),
+        ActivityFailure::TimedOut => "timed_out".to_string(),
+        ActivityFailure::NotPickedUp => "not_picked_up".to_string(),
+    }
+}
+
+/// Logs one org's failed step (not while replaying: it was logged when it happened).
+pub(crate) fn warn_org_failed<W>(
+    ctx: &WorkflowContext<W>,
+    what: &str,
+    org: shared_ids::OrgId,
+    code: &str,
+    e: &temporalio_sdk::ActivityExecutionError,
+) {
+    if !ctx.is_replaying_history_events() {
+        activities::billing::warn_org_failed(what, org, code, &crate::failure::root_message(e));
+    }
+}
+
 /// The search attributes of a workflow about an org's period.
 pub(crate) fn org_period_attributes(
     org: shared_ids::OrgId,

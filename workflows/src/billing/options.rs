@@ -44,3 +44,10 @@ pub(crate) fn metering_options() -> temporalio_sdk::ActivityOptions {
 pub(crate) fn sweep_options() -> temporalio_sdk::ActivityOptions {
     database_activity(Duration::from_secs(3600), Duration::from_secs(60))
 }
+
+/// Credit enforcement's steps about one org (its instances, one termination): retried for a few
+/// minutes only, so one org's trouble holds the pass up briefly; the pass then goes on with the
+/// others and the next pass tries it again.
+pub(crate) fn per_org_options() -> temporalio_sdk::ActivityOptions {
+    database_activity(Duration::from_secs(120), Duration::from_secs(30))
+}

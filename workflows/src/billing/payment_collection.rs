@@ -1,13 +1,17 @@
 //! `PaymentCollection`: the dunning of one finalized invoice. Attempt 1 at once, then one attempt
 //! after each delay of its [`RetrySchedule`], waiting on durable timers (a worker restart loses
 //! nothing). A pending charge is looked at again after a short timer under the same attempt
-//! number (so it is charged once); a hard decline stops; after the last attempt fails, the invoice
-//! is marked uncollectible and its org delinquent. Each attempt's idempotency key is derived from
-//! the invoice and the attempt number, so a retried or replayed attempt charges once.
+//! number (so it is charged once), at most `max_pending_looks` times, after which the attempt
+//! counts as a soft failure and the schedule goes on. A hard decline stops the attempts; it and
+//! the last attempt failing both mark the invoice uncollectible and, if it still is (a manual
+//! payment or a credit note may have settled it meanwhile), its org delinquent, so a postpaid org
+//! with a dead card cannot keep launching. Each attempt's idempotency key is derived from the
+//! invoice and the attempt number, so a retried or replayed attempt charges once.
 
 use super::options::{billing_options, payment_options};
 use super::vocabulary::{self, BillingStep, search, workflow};
-use super::{AttemptResult, RetrySchedule, step};
+use super::{AttemptResult, InvoiceState, RetrySchedule, step};
+use crate::failure::ActivityFailure;
 use activities::billing::account::AccountActivities;
 use activities::billing::invoice::InvoiceActivities;
 use activities::billing::payment::{Attempt, PaymentActivities};
@@ -27,6 +31,16 @@ fn default_pending_recheck_s() -> u64 {
     PENDING_RECHECK_S
 }
 
+/// How many times one pending attempt is looked at, by default, before it counts as failed.
+pub const MAX_PENDING_LOOKS: u32 = 60;
+
+fn default_max_pending_looks() -> u32 {
+    MAX_PENDING_LOOKS
+}
+
+/// The domain's code for "not open" (a void or draft invoice is never made uncollectible).
+const INVOICE_NOT_OPEN: &str = "invoice_not_open";
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CollectionInput {
     pub invoice: InvoiceId,
@@ -36,6 +50,10 @@ pub struct CollectionInput {
     /// Seconds before a pending charge is looked at again.
     #[serde(default = "default_pending_recheck_s")]
     pub pending_recheck_s: u64,
+    /// Looks at one pending attempt (at least 1) before it counts as a soft failure
+    /// (`RetryLater`) and the schedule goes on.
+    #[serde(default = "default_max_pending_looks")]
+    pub max_pending_looks: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -43,10 +61,14 @@ pub struct CollectionInput {
 pub enum CollectionOutcome {
     /// Paid on attempt `attempts` (or nothing was due).
     Paid { attempts: i32 },
-    /// A hard decline on attempt `attempts`: no more attempts; the invoice stays open.
+    /// A hard decline on attempt `attempts`: no more attempts; the invoice is uncollectible and
+    /// the org delinquent (as when every attempt failed), unless it was void.
     Stopped { attempts: i32, reason: String },
     /// Every attempt failed: the invoice is uncollectible and the org delinquent.
     Uncollectible { attempts: i32, reason: String },
+    /// The collection gave up after `attempts`, but the invoice had been settled meanwhile (a
+    /// manual payment, a credit note): nothing uncollectible, nobody delinquent.
+    Settled { attempts: i32 },
 }
 
 pub fn workflow_id(invoice: InvoiceId) -> String {
@@ -105,6 +127,7 @@ impl PaymentCollection {
         let ctx = &*ctx;
         let id = input.invoice;
         let last = input.schedule.attempts() as i32;
+        let max_looks = input.max_pending_looks.max(1);
         let mut attempt: i32 = 1;
         let mut looks = 0u32;
         loop {
@@ -133,25 +156,15 @@ impl PaymentCollection {
                     return Ok(CollectionOutcome::Paid { attempts: attempt });
                 }
                 AttemptResult::Stop { reason } => {
-                    step(
-                        ctx,
-                        BillingStep::Stopped,
-                        format!(
-                            "invoice {id}: attempt {attempt} declined for good ({reason}): no more attempts"
-                        ),
-                    );
-                    return Ok(CollectionOutcome::Stopped {
-                        attempts: attempt,
-                        reason,
-                    });
+                    return give_up(ctx, id, attempt, reason, Ending::HardDecline).await;
                 }
-                AttemptResult::Pending => {
+                AttemptResult::Pending if looks + 1 < max_looks => {
                     looks += 1;
                     step(
                         ctx,
                         BillingStep::WaitingToRetry,
                         format!(
-                            "invoice {id}: attempt {attempt} pending, looking again (look {looks})"
+                            "invoice {id}: attempt {attempt} pending, looking again (look {looks} of {max_looks})"
                         ),
                     );
                     let _ = ctx
@@ -159,10 +172,13 @@ impl PaymentCollection {
                         .await;
                     continue;
                 }
+                AttemptResult::Pending => {
+                    format!("still pending after {max_looks} look(s)")
+                }
                 AttemptResult::RetryLater { reason } => reason,
             };
             if attempt >= last {
-                return give_up(ctx, id, attempt, reason).await;
+                return give_up(ctx, id, attempt, reason, Ending::Exhausted).await;
             }
             let delay = input.schedule.delays[(attempt - 1) as usize];
             step(
@@ -181,21 +197,70 @@ impl PaymentCollection {
     }
 }
 
-/// The last attempt failed: the invoice is uncollectible, its org delinquent.
+/// Why the collection gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// A hard decline: retrying cannot help.
+    HardDecline,
+    /// The last attempt failed.
+    Exhausted,
+}
+
+/// No more attempts: the invoice is marked uncollectible and, if it is (it was not settled
+/// meanwhile), its org delinquent.
 async fn give_up(
     ctx: &WorkflowContext<PaymentCollection>,
     id: InvoiceId,
     attempts: i32,
     reason: String,
+    ending: Ending,
 ) -> WorkflowResult<CollectionOutcome> {
-    step(
-        ctx,
-        BillingStep::Uncollectible,
-        format!("invoice {id}: {attempts} attempt(s) failed (last: {reason}): uncollectible"),
-    );
-    let invoice = ctx
+    let (shown, why) = match ending {
+        Ending::HardDecline => (
+            BillingStep::Stopped,
+            format!("attempt {attempts} declined for good ({reason}): no more attempts"),
+        ),
+        Ending::Exhausted => (
+            BillingStep::Uncollectible,
+            format!("{attempts} attempt(s) failed (last: {reason})"),
+        ),
+    };
+    step(ctx, shown, format!("invoice {id}: {why}; marking it uncollectible"));
+    let stopped = || match ending {
+        Ending::HardDecline => CollectionOutcome::Stopped {
+            attempts,
+            reason: reason.clone(),
+        },
+        Ending::Exhausted => CollectionOutcome::Uncollectible {
+            attempts,
+            reason: reason.clone(),
+        },
+    };
+    let invoice = match ctx
         .execute_activity(InvoiceActivities::mark_uncollectible, id, billing_options())
-        .await?;
+        .await
+    {
+        Ok(invoice) => invoice,
+        // Void (a hard decline's `Stop`): nothing is owed on it any more.
+        Err(e)
+            if ActivityFailure::of(&e)
+                == (ActivityFailure::Failed {
+                    type_name: INVOICE_NOT_OPEN.to_string(),
+                }) =>
+        {
+            ctx.set_current_details(format!("invoice {id}: {why}; it is not open (void)"));
+            return Ok(stopped());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if invoice.state != InvoiceState::Uncollectible {
+        step(
+            ctx,
+            BillingStep::Paid,
+            format!("invoice {id}: {why}, but it was settled meanwhile ({:?})", invoice.state),
+        );
+        return Ok(CollectionOutcome::Settled { attempts });
+    }
     ctx.execute_activity(
         AccountActivities::mark_delinquent,
         invoice.org,
@@ -203,8 +268,8 @@ async fn give_up(
     )
     .await?;
     ctx.set_current_details(format!(
-        "invoice {id}: uncollectible after {attempts} attempt(s) (last: {reason}); org {} delinquent",
+        "invoice {id}: {why}; uncollectible, org {} delinquent",
         invoice.org
     ));
-    Ok(CollectionOutcome::Uncollectible { attempts, reason })
+    Ok(stopped())
 }

@@ -3,6 +3,9 @@
 //! spend limit. Standing is what admission asks before a product allocates: good, credit
 //! exhausted, spend limit reached, or delinquent. Money lives in the ledger; this table holds
 //! settings and the instants standing changed.
+//!
+//! An org without an account when it first allocates gets one from [`admit`]: `postpaid`, no
+//! credit, so everything that launches is billed.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -60,7 +63,8 @@ pub struct Balance {
     pub currency: String,
     /// Prepaid credit on the ledger (top-ups and grants, less what finalized invoices used).
     pub credit_minor: i64,
-    /// Usage rated but not yet on a finalized invoice, live up to now (rounded once, up).
+    /// Usage rated but not yet on a finalized invoice, of every period: the current month live up
+    /// to now, and earlier periods' rated lines no finalized invoice holds yet (rounded once, up).
     pub unbilled_minor: i64,
     /// `credit - unbilled` for prepaid; what may still be spent. Postpaid: the same formula (its
     /// credit is usually 0, so this is minus the unbilled usage); a postpaid org is bounded by its
@@ -375,15 +379,43 @@ fn to_minor(d: Decimal) -> i64 {
     })
 }
 
-/// The balance of an account row, now.
+/// Rated lines of periods that ended by `before` not yet on a finalized invoice (unbilled, or on
+/// a draft), exact, in `currency`: usage of past periods whose invoice is not finalized yet (last
+/// month's, between the 1st and the finalization of its invoice), and late adjustments of
+/// finalized periods not invoiced yet. Lines written off on a void invoice are not counted. Cheap:
+/// rated lines and invoice line sources only, no rating.
+async fn unbilled_earlier(
+    conn: &mut PgConnection,
+    org: OrgId,
+    before: DateTime<Utc>,
+    currency: &str,
+) -> DomainResult<Decimal> {
+    Ok(sqlx::query_scalar(
+        "SELECT coalesce(sum(r.amount_exact), 0) FROM billing.rated_lines r
+         WHERE r.org_id = $1 AND r.period_end <= $2 AND r.currency = $3
+           AND NOT EXISTS (SELECT 1 FROM billing.invoice_line_sources s
+                           JOIN billing.invoices i ON i.id = s.invoice_id
+                           WHERE s.rated_line_id = r.id AND i.state <> 'draft')",
+    )
+    .bind(org.uuid())
+    .bind(before)
+    .bind(currency)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// The balance of an account row, now. `conn` reads the ledger and invoices (under the caller's
+/// lock of the row, if any); `pool` rates the current month.
 ///
 /// - `credit_minor`: −(balance of the org's prepaid credit), a liability growing by credits.
-/// - `unbilled_minor`: the current calendar month's usage rated live (`metering::rate`, up to
-///   now), less what finalized invoices of periods within the month hold, rounded up once, at
-///   least 0. Only the current month counts: the previous month's usage is the cycle's to
-///   invoice in its first days.
-/// - `spent_this_month_minor`: invoiced this month plus unbilled.
-async fn compute(pool: &PgPool, account: &Row) -> DomainResult<Balance> {
+/// - `unbilled_minor`: usage not yet on a finalized invoice, of every period: the current
+///   calendar month's usage rated live (`metering::rate`, up to now) less what finalized invoices
+///   of periods within the month hold (at least 0), plus the rated lines of earlier periods not
+///   on a finalized invoice yet (last month's usage until its invoice is finalized); rounded up
+///   once, at least 0.
+/// - `spent_this_month_minor`: invoiced this month plus this month's unbilled part (earlier
+///   periods' usage is not this month's spend).
+async fn compute(pool: &PgPool, conn: &mut PgConnection, account: &Row) -> DomainResult<Balance> {
     let org: OrgId = account.org_id.into();
     let mode = account.mode();
     let currency = account.currency.as_str();
@@ -394,13 +426,15 @@ async fn compute(pool: &PgPool, account: &Row) -> DomainResult<Balance> {
         .filter(|r| r.currency == currency)
         .map(|r| r.amount_exact)
         .sum();
-    let mut conn = pool.acquire().await?;
-    let invoiced = invoiced_minor(&mut conn, org, month, currency).await?;
-    let unbilled = to_minor((rated - Decimal::from(invoiced)).ceil()).max(0);
-    let credit = -ledger::balance(&mut conn, Account::PrepaidCredit(org), currency).await?;
-    let receivable = ledger::balance(&mut conn, Account::Receivable(org), currency).await?;
+    let invoiced = invoiced_minor(conn, org, month, currency).await?;
+    let this_month = (rated - Decimal::from(invoiced)).max(Decimal::ZERO);
+    let earlier = unbilled_earlier(conn, org, month.start, currency).await?;
+    let unbilled = to_minor((this_month + earlier).ceil()).max(0);
+    let unbilled_this_month = to_minor(this_month.ceil()).max(0);
+    let credit = -ledger::balance(conn, Account::PrepaidCredit(org), currency).await?;
+    let receivable = ledger::balance(conn, Account::Receivable(org), currency).await?;
     let available = credit.saturating_sub(unbilled);
-    let spent = invoiced.saturating_add(unbilled);
+    let spent = invoiced.saturating_add(unbilled_this_month);
     let standing = if account.delinquent_since.is_some() {
         Standing::Delinquent
     } else {
@@ -439,23 +473,37 @@ fn exhaustion(
 }
 
 pub async fn balance(pool: &PgPool, org: OrgId) -> DomainResult<Balance> {
-    let account = {
-        let mut conn = pool.acquire().await?;
-        row(&mut conn, org, false)
-            .await?
-            .ok_or_else(|| not_found(org))?
-    };
-    compute(pool, &account).await
+    let mut conn = pool.acquire().await?;
+    let account = row(&mut conn, org, false)
+        .await?
+        .ok_or_else(|| not_found(org))?;
+    compute(pool, &mut conn, &account).await
 }
 
 /// Admission, inside the product's allocation transaction: refuses with `credit_exhausted`,
-/// `spend_limit_reached` or `org_delinquent` (a conflict naming what to do). An org billing has
-/// no account for is admitted (it predates billing; sign-up creates one).
+/// `spend_limit_reached` or `org_delinquent` (a conflict naming what to do).
 ///
-/// Reads only the account row (no rating): standing as [`refresh_standing`] last stored it.
+/// Reads only the account row (no rating): standing as [`refresh_standing`] last stored it. An
+/// org billing has no account for (it predates billing, or was never signed up through it) gets
+/// one here, in the caller's transaction: `postpaid`, with no credit and nothing posted
+/// (`INSERT … ON CONFLICT DO NOTHING`), and is admitted; so every org that launches is invoiced
+/// and swept like any other (finance may switch its mode later).
 pub async fn admit(conn: &mut PgConnection, org: OrgId) -> DomainResult<()> {
-    let Some(account) = row(conn, org, false).await? else {
-        return Ok(());
+    let account = match row(conn, org, false).await? {
+        Some(account) => account,
+        None => {
+            sqlx::query(
+                "INSERT INTO billing.accounts (org_id, mode) VALUES ($1, 'postpaid')
+                 ON CONFLICT (org_id) DO NOTHING",
+            )
+            .bind(org.uuid())
+            .execute(&mut *conn)
+            .await?;
+            // Created now, or by a concurrent admission: either way, as it stands.
+            row(conn, org, false)
+                .await?
+                .ok_or_else(|| not_found(org))?
+        }
     };
     match account.standing() {
         Standing::Good => Ok(()),
@@ -540,12 +588,15 @@ async fn refresh(
     org: OrgId,
     thresholds_percent: &[u8],
 ) -> DomainResult<(StandingChange, Balance)> {
-    // Rating happens before the row is locked, so the lock is held only for the update.
-    let bal = balance(pool, org).await?;
+    // The row is locked first and the balance computed under the lock: a top-up (or any other
+    // refresh) committing meanwhile is seen by whichever refresh takes the lock after it, so a
+    // stale balance never overwrites a newer standing. The current month's rating reads through
+    // the pool while the lock is held.
     let mut tx = pool.begin().await?;
     let account = row(&mut tx, org, true)
         .await?
         .ok_or_else(|| not_found(org))?;
+    let bal = compute(pool, &mut tx, &account).await?;
     let before = account.standing();
     let mode = account.mode();
     let now_exhausted = exhaustion(
@@ -683,8 +734,20 @@ pub async fn orgs(pool: &PgPool, after: Option<OrgId>, limit: i64) -> DomainResu
 }
 
 /// Sets `delinquent_since` (if not set yet) and records a `delinquent` event. Idempotent.
+///
+/// Under the account row's lock, and only while the org has an unpaid invoice (the same as
+/// [`crate::invoice::unpaid`] being non-empty): an org that paid up meanwhile (a payment racing
+/// the end of collection) is returned unchanged. A payment that commits after this marks clears
+/// the delinquency again (it takes the same row lock).
 pub async fn mark_delinquent(pool: &PgPool, org: OrgId) -> DomainResult<BillingAccount> {
     let mut tx = pool.begin().await?;
+    let account = row(&mut tx, org, true)
+        .await?
+        .ok_or_else(|| not_found(org))?;
+    if !crate::invoice::has_unpaid(&mut tx, org, None).await? {
+        tx.commit().await?;
+        return Ok(account.account());
+    }
     let since: Option<DateTime<Utc>> = sqlx::query_scalar(
         "UPDATE billing.accounts SET delinquent_since = now(), updated_at = now()
          WHERE org_id = $1 AND delinquent_since IS NULL RETURNING delinquent_since",

@@ -1,9 +1,11 @@
 //! Invoices: `draft` → `open` (finalized, never edited again) → `paid` | `void` |
 //! `uncollectible`. A draft bills every rated line of its org and period not yet on an invoice,
 //! one invoice line per meter, SKU and price version, rounded once (half away from zero) from the
-//! exact sum. Late adjustments to a period whose invoice is finalized go on an `adjusting`
+//! exact sum, cumulatively: a line bills round(the exact sum of every rated line of its group in
+//! the period, billed or not) less what finalized invoices already billed for the group, so late
+//! sub-minor adjustments are never lost to rounding. Late adjustments to a period whose invoice is finalized go on an `adjusting`
 //! invoice (more owed) or a `credit_note` (less), linked to it. Finalizing posts to the ledger:
-//! prepaid credit covers what it can, the rest is receivable.
+//! prepaid credit covers what it can (in every billing mode), the rest is receivable.
 //!
 //! Signs: a credit note's `total_minor` (and its lines' amounts) are negative; invoices and
 //! adjusting invoices are positive (or zero). Payments and credit notes settle what is due without
@@ -147,14 +149,38 @@ pub async fn build_draft(
             (InvoiceId::new().uuid(), finalized)
         }
     };
+    // Per group of unbilled lines, what the group's line must bill so that rounding happens once
+    // over the whole group, cumulatively: round(the exact sum of every rated line of the group,
+    // billed or not) less what finalized invoices already billed for it. Lines written off on a
+    // void invoice are in neither sum.
     let groups: Vec<Group> = sqlx::query_as(
-        "SELECT meter, sku, price_version, currency, sum(quantity) AS quantity,
-                sum(amount_exact) AS amount_exact, array_agg(id ORDER BY id) AS ids
-         FROM billing.rated_lines r
-         WHERE r.org_id = $1 AND r.period_start = $2 AND r.period_end = $3
-           AND NOT EXISTS (SELECT 1 FROM billing.invoice_line_sources s WHERE s.rated_line_id = r.id)
-         GROUP BY meter, sku, price_version, currency
-         ORDER BY meter, sku, price_version, currency",
+        "WITH unbilled AS (
+             SELECT meter, sku, price_version, currency, sum(quantity) AS quantity,
+                    sum(amount_exact) AS amount_exact, array_agg(id ORDER BY id) AS ids
+             FROM billing.rated_lines r
+             WHERE r.org_id = $1 AND r.period_start = $2 AND r.period_end = $3
+               AND NOT EXISTS (SELECT 1 FROM billing.invoice_line_sources s
+                               WHERE s.rated_line_id = r.id)
+             GROUP BY meter, sku, price_version, currency
+         )
+         SELECT u.meter, u.sku, u.price_version, u.currency, u.quantity, u.amount_exact, u.ids,
+                (SELECT coalesce(sum(r.amount_exact), 0) FROM billing.rated_lines r
+                  WHERE r.org_id = $1 AND r.period_start = $2 AND r.period_end = $3
+                    AND r.meter = u.meter AND r.sku = u.sku
+                    AND r.price_version = u.price_version AND r.currency = u.currency
+                    AND NOT EXISTS (SELECT 1 FROM billing.invoice_line_sources s
+                                    JOIN billing.invoices i ON i.id = s.invoice_id
+                                    WHERE s.rated_line_id = r.id AND i.state = 'void'))
+                    AS cumulative_exact,
+                (SELECT coalesce(sum(l.amount_minor), 0)::bigint FROM billing.invoice_lines l
+                   JOIN billing.invoices i ON i.id = l.invoice_id
+                  WHERE i.org_id = $1 AND i.period_start = $2 AND i.period_end = $3
+                    AND i.state IN ('open', 'paid', 'uncollectible') AND i.currency = u.currency
+                    AND l.meter = u.meter AND l.sku = u.sku
+                    AND l.price_version = u.price_version)
+                    AS billed_minor
+         FROM unbilled u
+         ORDER BY u.meter, u.sku, u.price_version, u.currency",
     )
     .bind(org.uuid())
     .bind(period.start)
@@ -182,7 +208,7 @@ pub async fn build_draft(
     let mut lines = Vec::with_capacity(groups.len());
     let mut total: i64 = 0;
     for (i, g) in groups.iter().enumerate() {
-        let amount_minor = round_minor(g.amount_exact)?;
+        let amount_minor = line_minor(g.cumulative_exact, g.billed_minor)?;
         total = total.checked_add(amount_minor).ok_or_else(out_of_range)?;
         lines.push((i as i32 + 1, g, amount_minor));
     }
@@ -257,8 +283,9 @@ pub async fn build_draft(
 /// An invoice nothing is due on (credit covered it, or a credit note) goes straight to `paid`.
 /// Idempotent: finalizing an open or paid invoice returns it unchanged.
 ///
-/// An `invoice` or `adjusting` of total T: prepaid accounts apply C = min(T, prepaid credit on
-/// the ledger) (postpaid: 0); prepaid_credit +C, receivable +(T-C), revenue -T. A credit note of
+/// An `invoice` or `adjusting` of total T: C = min(T, prepaid credit on the ledger) is applied,
+/// in every billing mode (a postpaid org's credit from a credit note or an overpayment is used
+/// by its next invoice); prepaid_credit +C, receivable +(T-C), revenue -T. A credit note of
 /// total -A: revenue +A, receivable -R where R = min(A, what is still owed on the corrected
 /// invoice, which R settles), prepaid_credit -(A-R) (given back as credit). Zero entries are left
 /// out; a zero total posts nothing.
@@ -292,18 +319,13 @@ pub async fn finalize(pool: &PgPool, id: InvoiceId) -> DomainResult<Invoice> {
     let mut credit_applied = 0;
     let mut settled_corrected = false;
     if total > 0 {
-        let mode: Option<String> =
-            sqlx::query_scalar("SELECT mode FROM billing.accounts WHERE org_id = $1")
-                .bind(org.uuid())
-                .fetch_optional(&mut *tx)
-                .await?;
-        if mode.as_deref() != Some("postpaid") {
-            // One org's credit is consumed by one finalization at a time.
-            lock_key(&mut tx, format!("billing.credit:{}", org.uuid())).await?;
-            let balance = ledger::balance(&mut tx, Account::PrepaidCredit(org), &currency).await?;
-            // prepaid_credit is a liability: credit (what the org has) is its negated balance.
-            credit_applied = total.min(balance.saturating_neg().max(0));
-        }
+        // Credit is applied in every mode: a postpaid org has credit too when a credit note gave
+        // money back or a payment came in over what was due, and its next invoice uses it.
+        // One org's credit is consumed by one finalization at a time.
+        lock_key(&mut tx, format!("billing.credit:{}", org.uuid())).await?;
+        let balance = ledger::balance(&mut tx, Account::PrepaidCredit(org), &currency).await?;
+        // prepaid_credit is a liability: credit (what the org has) is its negated balance.
+        credit_applied = total.min(balance.saturating_neg().max(0));
         entries.push(entry(Account::PrepaidCredit(org), credit_applied));
         entries.push(entry(Account::Receivable(org), total - credit_applied));
         entries.push(entry(Account::Revenue, -total));
@@ -375,68 +397,124 @@ pub async fn finalize(pool: &PgPool, id: InvoiceId) -> DomainResult<Invoice> {
     Ok(invoice)
 }
 
-/// Records a payment covering the amount due (cash ← receivable, key `payment/<key>`) and marks
-/// the invoice paid; clears the org's delinquency. In the caller's transaction. Idempotent.
+/// Records a payment of `charged_minor`, the amount the provider actually charged (key
+/// `payment/<key>`), in the caller's transaction, and clears the org's delinquency when nothing
+/// else is unpaid. Idempotent by `key`: a key already recorded returns the invoice as it is.
 ///
-/// A paid invoice is returned as it is; a draft or void one is refused (`invoice_not_open`).
-/// Delinquency is cleared when the org has no other unpaid invoice.
+/// A provider success is never dropped nor rolled back by what happened to the invoice meanwhile:
+/// - **open or uncollectible:** cash +charged, receivable −min(charged, due); the invoice is paid
+///   once nothing is due (a smaller charge leaves it open with less due).
+/// - **excess:** what was charged beyond what is due (a credit note took something off while the
+///   charge was in flight) credits the org's prepaid_credit: an overpayment the org's next
+///   invoices use (finalizing applies credit in every mode), to be refunded by finance later if
+///   the org asks.
+/// - **already paid or void** (a manual payment raced the workflow, or a credit note or a void
+///   came while the charge was in flight): the whole amount goes to prepaid_credit, the invoice
+///   is left as it is.
+///
+/// Refused: a draft (`invoice_not_open`: nothing is ever charged for one), `charged_minor` of 0
+/// or less (`invalid_amount`), and a key that recorded a payment of another org
+/// (`payment_key_reused`).
 pub async fn record_payment(
     conn: &mut PgConnection,
     id: InvoiceId,
     key: &str,
+    charged_minor: i64,
 ) -> DomainResult<Invoice> {
+    if charged_minor <= 0 {
+        return Err(DomainError::invalid(
+            "invalid_amount",
+            format!("payment {key} of invoice {id}: a charge is more than 0, not {charged_minor}"),
+        ));
+    }
     let mut tx = conn.begin().await?;
     let row = fetch(&mut tx, id.uuid(), true)
         .await?
         .ok_or_else(|| not_found(id))?;
-    match row.state.as_str() {
-        "paid" => {
-            let invoice = with_lines(&mut tx, row).await?;
-            tx.commit().await?;
-            return Ok(invoice);
-        }
-        "open" | "uncollectible" => {}
-        state => {
-            return Err(DomainError::conflict(
-                "invoice_not_open",
-                format!("invoice {id} is {state}; only an open or uncollectible one is paid"),
-            ));
-        }
+    if row.state == "draft" {
+        return Err(DomainError::conflict(
+            "invoice_not_open",
+            format!("invoice {id} is a draft; only a finalized invoice is paid"),
+        ));
     }
     let org = OrgId::from(row.org_id);
-    let due = row.due();
-    if due > 0 {
-        let posted = ledger::post(
-            &mut tx,
-            &NewTransaction {
-                key: format!("payment/{key}"),
-                org: Some(org),
-                description: format!("payment of {} {id}", row.kind_label()),
-                corrects: None,
-                currency: row.currency.clone(),
-                entries: vec![
-                    entry(Account::Cash, due),
-                    entry(Account::Receivable(org), -due),
-                ],
-            },
-        )
-        .await?;
-        if !posted.new {
+    let ledger_key = format!("payment/{key}");
+    let recorded: Option<Option<Uuid>> =
+        sqlx::query_scalar("SELECT org_id FROM billing.ledger_transactions WHERE key = $1")
+            .bind(&ledger_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(recorded_org) = recorded {
+        if recorded_org != Some(org.uuid()) {
             return Err(DomainError::conflict(
                 "payment_key_reused",
                 format!("payment key {key} already paid something else"),
             ));
         }
+        // Recorded before (a retried activity): nothing more to do.
+        let invoice = with_lines(&mut tx, row).await?;
+        tx.commit().await?;
+        return Ok(invoice);
     }
-    sqlx::query(
-        "UPDATE billing.invoices SET state = 'paid', paid_at = now(), paid_minor = paid_minor + $2
-         WHERE id = $1",
+    let payable = matches!(row.state.as_str(), "open" | "uncollectible");
+    let due = if payable { row.due() } else { 0 };
+    let applied = charged_minor.min(due);
+    let excess = charged_minor - applied;
+    let description = if excess == 0 {
+        format!("payment of {} {id}", row.kind_label())
+    } else if applied > 0 {
+        format!(
+            "payment of {} {id}; {excess} {} over what was due kept as prepaid credit",
+            row.kind_label(),
+            row.currency
+        )
+    } else {
+        format!(
+            "payment of {} {id}, which was {} when it came: kept as prepaid credit",
+            row.kind_label(),
+            row.state
+        )
+    };
+    let mut entries = vec![entry(Account::Cash, charged_minor)];
+    if applied > 0 {
+        entries.push(entry(Account::Receivable(org), -applied));
+    }
+    if excess > 0 {
+        entries.push(entry(Account::PrepaidCredit(org), -excess));
+    }
+    ledger::post(
+        &mut tx,
+        &NewTransaction {
+            key: ledger_key,
+            org: Some(org),
+            description,
+            corrects: None,
+            currency: row.currency.clone(),
+            entries,
+        },
     )
-    .bind(id.uuid())
-    .bind(due)
-    .execute(&mut *tx)
     .await?;
-    if !has_unpaid(&mut tx, org, Some(id)).await? {
+    if applied > 0 {
+        let settles = applied == due;
+        sqlx::query(
+            "UPDATE billing.invoices SET paid_minor = paid_minor + $2,
+                 state = CASE WHEN $3 THEN 'paid' ELSE state END,
+                 paid_at = CASE WHEN $3 THEN now() ELSE paid_at END
+             WHERE id = $1",
+        )
+        .bind(id.uuid())
+        .bind(applied)
+        .bind(settles)
+        .execute(&mut *tx)
+        .await?;
+    } else if payable && due == 0 {
+        // Nothing was due any more (credit notes settled it): it is paid.
+        sqlx::query("UPDATE billing.invoices SET state = 'paid', paid_at = now() WHERE id = $1")
+            .bind(id.uuid())
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !has_unpaid(&mut tx, org, None).await? {
         account::clear_delinquent(&mut tx, org).await?;
     }
     let row = fetch(&mut tx, id.uuid(), false)
@@ -717,6 +795,10 @@ struct Group {
     quantity: Decimal,
     amount_exact: Decimal,
     ids: Vec<Uuid>,
+    /// The exact sum of every rated line of the group not written off (billed or not).
+    cumulative_exact: Decimal,
+    /// What finalized (non-void) invoices of the period already billed for the group.
+    billed_minor: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -766,7 +848,7 @@ async fn with_lines(conn: &mut PgConnection, row: Row) -> DomainResult<Invoice> 
 }
 
 /// Whether `org` has a finalized invoice with something due, `except` aside.
-async fn has_unpaid(
+pub(crate) async fn has_unpaid(
     conn: &mut PgConnection,
     org: OrgId,
     except: Option<InvoiceId>,
@@ -835,6 +917,15 @@ fn round_minor(exact: Decimal) -> DomainResult<i64> {
         .ok_or_else(out_of_range)
 }
 
+/// What a line bills for a group: its cumulative exact amount rounded once (half away from zero)
+/// less what finalized invoices already billed for it. So a +0.4 after an original of 100.4
+/// (billed 100) bills 1 (round(100.8) = 101), and sub-minor adjustments are never lost.
+fn line_minor(cumulative_exact: Decimal, billed_minor: i64) -> DomainResult<i64> {
+    round_minor(cumulative_exact)?
+        .checked_sub(billed_minor)
+        .ok_or_else(out_of_range)
+}
+
 /// `H100 GPU-seconds (h100-80gb-sxm), price version 1`; `Input tokens, price version 1`.
 fn describe(meter: &str, sku: &str, price_version: i32) -> String {
     let meter_label = match meter {
@@ -875,6 +966,12 @@ mod tests {
         assert_eq!(round_minor(d("-0.5")).unwrap(), -1);
         assert_eq!(round_minor(d("2.4999999")).unwrap(), 2);
         assert_eq!(round_minor(d("-2.5")).unwrap(), -3);
+        // Cumulative: 100.4 billed 100; +0.4 makes 100.8, which rounds to 101: the line bills 1.
+        assert_eq!(line_minor(d("100.8"), 100).unwrap(), 1);
+        assert_eq!(line_minor(d("100.4"), 0).unwrap(), 100);
+        // Sub-minor token adjustments add up instead of each rounding to 0.
+        assert_eq!(line_minor(d("0.6"), 0).unwrap(), 1);
+        assert_eq!(line_minor(d("-0.5"), 0).unwrap(), -1);
         assert_eq!(
             describe("gpu_seconds", "h100-80gb-sxm", 1),
             "H100 GPU-seconds (h100-80gb-sxm), price version 1"

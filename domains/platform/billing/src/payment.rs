@@ -368,6 +368,19 @@ pub enum AttemptResult {
 /// again through [`PaymentProvider::confirm`]; a recorded error (provider unreachable, no
 /// payment method) is not: the attempt charges again with the same key, which the provider
 /// answers once. A draft invoice is refused (`invoice_not_open`); a void one is `Stop`.
+///
+/// Collecting one invoice is serialised (with [`pay_unpaid`]) on a per-invoice advisory lock,
+/// held from reading what is due, through the charge, to recording its outcome, so a workflow
+/// attempt and a manual payment never both charge the full amount. The lock is held on a
+/// dedicated connection (its own transaction, which writes nothing) for the whole collection,
+/// the provider's network call included: one connection per invoice being collected, which is
+/// acceptable at the rate invoices are collected.
+///
+/// A provider success is never dropped: an attempt recorded `pending` (or `succeeded`) under this
+/// key is confirmed and recorded even when the invoice was paid (by hand, or by a credit note) or
+/// voided meanwhile; what it charged then becomes prepaid credit (see
+/// [`invoice::record_payment`]). Such an attempt answers `Paid` (paid invoice) or `Stop` (void
+/// one) once the provider has answered, `Pending` until then.
 pub async fn attempt_invoice(
     pool: &PgPool,
     provider: &dyn PaymentProvider,
@@ -380,7 +393,8 @@ pub async fn attempt_invoice(
             "attempts are numbered from 1",
         ));
     }
-    collect(
+    let lock = lock_invoice(pool, invoice).await?;
+    let result = collect(
         pool,
         provider,
         invoice,
@@ -388,7 +402,8 @@ pub async fn attempt_invoice(
         &invoice_attempt_key(invoice, attempt),
         None,
     )
-    .await
+    .await;
+    release(lock, result).await
 }
 
 /// One recorded attempt.
@@ -510,7 +525,11 @@ pub async fn top_up(
 /// `method`; a success clears delinquency. Returns each invoice's result.
 ///
 /// Each invoice is charged under key `invoice/<id>/attempt/manual-<key>` (so the same `key` again
-/// charges nothing twice), recorded as the invoice's next attempt.
+/// charges nothing twice), recorded as the invoice's next attempt, under the same per-invoice
+/// lock as [`attempt_invoice`]. Refused (`payment_pending`, a conflict) when an invoice's latest
+/// attempt is still pending confirmation at the provider (under another key): charging it again
+/// could take the amount twice; wait for it to be confirmed. That is checked for every invoice
+/// before anything is charged, and again under each invoice's lock.
 pub async fn pay_unpaid(
     pool: &PgPool,
     provider: &dyn PaymentProvider,
@@ -523,19 +542,81 @@ pub async fn pay_unpaid(
         // Refuse a foreign method before charging anything.
         method_of(pool, org, method).await?;
     }
+    let unpaid = invoice::unpaid(pool, org).await?;
+    let manual_key = |id: InvoiceId| format!("invoice/{id}/attempt/manual-{key}");
+    // Refuse a pending payment before charging anything.
+    for inv in &unpaid {
+        refuse_if_pending(pool, inv.id, &manual_key(inv.id)).await?;
+    }
     let mut results = Vec::new();
-    for inv in invoice::unpaid(pool, org).await? {
-        let attempt_key = format!("invoice/{}/attempt/manual-{key}", inv.id);
-        let next: i32 = sqlx::query_scalar(
-            "SELECT coalesce(max(attempt), 0) + 1 FROM billing.payment_attempts WHERE invoice_id = $1",
-        )
-        .bind(inv.id.uuid())
-        .fetch_one(pool)
-        .await?;
-        let result = collect(pool, provider, inv.id, next, &attempt_key, method).await?;
-        results.push((inv.id, result));
+    for inv in unpaid {
+        let attempt_key = manual_key(inv.id);
+        let lock = lock_invoice(pool, inv.id).await?;
+        let result = async {
+            refuse_if_pending(pool, inv.id, &attempt_key).await?;
+            let next: i32 = sqlx::query_scalar(
+                "SELECT coalesce(max(attempt), 0) + 1 FROM billing.payment_attempts
+                 WHERE invoice_id = $1",
+            )
+            .bind(inv.id.uuid())
+            .fetch_one(pool)
+            .await?;
+            collect(pool, provider, inv.id, next, &attempt_key, method).await
+        }
+        .await;
+        results.push((inv.id, release(lock, result).await?));
     }
     Ok(results)
+}
+
+/// `payment_pending` when the latest attempt at `invoice` is pending at the provider under
+/// another key than `key` (the same key confirms it instead of charging again).
+async fn refuse_if_pending(pool: &PgPool, invoice: InvoiceId, key: &str) -> DomainResult<()> {
+    let latest: Option<(String, String, i32)> = sqlx::query_as(
+        "SELECT idempotency_key, outcome, attempt FROM billing.payment_attempts
+         WHERE invoice_id = $1 ORDER BY attempt DESC, created_at DESC LIMIT 1",
+    )
+    .bind(invoice.uuid())
+    .fetch_optional(pool)
+    .await?;
+    match latest {
+        Some((latest_key, outcome, attempt)) if outcome == "pending" && latest_key != key => {
+            Err(DomainError::conflict(
+                "payment_pending",
+                format!(
+                    "invoice {invoice}: payment attempt {attempt} is pending confirmation at the                      payment provider; wait for it to be confirmed before paying again"
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Takes the advisory lock that serialises collecting `invoice`, on a dedicated connection: a
+/// transaction that only holds the lock (everything else goes through the pool and commits on
+/// its own, so whoever takes the lock next reads it). Released by [`release`].
+async fn lock_invoice(
+    pool: &PgPool,
+    invoice: InvoiceId,
+) -> DomainResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut lock = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("billing.collect:{}", invoice.uuid()))
+        .execute(&mut *lock)
+        .await?;
+    Ok(lock)
+}
+
+/// Ends the lock's transaction (releasing the lock at once, whatever `result` is) and answers
+/// `result`.
+async fn release<T>(
+    lock: sqlx::Transaction<'static, sqlx::Postgres>,
+    result: DomainResult<T>,
+) -> DomainResult<T> {
+    let released = lock.commit().await;
+    let value = result?;
+    released?;
+    Ok(value)
 }
 
 /// When attempts happen: attempt 1 at once, then after each delay. Default: 8 attempts over 14
@@ -732,11 +813,47 @@ async fn collect(
     method: Option<Uuid>,
 ) -> DomainResult<AttemptResult> {
     let inv = invoice::get(pool, None, invoice).await?;
+    let subject = Subject::Invoice {
+        id: invoice,
+        org: inv.org,
+    };
     match inv.state {
-        InvoiceState::Paid => return Ok(AttemptResult::Paid),
-        InvoiceState::Void => {
-            return Ok(AttemptResult::Stop {
-                reason: format!("invoice {invoice} is void"),
+        InvoiceState::Paid | InvoiceState::Void => {
+            // A charge made under this key before the invoice was paid or voided is still
+            // confirmed and recorded (as prepaid credit): a provider success is never dropped.
+            let charged = recorded(pool, key).await?.filter(|r| {
+                r.outcome == "succeeded" || (r.outcome == "pending" && r.provider_ref.is_some())
+            });
+            if let Some(r) = charged {
+                let charge = Charge {
+                    subject: &subject,
+                    key,
+                    attempt,
+                    amount_minor: r.amount_minor,
+                    currency: &inv.currency,
+                };
+                let result = settle(pool, provider, &charge, None, Some(r)).await?;
+                return Ok(match (inv.state, result) {
+                    // Not known yet (pending, or the provider unreachable): look again.
+                    (_, AttemptResult::Pending | AttemptResult::RetryLater { .. }) => {
+                        AttemptResult::Pending
+                    }
+                    (InvoiceState::Paid, _) => AttemptResult::Paid,
+                    (_, AttemptResult::Paid) => AttemptResult::Stop {
+                        reason: format!(
+                            "invoice {invoice} is void; what this attempt charged is kept as \
+                             prepaid credit"
+                        ),
+                    },
+                    (_, stop) => stop,
+                });
+            }
+            return Ok(if inv.state == InvoiceState::Paid {
+                AttemptResult::Paid
+            } else {
+                AttemptResult::Stop {
+                    reason: format!("invoice {invoice} is void"),
+                }
             });
         }
         InvoiceState::Draft => {
@@ -752,10 +869,6 @@ async fn collect(
     }
     let recorded = recorded(pool, key).await?;
     let method = method_of(pool, inv.org, method).await?;
-    let subject = Subject::Invoice {
-        id: invoice,
-        org: inv.org,
-    };
     let charge = Charge {
         subject: &subject,
         key,
@@ -862,27 +975,32 @@ async fn apply(
     Ok(result)
 }
 
-/// A charge succeeded: in one transaction, the attempt row and what it paid (the invoice's
-/// payment, or the top-up's posting). Idempotent.
+/// A charge succeeded: the attempt row is recorded `succeeded` first, on its own (a provider
+/// success is never rolled back by what follows), then what it paid in one transaction (the
+/// invoice's payment of the amount charged, or the top-up's posting). Idempotent: a failure in
+/// between leaves a `succeeded` row, which the same attempt again records the payment of.
 async fn succeed(
     pool: &PgPool,
     charge: &Charge<'_>,
     method: Option<Uuid>,
     provider_ref: &str,
 ) -> DomainResult<AttemptResult> {
+    {
+        let mut conn = pool.acquire().await?;
+        record(
+            &mut conn,
+            charge,
+            method,
+            "succeeded",
+            Some(provider_ref).filter(|r| !r.is_empty()),
+            "paid",
+        )
+        .await?;
+    }
     let mut tx = pool.begin().await?;
-    record(
-        &mut tx,
-        charge,
-        method,
-        "succeeded",
-        Some(provider_ref).filter(|r| !r.is_empty()),
-        "paid",
-    )
-    .await?;
     match charge.subject {
         Subject::Invoice { id, .. } => {
-            invoice::record_payment(&mut tx, *id, charge.key).await?;
+            invoice::record_payment(&mut tx, *id, charge.key, charge.amount_minor).await?;
         }
         Subject::TopUp {
             org,

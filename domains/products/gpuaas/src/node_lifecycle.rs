@@ -290,6 +290,7 @@ pub async fn fail_unreachable_instances(
     for (instance, last_seen) in &failed {
         crate::instance::close_usage(&mut tx, InstanceId::from(*instance), *last_seen).await?;
     }
+    close_usage_of_terminating(&mut tx, id).await?;
     let failed: Vec<InstanceId> = failed
         .into_iter()
         .map(|(i, _)| InstanceId::from(i))
@@ -306,6 +307,24 @@ pub async fn fail_unreachable_instances(
     }
     tx.commit().await?;
     Ok(failed)
+}
+
+/// Instances being terminated on a node that stopped answering: their stop cannot be confirmed
+/// any more, so their usage ends at the agent's last answer too (not when the termination gives
+/// up, minutes later).
+async fn close_usage_of_terminating(tx: &mut sqlx::PgConnection, node: NodeId) -> DomainResult<()> {
+    let terminating: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT i.id, coalesce(least(n.last_seen_at, now()), now())
+         FROM gpuaas.instances i JOIN gpuaas.nodes n ON n.id = i.node_id
+         WHERE n.id = $1 AND i.state = 'terminating'",
+    )
+    .bind(node.uuid())
+    .fetch_all(&mut *tx)
+    .await?;
+    for (instance, last_seen) in terminating {
+        crate::instance::close_usage(tx, InstanceId::from(instance), last_seen).await?;
+    }
+    Ok(())
 }
 
 /// The agent answers again and its unwanted workloads are stopped: the node returns to the state
@@ -386,6 +405,7 @@ pub async fn decommission(pool: &PgPool, id: NodeId, actor: &Actor) -> DomainRes
         for (instance, last_seen) in &failed {
             crate::instance::close_usage(&mut tx, InstanceId::from(*instance), *last_seen).await?;
         }
+        close_usage_of_terminating(&mut tx, id).await?;
         let released: i64 = sqlx::query_scalar(
             "WITH released AS (
                  UPDATE gpuaas.allocations SET released_at = now()

@@ -154,6 +154,20 @@ async fn a_fenced_node_ends_usage_at_the_agents_last_answer() {
     add_node(&pool, "u-3", 8, "H100-80GB").await;
     let (id, node) = provisioning(&pool, 2).await;
     instance::mark_running(&pool, id).await.unwrap();
+    let (deleting, same_node) = provisioning(&pool, 2).await;
+    assert_eq!(
+        same_node, node,
+        "best fit packs the second onto the same node"
+    );
+    instance::mark_running(&pool, deleting).await.unwrap();
+    let in_project = OperationContext {
+        project: Some(DEFAULT_PROJECT),
+        org: Some(DEFAULT_ORG),
+        ..system()
+    };
+    instance::begin_termination(&pool, &in_project, deleting)
+        .await
+        .unwrap();
     // It ran a while; the agent last answered half a second ago, and the grace runs out now.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let last_seen: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
@@ -173,14 +187,30 @@ async fn a_fenced_node_ends_usage_at_the_agents_last_answer() {
         .await
         .unwrap();
     assert_eq!(failed, vec![id]);
-    let span = usage::span(&pool, &instance::usage_span_id(id))
+    // Both end at the last answer: the one still running, and the one whose stop the user asked
+    // for but the agent never confirmed (its termination gives up minutes later).
+    for id in [id, deleting] {
+        let span = usage::span(&pool, &instance::usage_span_id(id))
+            .await
+            .unwrap()
+            .unwrap();
+        let ended = span.ended_at.expect("closed");
+        assert!(
+            (ended - last_seen).num_milliseconds().abs() < 1,
+            "usage ends at the last answer {last_seen}, not {ended}"
+        );
+    }
+    instance::mark_terminated(&pool, deleting, Some("stop unconfirmed"))
+        .await
+        .unwrap();
+    let span = usage::span(&pool, &instance::usage_span_id(deleting))
         .await
         .unwrap()
         .unwrap();
-    let ended = span.ended_at.expect("closed");
-    assert!(
-        (ended - last_seen).num_milliseconds().abs() < 1,
-        "usage ends at the last answer {last_seen}, not {ended}"
+    assert_eq!(
+        span.ended_at
+            .map(|e| (e - last_seen).num_milliseconds().abs() < 1),
+        Some(true)
     );
 }
 
