@@ -72,8 +72,7 @@ impl AccountActivities {
             let mut changes = Vec::new();
             let mut failed = Vec::new();
             for org in &orgs {
-                match account::refresh_standing(&self.pool, *org, &input.thresholds_percent).await
-                {
+                match account::refresh_standing(&self.pool, *org, &input.thresholds_percent).await {
                     Ok(change) => {
                         if change.before != change.after || !change.events.is_empty() {
                             changes.push(change);

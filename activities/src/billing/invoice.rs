@@ -43,7 +43,10 @@ pub struct Corrections {
     pub to_collect: Vec<Invoice>,
 }
 
-async fn bill_corrections(pool: &sqlx::PgPool, input: DraftFor) -> shared_kernel::DomainResult<Corrections> {
+async fn bill_corrections(
+    pool: &sqlx::PgPool,
+    input: DraftFor,
+) -> shared_kernel::DomainResult<Corrections> {
     let mut out = Corrections::default();
     match invoice::build_draft(pool, input.org, input.period).await? {
         Some(draft) if matches!(draft.kind, InvoiceKind::Adjusting | InvoiceKind::CreditNote) => {

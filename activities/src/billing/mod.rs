@@ -32,7 +32,11 @@ pub fn warn_org_failed(
 }
 
 /// Logs that a page of orgs could not be refreshed at all (credit enforcement goes on).
-pub fn warn_page_failed(after: Option<shared_ids::OrgId>, code: &str, error: &dyn std::fmt::Display) {
+pub fn warn_page_failed(
+    after: Option<shared_ids::OrgId>,
+    code: &str,
+    error: &dyn std::fmt::Display,
+) {
     let after = after.map(|o| o.to_string()).unwrap_or_default();
     tracing::warn!(after, code, error = %error, "billing: a page of orgs could not be refreshed; enforcement goes on");
 }

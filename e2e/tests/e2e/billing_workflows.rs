@@ -1,14 +1,17 @@
 //! The billing workflows end to end, on the worker's billing task queue (each test its own):
-//! dunning (`PaymentCollection` paid after two soft declines, stopped by a hard decline, and
-//! exhausted into uncollectible + delinquent), a metering rerun that changes nothing, a whole
-//! `BillingCycle` from a period's end to its invoice paid, and a worker SIGKILLed right after a
-//! charge and restarted, which charges nobody twice.
+//! dunning (`PaymentCollection` paid after two soft declines, stopped by a hard decline into
+//! uncollectible + delinquent, exhausted into uncollectible + delinquent, a pending charge looked
+//! at a bounded number of times), a metering rerun that changes nothing, corrections of a
+//! finalized period billed by the rerun (late usage: an adjusting invoice, finalized and
+//! collected; a cheaper price version: a credit note), a whole `BillingCycle` from a period's end
+//! to its invoice paid, a worker SIGKILLed right after a charge and restarted, which charges
+//! nobody twice, and credit enforcement that one org it cannot refresh does not stop.
 
 use crate::harness::{Options, Platform, temporal_args};
 use activities::billing::vocabulary::activity;
 use platform_billing::Period;
 use platform_billing::account::{self, BillingMode, Standing};
-use platform_billing::invoice::{self, Invoice, InvoiceState};
+use platform_billing::invoice::{self, Invoice, InvoiceKind, InvoiceState};
 use platform_billing::payment::{self, RetrySchedule, SandboxProvider};
 use platform_billing::usage::{self, SpanStart};
 use runtime::ActivityHooks;
@@ -16,9 +19,10 @@ use shared_ids::OrgId;
 use std::time::Duration;
 use temporalio_client::{Client, WorkflowGetResultOptions};
 use workflows::billing::billing_cycle::{self, CycleInput};
+use workflows::billing::credit_enforcement::{EnforcementInput, EnforcementOutcome};
 use workflows::billing::metering_run::{self, MeteringRunInput};
 use workflows::billing::payment_collection::{self, CollectionInput, CollectionOutcome};
-use workflows::billing::{BillingCycle, PaymentCollection};
+use workflows::billing::{BillingCycle, CreditEnforcement, PaymentCollection};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -28,6 +32,7 @@ mod sandbox {
     pub const INSUFFICIENT_FUNDS: &str = "pm_sandbox_insufficient_funds";
     pub const HARD_DECLINE: &str = "pm_sandbox_hard_decline";
     pub const DECLINES_TWICE: &str = "pm_sandbox_declines_twice";
+    pub const SLOW_CONFIRM: &str = "pm_sandbox_slow_confirm";
 }
 
 /// A period an hour ago, ten minutes long (after price book version 1 took effect).
@@ -70,17 +75,18 @@ async fn postpaid_org_with_usage(p: &Platform, token: &str, period: Period) -> O
         units: 1,
         started_at: period.start,
     };
+    used(p, span, chrono::Duration::minutes(5)).await;
+    org.id
+}
+
+/// Records `span`, closed `length` after it started.
+async fn used(p: &Platform, span: SpanStart, length: chrono::Duration) {
     let mut tx = p.pool.begin().await.unwrap();
     usage::open_span(&mut tx, &span).await.unwrap();
-    usage::close_span(
-        &mut tx,
-        &span.id,
-        period.start + chrono::Duration::minutes(5),
-    )
-    .await
-    .unwrap();
+    usage::close_span(&mut tx, &span.id, span.started_at + length)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
-    org.id
 }
 
 /// A postpaid org with one finalized invoice that has something due.
@@ -106,12 +112,23 @@ async fn billing_platform_rates(p: &Platform, org: OrgId, period: Period) {
 
 /// Collects `invoice` on `schedule` through the worker and waits for the outcome.
 async fn collect(p: &Platform, invoice: &Invoice, schedule: RetrySchedule) -> CollectionOutcome {
+    collect_looking(p, invoice, schedule, payment_collection::MAX_PENDING_LOOKS).await
+}
+
+/// [`collect`], looking at a pending attempt at most `max_pending_looks` times.
+async fn collect_looking(
+    p: &Platform,
+    invoice: &Invoice,
+    schedule: RetrySchedule,
+    max_pending_looks: u32,
+) -> CollectionOutcome {
     let client = client().await;
     let input = CollectionInput {
         invoice: invoice.id,
         org: invoice.org,
         schedule,
         pending_recheck_s: 1,
+        max_pending_looks,
     };
     payment_collection::start(&client, &p.billing.billing_task_queue, input)
         .await
@@ -173,23 +190,58 @@ async fn billing_dunning_pays_on_the_third_attempt_after_two_soft_declines() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn billing_dunning_stops_at_a_hard_decline() {
+async fn billing_dunning_stops_at_a_hard_decline_leaving_the_invoice_uncollectible_and_the_org_delinquent()
+ {
     let p = Platform::start(Options::default()).await;
     let open = finalized_invoice(&p, sandbox::HARD_DECLINE).await;
     let outcome = collect(&p, &open, seconds(&[1, 1])).await;
+    // Stopped (not exhausted): one attempt, no retries.
     assert!(
         matches!(outcome, CollectionOutcome::Stopped { attempts: 1, .. }),
         "{outcome:?}"
     );
     assert_eq!(sandbox_charges(&p, &open).await, 1);
-    let still = invoice::get(&p.pool, None, open.id).await.unwrap();
-    assert_eq!(still.state, InvoiceState::Open);
+    // A dead card: the invoice is uncollectible and a postpaid org cannot keep launching.
+    let gone = invoice::get(&p.pool, None, open.id).await.unwrap();
+    assert_eq!(gone.state, InvoiceState::Uncollectible);
+    let acct = account::get(&p.pool, open.org).await.unwrap();
+    assert!(acct.delinquent_since.is_some(), "{acct:?}");
+    let balance = account::balance(&p.pool, open.org).await.unwrap();
+    assert_eq!(balance.standing, Standing::Delinquent);
+    assert_eq!(payment_postings(&p, open.org).await, 0);
+    assert_ledger_sound(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_dunning_gives_a_pending_attempt_a_bounded_number_of_looks() {
+    let mut billing = workers::billing::BillingWorkerConfig::for_tests(String::new());
+    // The sandbox keeps slow charges pending for an hour: never confirmed within the test.
+    billing.sandbox_confirm_seconds = 3600;
+    let p = Platform::start(Options {
+        billing,
+        ..Options::default()
+    })
+    .await;
+    let open = finalized_invoice(&p, sandbox::SLOW_CONFIRM).await;
+    // Two looks at each of two attempts, then the schedule ends: uncollectible.
+    let outcome = collect_looking(&p, &open, seconds(&[1]), 2).await;
+    assert!(
+        matches!(
+            outcome,
+            CollectionOutcome::Uncollectible { attempts: 2, ref reason } if reason.contains("pending")
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(sandbox_charges(&p, &open).await, 2);
+    assert_eq!(payment::attempts(&p.pool, open.id).await.unwrap().len(), 2);
+    let gone = invoice::get(&p.pool, None, open.id).await.unwrap();
+    assert_eq!(gone.state, InvoiceState::Uncollectible);
     assert!(
         account::get(&p.pool, open.org)
             .await
             .unwrap()
             .delinquent_since
-            .is_none()
+            .is_some()
     );
     assert_ledger_sound(&p).await;
 }
@@ -289,6 +341,170 @@ async fn billing_cycle_invoices_an_ended_period_and_collects_it() {
     assert_ledger_sound(&p).await;
 }
 
+/// Runs the org's `BillingCycle` for `period` through the worker and waits for its invoice, and
+/// for that invoice's collection.
+async fn cycle_invoiced(p: &Platform, client: &Client, org: OrgId, period: Period) -> Invoice {
+    let input = CycleInput {
+        org,
+        period,
+        grace_s: 1,
+        collection: seconds(&[1]),
+        pending_recheck_s: 1,
+    };
+    billing_cycle::start(client, &p.billing.billing_task_queue, input)
+        .await
+        .unwrap();
+    let cycle =
+        client.get_workflow_handle::<BillingCycle>(billing_cycle::workflow_id(org, &period));
+    let outcome = tokio::time::timeout(LONG, cycle.get_result(WorkflowGetResultOptions::default()))
+        .await
+        .expect("the cycle ends")
+        .expect("the cycle succeeds");
+    let id = outcome.invoice.expect("an invoice: the period has usage");
+    let invoice = invoice::get(&p.pool, None, id).await.unwrap();
+    if outcome.collection_started {
+        collection_outcome(client, &invoice).await;
+    }
+    invoice::get(&p.pool, None, id).await.unwrap()
+}
+
+/// The org's invoices of kind `kind` correcting `corrected`.
+async fn corrections_of(p: &Platform, corrected: &Invoice, kind: InvoiceKind) -> Vec<Invoice> {
+    invoice::list(&p.pool, corrected.org, None, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.kind == kind && i.corrects == Some(corrected.id))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_late_usage_after_the_invoice_goes_on_an_adjusting_invoice_that_is_collected() {
+    let p = Platform::start(Options::default()).await;
+    let period = past_period();
+    let org = postpaid_org_with_usage(&p, sandbox::SUCCESS, period).await;
+    let client = client().await;
+    let first = cycle_invoiced(&p, &client, org, period).await;
+    assert_eq!(first.kind, InvoiceKind::Invoice);
+    assert_eq!(first.state, InvoiceState::Paid, "{first:?}");
+
+    // Usage that arrives after the cycle finalized the period, then a rerun.
+    let span = SpanStart {
+        id: format!("instance/{}", uuid::Uuid::new_v4()),
+        org,
+        project: None,
+        meter: usage::GPU_SECONDS.into(),
+        sku: "h100-80gb-sxm".into(),
+        units: 1,
+        started_at: period.start + chrono::Duration::minutes(5),
+    };
+    used(&p, span, chrono::Duration::minutes(3)).await;
+    let input = MeteringRunInput {
+        org,
+        period,
+        price_version: None,
+        by: "system:test".into(),
+    };
+    let rerun = metering_run::run(&client, &p.billing.billing_task_queue, input)
+        .await
+        .unwrap();
+    assert!(!rerun.changes.is_empty(), "{rerun:?}");
+
+    let adjusting = corrections_of(&p, &first, InvoiceKind::Adjusting).await;
+    assert_eq!(adjusting.len(), 1, "{adjusting:?}");
+    let adjusting = &adjusting[0];
+    assert!(adjusting.total_minor > 0, "{adjusting:?}");
+    assert_ne!(
+        adjusting.state,
+        InvoiceState::Draft,
+        "finalized: {adjusting:?}"
+    );
+    // Its collection, under the invoice's own id, pays it.
+    assert_eq!(
+        collection_outcome(&client, adjusting).await,
+        CollectionOutcome::Paid { attempts: 1 }
+    );
+    assert_eq!(
+        invoice::get(&p.pool, None, adjusting.id)
+            .await
+            .unwrap()
+            .state,
+        InvoiceState::Paid
+    );
+    assert_eq!(payment_postings(&p, org).await, 2);
+    // Nothing is left to bill for the period.
+    assert_eq!(
+        invoice::build_draft(&p.pool, org, period).await.unwrap(),
+        None
+    );
+    assert_ledger_sound(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_a_rerun_with_a_cheaper_price_version_finalizes_a_credit_note() {
+    let p = Platform::start(Options::default()).await;
+    let open = finalized_invoice(&p, sandbox::INSUFFICIENT_FUNDS).await;
+    let (org, period) = (open.org, open.period);
+    // Version 2: every price halved, taking effect later (so nothing else uses it).
+    let v1 = platform_billing::price_book::get(&p.pool, 1).await.unwrap();
+    let prices = v1
+        .prices
+        .iter()
+        .cloned()
+        .map(|mut price| {
+            price.per_units *= 2;
+            price
+        })
+        .collect();
+    let book = platform_billing::price_book::NewPriceBook {
+        effective_from: v1.effective_from.max(chrono::Utc::now()) + chrono::Duration::days(365),
+        note: "half price".into(),
+        prices,
+    };
+    let v2 = platform_billing::price_book::publish(&p.pool, &book, "test")
+        .await
+        .unwrap();
+    let client = client().await;
+    let queue = &p.billing.billing_task_queue;
+    let run = |price_version| MeteringRunInput {
+        org,
+        period,
+        price_version,
+        by: "system:test".into(),
+    };
+    // The version in effect again: nothing changes, nothing is billed.
+    let same = metering_run::run(&client, queue, run(None)).await.unwrap();
+    assert!(same.changes.is_empty(), "{same:?}");
+    assert!(
+        corrections_of(&p, &open, InvoiceKind::CreditNote)
+            .await
+            .is_empty()
+    );
+    // Version 2: its own run (its own id), which credits the difference.
+    let cheaper = metering_run::run(&client, queue, run(Some(v2.version)))
+        .await
+        .unwrap();
+    assert_eq!(cheaper.price_version, v2.version);
+    assert!(!cheaper.changes.is_empty(), "{cheaper:?}");
+    assert!(cheaper.total_after < cheaper.total_before, "{cheaper:?}");
+
+    let notes = corrections_of(&p, &open, InvoiceKind::CreditNote).await;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let note = &notes[0];
+    assert!(note.total_minor < 0, "{note:?}");
+    // Finalized: nothing is due on a credit note; it took its amount off the open invoice.
+    assert_eq!(note.state, InvoiceState::Paid, "{note:?}");
+    let corrected = invoice::get(&p.pool, None, open.id).await.unwrap();
+    assert_eq!(corrected.state, InvoiceState::Open);
+    assert_eq!(
+        corrected.amount_due_minor,
+        open.amount_due_minor + note.total_minor,
+        "{corrected:?}"
+    );
+    assert_eq!(sandbox_charges(&p, &open).await, 0, "nothing is collected");
+    assert_ledger_sound(&p).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn billing_collection_survives_a_worker_killed_right_after_a_charge() {
     let mut p = Platform::start(Options {
@@ -305,6 +521,7 @@ async fn billing_collection_survives_a_worker_killed_right_after_a_charge() {
         org: open.org,
         schedule: seconds(&[1, 1]),
         pending_recheck_s: 1,
+        max_pending_looks: payment_collection::MAX_PENDING_LOOKS,
     };
     payment_collection::start(&client, &p.billing.billing_task_queue, input)
         .await
@@ -341,8 +558,12 @@ async fn billing_enforcement_stops_the_running_instances_of_an_org_out_of_credit
     let running = p
         .create_running(serde_json::json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
         .await;
-    // A prepaid account with no credit: the instance's usage runs it out at once.
+    // A prepaid account with no credit: the instance's usage runs it out at once. (Admission
+    // gave the org a postpaid account when the instance was allocated.)
     account::ensure(&p.pool, platform_iam::DEFAULT_ORG, BillingMode::Prepaid, 0)
+        .await
+        .unwrap();
+    account::set_mode(&p.pool, platform_iam::DEFAULT_ORG, BillingMode::Prepaid)
         .await
         .unwrap();
     let ended = p.wait_state(running, &["terminated"], LONG).await;
@@ -351,6 +572,79 @@ async fn billing_enforcement_stops_the_running_instances_of_an_org_out_of_credit
         .await
         .unwrap();
     assert_ne!(balance.standing, Standing::Good, "{balance:?}");
+    assert_eq!(p.live_allocations(running).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_enforcement_goes_on_past_an_org_it_cannot_refresh() {
+    let mut p = Platform::start(Options::default()).await;
+    // An org whose standing cannot be computed: this month's usage of a SKU no price covers
+    // (written straight into the table, as an older writer might have left it).
+    let name = format!("billing-bad-{}", uuid::Uuid::new_v4().simple());
+    let (bad, _) = platform_iam::orgs::create(&p.pool, &name).await.unwrap();
+    account::ensure(&p.pool, bad.id, BillingMode::Postpaid, 0)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO billing.usage_spans (id, org_id, meter, sku, units, started_at)
+         VALUES ($1, $2, 'gpu_seconds', 'no-such-gpu', 1, now() - interval '1 minute')",
+    )
+    .bind(format!("instance/{}", uuid::Uuid::new_v4()))
+    .bind(bad.id.uuid())
+    .execute(&p.pool)
+    .await
+    .unwrap();
+    assert!(
+        account::refresh_standing(&p.pool, bad.id, &[])
+            .await
+            .is_err()
+    );
+
+    p.start_agent("h100", "8xH100-80GB", 200).await;
+    let running = p
+        .create_running(serde_json::json!({"sku": "h100-80gb-sxm", "gpu_count": 1}))
+        .await;
+    // A prepaid account with no credit: the instance's usage runs it out at once. (Admission
+    // gave the org a postpaid account when the instance was allocated.)
+    account::ensure(&p.pool, platform_iam::DEFAULT_ORG, BillingMode::Prepaid, 0)
+        .await
+        .unwrap();
+    account::set_mode(&p.pool, platform_iam::DEFAULT_ORG, BillingMode::Prepaid)
+        .await
+        .unwrap();
+    p.eventually(LONG, "the default org runs out of credit", || async {
+        account::balance(&p.pool, platform_iam::DEFAULT_ORG)
+            .await
+            .unwrap()
+            .standing
+            != Standing::Good
+    })
+    .await;
+
+    let client = client().await;
+    let queue = &p.billing.billing_task_queue;
+    let input = EnforcementInput {
+        grace_s: 0,
+        thresholds_percent: vec![50, 25, 10],
+        gpuaas_task_queue: p.task_queue.clone(),
+    };
+    let id = format!("billing-enforcement-test/{}", uuid::Uuid::new_v4());
+    let options = temporalio_client::WorkflowStartOptions::new(queue.clone(), id).build();
+    let handle = client
+        .start_workflow(CreditEnforcement::run, input, options)
+        .await
+        .unwrap();
+    let outcome: EnforcementOutcome =
+        tokio::time::timeout(LONG, handle.get_result(WorkflowGetResultOptions::default()))
+            .await
+            .expect("the pass ends")
+            .expect("the pass succeeds despite the bad org");
+    assert_eq!(outcome.refresh_failures, 1, "{outcome:?}");
+    assert!(outcome.orgs_refreshed >= 1, "{outcome:?}");
+    assert!(outcome.orgs_past_grace >= 1, "{outcome:?}");
+    assert_eq!(outcome.terminations_started, 1, "{outcome:?}");
+    let ended = p.wait_state(running, &["terminated"], LONG).await;
+    assert_eq!(ended.state, "terminated");
     assert_eq!(p.live_allocations(running).await, 0);
 }
 

@@ -225,7 +225,11 @@ async fn give_up(
             format!("{attempts} attempt(s) failed (last: {reason})"),
         ),
     };
-    step(ctx, shown, format!("invoice {id}: {why}; marking it uncollectible"));
+    step(
+        ctx,
+        shown,
+        format!("invoice {id}: {why}; marking it uncollectible"),
+    );
     let stopped = || match ending {
         Ending::HardDecline => CollectionOutcome::Stopped {
             attempts,
@@ -257,7 +261,10 @@ async fn give_up(
         step(
             ctx,
             BillingStep::Paid,
-            format!("invoice {id}: {why}, but it was settled meanwhile ({:?})", invoice.state),
+            format!(
+                "invoice {id}: {why}, but it was settled meanwhile ({:?})",
+                invoice.state
+            ),
         );
         return Ok(CollectionOutcome::Settled { attempts });
     }

@@ -500,9 +500,7 @@ pub async fn admit(conn: &mut PgConnection, org: OrgId) -> DomainResult<()> {
             .execute(&mut *conn)
             .await?;
             // Created now, or by a concurrent admission: either way, as it stands.
-            row(conn, org, false)
-                .await?
-                .ok_or_else(|| not_found(org))?
+            row(conn, org, false).await?.ok_or_else(|| not_found(org))?
         }
     };
     match account.standing() {

@@ -5,7 +5,9 @@
 //!   [`close_span`] once when it confirms it stopped. A GPU instance's span counts `units` GPUs
 //!   per second; an instance that never ran has no span, so no charge.
 //! - An **event** is discrete usage (tokens): [`record`] one in a product's transaction, or
-//!   [`record_batch`] many from the ingest endpoint.
+//!   [`record_batch`] many from the ingest endpoint. Both refuse (`unpriced_meter`) an event the
+//!   price book in effect at its start does not price. Spans are not checked: products open them
+//!   for meters they know.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use shared_ids::{OrgId, ProjectId};
 use shared_kernel::{DomainError, DomainResult};
 use sqlx::{PgConnection, PgPool};
+use std::collections::HashSet;
 
 /// The meter of GPU instances: GPU-seconds, priced per SKU.
 pub const GPU_SECONDS: &str = "gpu_seconds";
@@ -170,9 +173,88 @@ fn check_meter(meter: &str) -> DomainResult<()> {
 
 /// Records one event in the caller's transaction. Idempotent by id (returns false for a
 /// duplicate).
+///
+/// Refuses (`unpriced_meter`, invalid, writing nothing) an event whose meter and SKU have no
+/// price in the price book version in effect at its `started_at` (or with no version in effect
+/// then): it could never be rated, and would block its period's metering run.
 pub async fn record(conn: &mut PgConnection, event: &UsageEvent) -> DomainResult<bool> {
     event.validate()?;
-    Ok(insert_events(conn, std::slice::from_ref(event)).await? == 1)
+    let events = std::slice::from_ref(event);
+    check_priced(conn, events).await?;
+    Ok(insert_events(conn, events).await? == 1)
+}
+
+/// `unpriced_meter` unless every event's (meter, SKU) has a price in the price book version in
+/// effect at its `started_at` (the newest whose `effective_from <= started_at`; of several from
+/// the same instant, the highest). Loads the versions and the prices of those the events need
+/// once per call (a batch's events usually share one version; several are handled).
+async fn check_priced(conn: &mut PgConnection, events: &[UsageEvent]) -> DomainResult<()> {
+    // Ascending by (effective_from, version): the last one at or before an instant is in effect.
+    let versions: Vec<(i32, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT version, effective_from FROM billing.price_book_versions
+         ORDER BY effective_from, version",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let in_effect = |at: DateTime<Utc>| -> Option<i32> {
+        let n = versions.partition_point(|(_, from)| *from <= at);
+        n.checked_sub(1).map(|i| versions[i].0)
+    };
+    let per_event: Vec<Option<i32>> = events.iter().map(|e| in_effect(e.started_at)).collect();
+    let mut needed: Vec<i32> = per_event.iter().flatten().copied().collect();
+    needed.sort_unstable();
+    needed.dedup();
+    let priced: HashSet<(i32, String, String)> = if needed.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query_as::<_, (i32, String, String)>(
+            "SELECT version, meter, sku FROM billing.prices WHERE version = ANY($1)",
+        )
+        .bind(&needed)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    let mut unpriced: Vec<String> = Vec::new();
+    let mut first: Option<&UsageEvent> = None;
+    for (e, version) in events.iter().zip(&per_event) {
+        let known = version.is_some_and(|v| priced.contains(&(v, e.meter.clone(), e.sku.clone())));
+        if known {
+            continue;
+        }
+        first.get_or_insert(e);
+        let what = match version {
+            Some(v) => format!("{}/{} (price book version {v})", e.meter, short(&e.sku)),
+            None => format!(
+                "{}/{} (no price book version in effect at {})",
+                e.meter,
+                short(&e.sku),
+                e.started_at
+            ),
+        };
+        if !unpriced.contains(&what) {
+            unpriced.push(what);
+        }
+    }
+    let Some(first) = first else {
+        return Ok(());
+    };
+    let shown = unpriced.len().min(10);
+    let more = if unpriced.len() > shown {
+        format!(" and {} more", unpriced.len() - shown)
+    } else {
+        String::new()
+    };
+    Err(DomainError::invalid(
+        "unpriced_meter",
+        format!(
+            "event {}: no price for meter/sku {}{more}: the price book in effect at the event's \
+             start does not price it, so it cannot be billed; nothing was recorded",
+            short(&first.id),
+            unpriced[..shown].join(", ")
+        ),
+    ))
 }
 
 /// What a batch did: events new now, and duplicates of events already recorded.
@@ -186,7 +268,9 @@ pub struct BatchOutcome {
 pub const MAX_BATCH: usize = 5000;
 
 /// Records a batch for one org, all or nothing: one invalid event refuses the whole batch (its
-/// error names the event), so a producer never has to work out which half landed.
+/// error names the event), so a producer never has to work out which half landed. An event whose
+/// meter and SKU the price book in effect at its start does not price refuses the batch
+/// (`unpriced_meter`, naming them), as in [`record`].
 pub async fn record_batch(
     pool: &PgPool,
     org: OrgId,
@@ -208,6 +292,7 @@ pub async fn record_batch(
         }
     }
     let mut conn = pool.acquire().await?;
+    check_priced(&mut conn, events).await?;
     let accepted = insert_events(&mut conn, events).await?;
     Ok(BatchOutcome {
         accepted,

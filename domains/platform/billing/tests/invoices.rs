@@ -402,6 +402,8 @@ async fn a_finalized_invoice_is_corrected_by_adjusting_invoices_and_credit_notes
     assert_eq!(invoice::get(&pool, None, first.id).await.unwrap(), first);
 
     // A correction downwards: a credit note, with a negative total, taken off what is owed.
+    // Rounded cumulatively: the group's exact 299 + 149.5 - 100.4 = 348.1 rounds to 348, of which
+    // 449 was billed: -101 (not round(-100.4) = -100).
     rated(&pool, org, period, "gpu_seconds", "h100-80gb-sxm", "-100.4").await;
     let note = invoice::build_draft(&pool, org, period)
         .await
@@ -409,7 +411,7 @@ async fn a_finalized_invoice_is_corrected_by_adjusting_invoices_and_credit_notes
         .unwrap();
     assert_eq!(note.kind, InvoiceKind::CreditNote);
     assert_eq!(note.corrects, Some(first.id));
-    assert_eq!(note.total_minor, -100);
+    assert_eq!(note.total_minor, -101);
     assert_eq!(note.amount_due_minor, 0);
     let note = invoice::finalize(&pool, note.id).await.unwrap();
     assert_eq!(
@@ -420,12 +422,12 @@ async fn a_finalized_invoice_is_corrected_by_adjusting_invoices_and_credit_notes
     assert_eq!(
         entries(&pool, &format!("invoice/{}/finalize", note.id)).await,
         vec![
-            ("receivable".to_string(), Some(org.uuid()), -100),
-            ("revenue".to_string(), None, 100),
+            ("receivable".to_string(), Some(org.uuid()), -101),
+            ("revenue".to_string(), None, 101),
         ]
     );
     let corrected = invoice::get(&pool, None, first.id).await.unwrap();
-    assert_eq!(corrected.amount_due_minor, 199);
+    assert_eq!(corrected.amount_due_minor, 198);
     assert_eq!(
         (corrected.total_minor, corrected.lines.clone()),
         (first.total_minor, first.lines.clone()),
@@ -433,7 +435,7 @@ async fn a_finalized_invoice_is_corrected_by_adjusting_invoices_and_credit_notes
     );
     // What is owed on the org's receivable is what its invoices say is due.
     let receivable = account::balance(&pool, org).await.unwrap().receivable_minor;
-    assert_eq!(receivable, 199 + 150);
+    assert_eq!(receivable, 198 + 150);
     // A credit note that takes off more than is owed settles the invoice and returns the rest as
     // credit.
     rated(&pool, org, period, "gpu_seconds", "h100-80gb-sxm", "-250").await;
@@ -446,15 +448,15 @@ async fn a_finalized_invoice_is_corrected_by_adjusting_invoices_and_credit_notes
     assert_eq!(
         entries(&pool, &format!("invoice/{}/finalize", note2.id)).await,
         vec![
-            ("prepaid_credit".to_string(), Some(org.uuid()), -51),
-            ("receivable".to_string(), Some(org.uuid()), -199),
+            ("prepaid_credit".to_string(), Some(org.uuid()), -52),
+            ("receivable".to_string(), Some(org.uuid()), -198),
             ("revenue".to_string(), None, 250),
         ]
     );
     let settled = invoice::get(&pool, None, first.id).await.unwrap();
     assert_eq!(settled.state, InvoiceState::Paid);
     assert_eq!(settled.amount_due_minor, 0);
-    assert_eq!(credit(&pool, org).await, 51);
+    assert_eq!(credit(&pool, org).await, 52);
     assert_eq!(
         invoice::unpaid(&pool, org)
             .await
@@ -525,17 +527,19 @@ async fn prepaid_credit_covers_what_it_can() {
     invoice::finalize(&pool, note.id).await.unwrap();
     assert_eq!(credit(&pool, rich).await, 751);
 
-    // Postpaid: credit is not applied.
+    // Postpaid: credit is applied too (a credit note's or an overpayment's credit is used by the
+    // next invoice); the rest is receivable.
     let post = OrgId::new();
     account::ensure(&pool, post, BillingMode::Postpaid, 0)
         .await
         .unwrap();
-    account::grant_credit(&pool, post, 500, "goodwill", "goodwill")
+    account::grant_credit(&pool, post, 200, "goodwill", "goodwill")
         .await
         .unwrap();
     let inv = open_invoice(&pool, post, period, "299").await;
-    assert_eq!((inv.credit_applied_minor, inv.amount_due_minor), (0, 299));
-    assert_eq!(credit(&pool, post).await, 500);
+    assert_eq!(inv.state, InvoiceState::Open);
+    assert_eq!((inv.credit_applied_minor, inv.amount_due_minor), (200, 99));
+    assert_eq!(credit(&pool, post).await, 0);
 
     // Voiding an open invoice reverses its posting: the credit it used comes back.
     let voided = invoice::void(&pool, draft.id).await.unwrap();
@@ -559,6 +563,11 @@ async fn prepaid_credit_covers_what_it_can() {
     assert_eq!(
         invoice::void(&pool, inv.id).await.map(|i| i.state).unwrap(),
         InvoiceState::Void
+    );
+    assert_eq!(
+        credit(&pool, post).await,
+        200,
+        "the postpaid org's credit comes back"
     );
     let paid = invoice::list(&pool, rich, None, 10).await.unwrap();
     let paid_invoice = paid
@@ -971,5 +980,387 @@ async fn a_top_up_raises_credit_once_per_key() {
     let inv = open_invoice(&pool, org, november(), "1200").await;
     assert_eq!(inv.state, InvoiceState::Paid);
     assert_eq!(credit(&pool, org).await, 3800);
+    common::assert_ledger_sound(&pool).await;
+}
+
+/// The ledger entries of every payment of `invoice` (keys `payment/invoice/<id>/…`), as
+/// (account, amount) summed per account, sorted.
+async fn payment_entries(pool: &PgPool, invoice: InvoiceId) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT e.account, sum(e.amount_minor)::bigint FROM billing.ledger_entries e
+         JOIN billing.ledger_transactions t ON t.id = e.transaction_id
+         WHERE starts_with(t.key, $1) GROUP BY e.account ORDER BY e.account",
+    )
+    .bind(format!("payment/invoice/{invoice}/"))
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// A credit note of `amount` (exact, negative) on `org`'s `period`, finalized.
+async fn credit_note(pool: &PgPool, org: OrgId, period: Period, amount: &str) -> Invoice {
+    rated(pool, org, period, "output_tokens", "", amount).await;
+    let note = invoice::build_draft(pool, org, period)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(note.kind, InvoiceKind::CreditNote);
+    invoice::finalize(pool, note.id).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_payment_records_what_was_charged_and_a_late_success_is_never_dropped() {
+    let (pool, _) = shared_kernel::db::testing::fresh_database().await;
+    let provider = sandbox(&pool);
+    let period = november();
+    let slow_org = || async {
+        let org = OrgId::new();
+        account::ensure(&pool, org, BillingMode::Postpaid, 0)
+            .await
+            .unwrap();
+        payment::add_method(&pool, &provider, org, "pm_sandbox_slow_confirm", "", false)
+            .await
+            .unwrap();
+        let inv = open_invoice(&pool, org, period, "500").await;
+        // The charge of 500 is accepted, not confirmed yet.
+        assert_eq!(
+            payment::attempt_invoice(&pool, &provider, inv.id, 1)
+                .await
+                .unwrap(),
+            AttemptResult::Pending
+        );
+        (org, inv)
+    };
+    let (reduced, reduced_inv) = slow_org().await;
+    let (settled, settled_inv) = slow_org().await;
+    let (voided, voided_inv) = slow_org().await;
+    // While the charges are in flight: a credit note takes 200 off one invoice, another settles
+    // the second entirely, and the third invoice is voided.
+    credit_note(&pool, reduced, period, "-200").await;
+    assert_eq!(
+        invoice::get(&pool, None, reduced_inv.id)
+            .await
+            .unwrap()
+            .amount_due_minor,
+        300
+    );
+    credit_note(&pool, settled, period, "-500").await;
+    assert_eq!(
+        invoice::get(&pool, None, settled_inv.id)
+            .await
+            .unwrap()
+            .state,
+        InvoiceState::Paid
+    );
+    invoice::void(&pool, voided_inv.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The provider charged 500 each time: all of it is recorded, what was not due is credit.
+    assert_eq!(
+        payment::attempt_invoice(&pool, &provider, reduced_inv.id, 1)
+            .await
+            .unwrap(),
+        AttemptResult::Paid
+    );
+    assert_eq!(
+        payment_entries(&pool, reduced_inv.id).await,
+        vec![
+            ("cash".to_string(), 500),
+            ("prepaid_credit".to_string(), -200),
+            ("receivable".to_string(), -300),
+        ]
+    );
+    let paid = invoice::get(&pool, None, reduced_inv.id).await.unwrap();
+    assert_eq!((paid.state, paid.amount_due_minor), (InvoiceState::Paid, 0));
+    assert_eq!(credit(&pool, reduced).await, 200);
+
+    assert_eq!(
+        payment::attempt_invoice(&pool, &provider, settled_inv.id, 1)
+            .await
+            .unwrap(),
+        AttemptResult::Paid
+    );
+    assert_eq!(
+        payment_entries(&pool, settled_inv.id).await,
+        vec![
+            ("cash".to_string(), 500),
+            ("prepaid_credit".to_string(), -500),
+        ]
+    );
+    assert_eq!(credit(&pool, settled).await, 500);
+
+    let r = payment::attempt_invoice(&pool, &provider, voided_inv.id, 1)
+        .await
+        .unwrap();
+    assert!(matches!(r, AttemptResult::Stop { .. }), "{r:?}");
+    assert_eq!(
+        payment_entries(&pool, voided_inv.id).await,
+        vec![
+            ("cash".to_string(), 500),
+            ("prepaid_credit".to_string(), -500),
+        ]
+    );
+    assert_eq!(credit(&pool, voided).await, 500);
+    assert_eq!(
+        invoice::get(&pool, None, voided_inv.id)
+            .await
+            .unwrap()
+            .state,
+        InvoiceState::Void
+    );
+    for inv in [&reduced_inv, &settled_inv, &voided_inv] {
+        let attempts = payment::attempts(&pool, inv.id).await.unwrap();
+        assert_eq!(
+            attempts
+                .iter()
+                .map(|a| (a.outcome.as_str(), a.amount_minor))
+                .collect::<Vec<_>>(),
+            vec![("succeeded", 500)],
+            "the provider's success stays recorded"
+        );
+        // Again: nothing posted twice.
+        payment::attempt_invoice(&pool, &provider, inv.id, 1)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM billing.ledger_transactions WHERE key LIKE 'payment/%'"
+        )
+        .await,
+        3
+    );
+
+    // Recorded directly: a success for an invoice that is already paid is credit, once per key.
+    let mut tx = pool.begin().await.unwrap();
+    let same = invoice::record_payment(&mut tx, settled_inv.id, "late/1", 42)
+        .await
+        .unwrap();
+    assert_eq!(same.state, InvoiceState::Paid);
+    invoice::record_payment(&mut tx, settled_inv.id, "late/1", 42)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        entries(&pool, "payment/late/1").await,
+        vec![
+            ("cash".to_string(), None, 42),
+            ("prepaid_credit".to_string(), Some(settled.uuid()), -42),
+        ]
+    );
+    assert_eq!(credit(&pool, settled).await, 542);
+    // The next invoice uses that credit (the org is postpaid).
+    let next = open_invoice(&pool, settled, november().next(), "600").await;
+    assert_eq!(
+        (next.credit_applied_minor, next.amount_due_minor),
+        (542, 58)
+    );
+    common::assert_ledger_sound(&pool).await;
+}
+
+#[tokio::test]
+async fn collecting_an_invoice_is_serialised_and_a_pending_payment_is_not_charged_twice() {
+    let (pool, _) = shared_kernel::db::testing::fresh_database().await;
+    let provider = sandbox(&pool);
+    let period = november();
+    // A workflow attempt and a manual payment of the same invoice at once, for several orgs: each
+    // invoice is charged once, for what is due.
+    let mut invoices = Vec::new();
+    for _ in 0..4 {
+        let org = OrgId::new();
+        account::ensure(&pool, org, BillingMode::Postpaid, 0)
+            .await
+            .unwrap();
+        payment::add_method(&pool, &provider, org, "pm_sandbox_success", "", false)
+            .await
+            .unwrap();
+        invoices.push((org, open_invoice(&pool, org, period, "500").await));
+    }
+    let races: Vec<_> = invoices
+        .iter()
+        .map(|(org, inv)| {
+            let (pool, provider, org, id) = (pool.clone(), provider.clone(), *org, inv.id);
+            tokio::spawn(async move {
+                let (workflow, manual) = tokio::join!(
+                    payment::attempt_invoice(&pool, &provider, id, 1),
+                    payment::pay_unpaid(&pool, &provider, org, None, "now"),
+                );
+                (workflow.unwrap(), manual.unwrap())
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for race in races {
+        outcomes.push(race.await.unwrap());
+    }
+    for ((org, inv), (workflow, manual)) in invoices.iter().zip(outcomes) {
+        assert_eq!(workflow, AttemptResult::Paid);
+        assert!(
+            manual.iter().all(|(_, r)| *r == AttemptResult::Paid),
+            "{manual:?}"
+        );
+        assert_eq!(
+            sandbox_charges_like(&pool, &format!("invoice/{}/", inv.id)).await,
+            1,
+            "invoice {} charged once",
+            inv.id
+        );
+        assert_eq!(
+            payment_entries(&pool, inv.id).await,
+            vec![("cash".to_string(), 500), ("receivable".to_string(), -500)]
+        );
+        assert_eq!(credit(&pool, *org).await, 0);
+    }
+
+    // A payment pending at the provider is not charged again by hand.
+    let slow_provider = SandboxProvider {
+        pool: pool.clone(),
+        confirm_after: Duration::from_secs(600),
+    };
+    let org = OrgId::new();
+    account::ensure(&pool, org, BillingMode::Postpaid, 0)
+        .await
+        .unwrap();
+    payment::add_method(
+        &pool,
+        &slow_provider,
+        org,
+        "pm_sandbox_slow_confirm",
+        "",
+        false,
+    )
+    .await
+    .unwrap();
+    let inv = open_invoice(&pool, org, period, "500").await;
+    assert_eq!(
+        payment::attempt_invoice(&pool, &slow_provider, inv.id, 1)
+            .await
+            .unwrap(),
+        AttemptResult::Pending
+    );
+    let err = payment::pay_unpaid(&pool, &slow_provider, org, None, "k1")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "payment_pending");
+    assert!(
+        matches!(err, shared_kernel::DomainError::Conflict { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        sandbox_charges_like(&pool, &format!("invoice/{}/", inv.id)).await,
+        1,
+        "nothing charged a second time"
+    );
+    assert_eq!(payment::attempts(&pool, inv.id).await.unwrap().len(), 1);
+    // The workflow's own look at the same attempt still confirms it (no new charge).
+    assert_eq!(
+        payment::attempt_invoice(&pool, &slow_provider, inv.id, 1)
+            .await
+            .unwrap(),
+        AttemptResult::Pending
+    );
+    assert_eq!(
+        sandbox_charges_like(&pool, &format!("invoice/{}/", inv.id)).await,
+        1
+    );
+    common::assert_ledger_sound(&pool).await;
+}
+
+#[tokio::test]
+async fn late_adjustments_round_cumulatively_per_line() {
+    let (pool, _) = shared_kernel::db::testing::fresh_database().await;
+    let (org, period) = (OrgId::new(), november());
+    account::ensure(&pool, org, BillingMode::Postpaid, 0)
+        .await
+        .unwrap();
+    let first = open_invoice(&pool, org, period, "100.4").await;
+    assert_eq!(first.total_minor, 100);
+
+    // +0.4: the group's exact 100.8 rounds to 101, of which 100 is billed: +1, not round(0.4) = 0.
+    rated(&pool, org, period, "output_tokens", "", "0.4").await;
+    let adjusting = invoice::build_draft(&pool, org, period)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(adjusting.kind, InvoiceKind::Adjusting);
+    assert_eq!(adjusting.lines.len(), 1);
+    assert_eq!(adjusting.lines[0].amount_exact, dec("0.4"));
+    assert_eq!(adjusting.lines[0].amount_minor, 1);
+    assert_eq!(adjusting.total_minor, 1);
+    invoice::finalize(&pool, adjusting.id).await.unwrap();
+
+    // Sub-minor token adjustments are never lost: 101.1 and 101.4 bill nothing more, 101.7 bills 1.
+    let mut totals = Vec::new();
+    for _ in 0..3 {
+        rated(&pool, org, period, "output_tokens", "", "0.3").await;
+        let draft = invoice::build_draft(&pool, org, period)
+            .await
+            .unwrap()
+            .unwrap();
+        totals.push(draft.total_minor);
+        invoice::finalize(&pool, draft.id).await.unwrap();
+    }
+    assert_eq!(totals, vec![0, 0, 1]);
+    // Downwards: -0.4 makes 101.3, which rounds to 101, of which 102 was billed: -1.
+    rated(&pool, org, period, "output_tokens", "", "-0.4").await;
+    let note = invoice::build_draft(&pool, org, period)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((note.kind, note.total_minor), (InvoiceKind::CreditNote, -1));
+    invoice::finalize(&pool, note.id).await.unwrap();
+    let billed: i64 = sqlx::query_scalar(
+        "SELECT sum(l.amount_minor)::bigint FROM billing.invoice_lines l
+         JOIN billing.invoices i ON i.id = l.invoice_id WHERE i.org_id = $1",
+    )
+    .bind(org.uuid())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(billed, 101, "round(101.3), billed once overall");
+
+    // A voided invoice's lines are written off: neither counted nor billed again.
+    let other = OrgId::new();
+    let voided = open_invoice(&pool, other, period, "10.4").await;
+    invoice::void(&pool, voided.id).await.unwrap();
+    rated(&pool, other, period, "output_tokens", "", "0.4").await;
+    let after_void = invoice::build_draft(&pool, other, period)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        after_void.total_minor, 0,
+        "round(0.4) of what is not written off"
+    );
+    common::assert_ledger_sound(&pool).await;
+}
+
+#[tokio::test]
+async fn a_postpaid_orgs_credit_from_a_credit_note_pays_its_next_invoice() {
+    let (pool, _) = shared_kernel::db::testing::fresh_database().await;
+    let org = OrgId::new();
+    account::ensure(&pool, org, BillingMode::Postpaid, 0)
+        .await
+        .unwrap();
+    let first = open_invoice(&pool, org, october(), "299").await;
+    assert_eq!(first.amount_due_minor, 299);
+    // Corrected by 400 after the fact: 299 off what is owed, 101 given back as credit.
+    credit_note(&pool, org, october(), "-400").await;
+    assert_eq!(credit(&pool, org).await, 101);
+    let next = open_invoice(&pool, org, november(), "299").await;
+    assert_eq!(
+        (next.credit_applied_minor, next.amount_due_minor),
+        (101, 198)
+    );
+    assert_eq!(
+        entries(&pool, &format!("invoice/{}/finalize", next.id)).await,
+        vec![
+            ("prepaid_credit".to_string(), Some(org.uuid()), 101),
+            ("receivable".to_string(), Some(org.uuid()), 198),
+            ("revenue".to_string(), None, -299),
+        ]
+    );
+    assert_eq!(credit(&pool, org).await, 0);
     common::assert_ledger_sound(&pool).await;
 }

@@ -70,6 +70,25 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
+/// A raw open invoice of 100 for a past period (October 2026), nothing posted: something unpaid.
+async fn unpaid_invoice(pool: &PgPool, org: OrgId) -> Uuid {
+    let period = Period::parse("2026-10").unwrap();
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO billing.invoices (id, org_id, period_start, period_end, kind, state,
+                                       currency, total_minor, finalized_at)
+         VALUES ($1, $2, $3, $4, 'invoice', 'open', 'USD', 100, now())",
+    )
+    .bind(id)
+    .bind(org.uuid())
+    .bind(period.start)
+    .bind(period.end)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
 #[tokio::test]
 async fn a_balanced_posting_posts_once_by_key() {
     let (pool, _) = shared_kernel::db::testing::fresh_database().await;
@@ -415,9 +434,25 @@ async fn ensure_grants_the_trial_once_and_admission_reads_standing() {
 
     let mut conn = pool.acquire().await.unwrap();
     account::admit(&mut conn, org).await.unwrap();
-    account::admit(&mut conn, OrgId::new())
+    let unknown = OrgId::new();
+    account::admit(&mut conn, unknown)
         .await
         .expect("an org without an account is admitted");
+    // ... and gets a postpaid account without credit, nothing posted, so it is billed and swept.
+    let created = account::get(&pool, unknown).await.unwrap();
+    assert_eq!(
+        (
+            created.mode,
+            created.exhausted_since,
+            created.delinquent_since
+        ),
+        (BillingMode::Postpaid, None, None)
+    );
+    assert_eq!(
+        ledger::transactions(&pool, unknown, 10).await.unwrap(),
+        vec![]
+    );
+    account::admit(&mut conn, unknown).await.unwrap();
 
     // Prepaid without credit starts exhausted; postpaid without credit is fine.
     let broke = OrgId::new();
@@ -439,7 +474,15 @@ async fn ensure_grants_the_trial_once_and_admission_reads_standing() {
         vec![]
     );
 
-    // Delinquency: marked once, refused with what to do, cleared in the caller's transaction.
+    // Delinquency: only with an unpaid invoice (a raw open one here, of a past period);
+    // marked once, refused with what to do, cleared in the caller's transaction.
+    let paid_up = account::mark_delinquent(&pool, org).await.unwrap();
+    assert_eq!(
+        paid_up.delinquent_since, None,
+        "nothing unpaid: not delinquent"
+    );
+    assert!(account::events(&pool, org, 0).await.unwrap().is_empty());
+    unpaid_invoice(&pool, org).await;
     let m = account::mark_delinquent(&pool, org).await.unwrap();
     let since = m.delinquent_since.expect("delinquent");
     let m2 = account::mark_delinquent(&pool, org).await.unwrap();
@@ -517,14 +560,18 @@ async fn ensure_grants_the_trial_once_and_admission_reads_standing() {
         "billing_account_not_found"
     );
 
-    // Sweeps page through every org with an account.
-    let mut all = vec![org, broke, invoiced];
+    // Sweeps page through every org with an account (admission created one).
+    let mut all = vec![org, broke, invoiced, unknown];
     all.sort();
     assert_eq!(account::orgs(&pool, None, 100).await.unwrap(), all);
     assert_eq!(account::orgs(&pool, None, 2).await.unwrap(), all[..2]);
     assert_eq!(
         account::orgs(&pool, Some(all[1]), 2).await.unwrap(),
         all[2..]
+    );
+    assert_eq!(
+        account::orgs(&pool, Some(all[2]), 2).await.unwrap(),
+        all[3..]
     );
 
     if metering_ready() {
@@ -793,5 +840,166 @@ async fn usage_burns_credit_and_each_threshold_is_recorded_once() {
     );
     account::admit(&mut conn, org).await.unwrap();
     drop(conn);
+    common::assert_ledger_sound(&pool).await;
+}
+
+/// A rated line of `amount` (exact) output tokens for `org`'s `period`, as metering writes it.
+async fn rated_line(pool: &PgPool, org: OrgId, period: Period, amount: &str) {
+    sqlx::query(
+        "INSERT INTO billing.rated_lines (id, run_id, org_id, period_start, period_end, meter, sku,
+             price_version, quantity, amount_exact, currency, kind, corrects, reason, created_by)
+         VALUES ($1, $2, $3, $4, $5, 'output_tokens', '', 1, 1, $6, 'USD', 'original', NULL,
+                 'test', 'test')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(Uuid::now_v7())
+    .bind(org.uuid())
+    .bind(period.start)
+    .bind(period.end)
+    .bind(amount.parse::<Decimal>().unwrap())
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn unbilled_usage_of_a_past_period_counts_until_its_invoice_is_finalized() {
+    let (pool, _) = shared_kernel::db::testing::fresh_database().await;
+    let org = OrgId::new();
+    account::ensure(&pool, org, BillingMode::Prepaid, 1000)
+        .await
+        .unwrap();
+    let month = Period::month_of(Utc::now());
+    let last_month = Period::month_of(month.start - Span::seconds(1));
+    // Last month's usage, rated at its close, its invoice not finalized yet (the 1st of the
+    // month until the cycle finalizes it): still unbilled, and it burns credit.
+    rated_line(&pool, org, last_month, "250.4").await;
+    // This month's usage, rated live: 600.00006.
+    use_tokens(&pool, org, 10_000_001).await;
+    let b = account::balance(&pool, org).await.unwrap();
+    assert_eq!(
+        (b.credit_minor, b.unbilled_minor, b.available_minor),
+        (1000, 851, 149),
+        "ceil(600.00006 + 250.4)"
+    );
+    assert_eq!(
+        b.spent_this_month_minor, 601,
+        "last month's usage is not this month's spend"
+    );
+    // A draft is not finalized: still unbilled.
+    let draft = platform_billing::invoice::build_draft(&pool, org, last_month)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        account::balance(&pool, org).await.unwrap().unbilled_minor,
+        851
+    );
+    // Finalized: on the invoice (here paid by credit), no longer unbilled.
+    let inv = platform_billing::invoice::finalize(&pool, draft.id)
+        .await
+        .unwrap();
+    assert_eq!(inv.credit_applied_minor, 250);
+    let b = account::balance(&pool, org).await.unwrap();
+    assert_eq!(
+        (b.credit_minor, b.unbilled_minor, b.available_minor),
+        (750, 601, 149)
+    );
+    // A late adjustment of the finalized period is unbilled until its own invoice.
+    rated_line_adjustment(&pool, org, last_month, "10").await;
+    assert_eq!(
+        account::balance(&pool, org).await.unwrap().unbilled_minor,
+        611
+    );
+    // Lines written off on a void invoice are never billed: not unbilled either.
+    let draft = platform_billing::invoice::build_draft(&pool, org, last_month)
+        .await
+        .unwrap()
+        .unwrap();
+    platform_billing::invoice::void(&pool, draft.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        account::balance(&pool, org).await.unwrap().unbilled_minor,
+        601
+    );
+    common::assert_ledger_sound(&pool).await;
+}
+
+/// An adjustment of `amount` to the original output-token line of `org`'s `period`.
+async fn rated_line_adjustment(pool: &PgPool, org: OrgId, period: Period, amount: &str) {
+    sqlx::query(
+        "INSERT INTO billing.rated_lines (id, run_id, org_id, period_start, period_end, meter, sku,
+             price_version, quantity, amount_exact, currency, kind, corrects, reason, created_by)
+         SELECT $1, $2, $3, $4, $5, 'output_tokens', '', 1, 0, $6, 'USD', 'adjustment', id,
+                'test', 'test'
+         FROM billing.rated_lines WHERE org_id = $3 AND period_start = $4 AND period_end = $5
+           AND kind = 'original'",
+    )
+    .bind(Uuid::now_v7())
+    .bind(Uuid::now_v7())
+    .bind(org.uuid())
+    .bind(period.start)
+    .bind(period.end)
+    .bind(amount.parse::<Decimal>().unwrap())
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn refresh_standing_computes_the_balance_under_the_row_lock() {
+    let (pool, _) = shared_kernel::db::testing::fresh_database().await;
+    let org = OrgId::new();
+    // Prepaid without credit: exhausted.
+    account::ensure(&pool, org, BillingMode::Prepaid, 0)
+        .await
+        .unwrap();
+    account::refresh_standing(&pool, org, &[]).await.unwrap();
+    assert_eq!(
+        account::balance(&pool, org).await.unwrap().standing,
+        Standing::CreditExhausted
+    );
+    // Someone holds the account row (another refresh, a mode change) ...
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM billing.accounts WHERE org_id = $1 FOR UPDATE")
+        .bind(org.uuid())
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    // ... while a refresh starts and waits for it.
+    let refresh = {
+        let pool = pool.clone();
+        tokio::spawn(async move { account::refresh_standing(&pool, org, &[]).await })
+    };
+    let mut waiting = false;
+    for _ in 0..200 {
+        waiting = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND query LIKE '%billing.accounts%FOR UPDATE%')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(waiting, "the refresh waits for the account row");
+    // A top-up commits meanwhile.
+    post(&pool, &grant("topup/while-waiting", org, 5000))
+        .await
+        .unwrap();
+    holder.commit().await.unwrap();
+    // The refresh computed after it had the row: it saw the top-up and stored good standing.
+    let change = refresh.await.unwrap().unwrap();
+    assert_eq!(
+        (change.before, change.after),
+        (Standing::CreditExhausted, Standing::Good)
+    );
+    let a = account::get(&pool, org).await.unwrap();
+    assert_eq!(a.exhausted_since, None);
     common::assert_ledger_sound(&pool).await;
 }

@@ -746,7 +746,19 @@ async fn unpriced_usage_is_refused_and_writes_nothing() {
     let p = hour("2026-11-10T10:00:00Z");
     open(&pool, "instance/a", org, H100, 1, p.start).await;
     open(&pool, "instance/b", org, "b200-192gb", 1, p.start).await;
-    assert!(record(&pool, &event("x", org, "mystery_calls", 3, p.start)).await);
+    // The ingest path refuses an unpriced meter (see
+    // `events_of_an_unpriced_meter_are_refused_at_ingest`): written raw, as a product might have
+    // before that check, or before a price was withdrawn.
+    sqlx::query(
+        "INSERT INTO billing.usage_events (id, org_id, meter, sku, quantity, started_at, ended_at,
+                                           source)
+         VALUES ('x', $1, 'mystery_calls', '', 3, $2, $2, 'test')",
+    )
+    .bind(org.uuid())
+    .bind(p.start)
+    .execute(&pool)
+    .await
+    .unwrap();
     let before = billing_rows(&pool).await;
     let err = metering::run(&pool, org, p, None, BY).await.unwrap_err();
     assert_eq!(err.code(), "unpriced_usage");
@@ -929,4 +941,95 @@ async fn publish_validates_and_numbers_versions_under_concurrency() {
             .code(),
         "price_book_version_not_found"
     );
+}
+
+#[tokio::test]
+async fn events_of_an_unpriced_meter_are_refused_at_ingest() {
+    let (pool, _) = shared_kernel::db::testing::fresh_database().await;
+    let org = OrgId::new();
+    let p = hour("2026-11-10T10:00:00Z");
+    let events = |pool: &PgPool| {
+        let pool = pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM billing.usage_events")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            n
+        }
+    };
+    // One event: refused, naming the meter, nothing written.
+    let mut conn = pool.acquire().await.unwrap();
+    let err = usage::record(&mut conn, &event("x", org, "mystery_calls", 3, p.start))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "unpriced_meter");
+    assert!(
+        matches!(err, shared_kernel::DomainError::Invalid { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("mystery_calls/"), "{err}");
+    // A known meter with an unknown SKU.
+    let mut b200 = event("y", org, "gpu_seconds", 3, p.start);
+    b200.sku = "b200-192gb".into();
+    let err = usage::record(&mut conn, &b200).await.unwrap_err();
+    assert_eq!(err.code(), "unpriced_meter");
+    assert!(err.to_string().contains("gpu_seconds/b200-192gb"), "{err}");
+    // Before any version is in effect, nothing is priced.
+    let early = event("z", org, "input_tokens", 3, t("2025-06-01T00:00:00Z"));
+    assert_eq!(
+        usage::record(&mut conn, &early).await.unwrap_err().code(),
+        "unpriced_meter"
+    );
+    drop(conn);
+    // A batch is all or nothing: one unpriced event refuses it.
+    let good = event("g1", org, "input_tokens", 10, p.start);
+    let err = usage::record_batch(
+        &pool,
+        org,
+        &[good.clone(), event("g2", org, "mystery_calls", 1, p.start)],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "unpriced_meter");
+    assert!(err.to_string().contains("mystery_calls/"), "{err}");
+    assert_eq!(events(&pool).await, 0, "nothing written");
+
+    // Several versions in one batch: each event is checked against the version in effect at its
+    // start. Version 2 (from 2026-11-20) prices mystery_calls; version 1 does not.
+    let mut prices = price_book::get(&pool, 1).await.unwrap().prices;
+    prices.push(Price {
+        meter: "mystery_calls".into(),
+        sku: String::new(),
+        unit_price_minor: Decimal::from(1),
+        per_units: 1,
+        unit_label: "call".into(),
+        currency: "USD".into(),
+    });
+    price_book::publish(
+        &pool,
+        &NewPriceBook {
+            effective_from: t("2026-11-20T00:00:00Z"),
+            note: "mystery calls".into(),
+            prices,
+        },
+        BY,
+    )
+    .await
+    .unwrap();
+    let late = event("m1", org, "mystery_calls", 1, t("2026-11-25T00:00:00Z"));
+    let done = usage::record_batch(&pool, org, &[good.clone(), late.clone()])
+        .await
+        .unwrap();
+    assert_eq!((done.accepted, done.duplicates), (2, 0));
+    let err = usage::record_batch(
+        &pool,
+        org,
+        &[late, event("m0", org, "mystery_calls", 1, p.start)],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "unpriced_meter");
+    assert!(err.to_string().contains("version 1"), "{err}");
+    assert_eq!(events(&pool).await, 2);
 }

@@ -226,7 +226,8 @@ async fn an_org_billing_refuses_gets_no_instance_and_no_allocation() {
         .id;
     // ...then the org became delinquent (what the payment workflow records).
     sqlx::query(
-        "INSERT INTO billing.accounts (org_id, mode, delinquent_since) VALUES ($1, 'postpaid', now())",
+        "INSERT INTO billing.accounts (org_id, mode, delinquent_since) VALUES ($1, 'postpaid', now())
+         ON CONFLICT (org_id) DO UPDATE SET delinquent_since = now()",
     )
     .bind(DEFAULT_ORG.uuid())
     .execute(&pool)
