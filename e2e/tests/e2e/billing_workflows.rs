@@ -545,6 +545,60 @@ async fn billing_collection_survives_a_worker_killed_right_after_a_charge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_cycle_survives_a_worker_killed_right_after_finalizing() {
+    let mut p = Platform::start(Options {
+        in_process_worker: false,
+        ..Options::default()
+    })
+    .await;
+    // SIGKILLed after the invoice was finalized and posted, before Temporal heard of it.
+    p.start_worker_process_with(&ActivityHooks::kill_after(activity::INVOICE_FINALIZE));
+    let period = past_period();
+    let org = postpaid_org_with_usage(&p, sandbox::SUCCESS, period).await;
+    let client = client().await;
+    let input = CycleInput {
+        org,
+        period,
+        grace_s: 1,
+        collection: seconds(&[1]),
+        pending_recheck_s: 1,
+    };
+    billing_cycle::start(&client, &p.billing.billing_task_queue, input)
+        .await
+        .unwrap();
+    assert!(
+        p.worker_process_died(LONG).await,
+        "the worker kills itself after finalizing"
+    );
+    p.start_worker_process();
+    let cycle =
+        client.get_workflow_handle::<BillingCycle>(billing_cycle::workflow_id(org, &period));
+    let outcome = tokio::time::timeout(LONG, cycle.get_result(WorkflowGetResultOptions::default()))
+        .await
+        .expect("the cycle ends")
+        .expect("the cycle succeeds");
+    let id = outcome.invoice.expect("an invoice: the period has usage");
+    let open = invoice::get(&p.pool, None, id).await.unwrap();
+    assert_eq!(
+        collection_outcome(&client, &open).await,
+        CollectionOutcome::Paid { attempts: 1 }
+    );
+    // One invoice, finalized once, posted once, paid once.
+    let invoices = invoice::list(&p.pool, org, None, 10).await.unwrap();
+    assert_eq!(invoices.len(), 1, "{invoices:?}");
+    let finalize_postings: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM billing.ledger_transactions WHERE key = $1")
+            .bind(format!("invoice/{id}/finalize"))
+            .fetch_one(&p.pool)
+            .await
+            .unwrap();
+    assert_eq!(finalize_postings, 1);
+    assert_eq!(sandbox_charges(&p, &open).await, 1);
+    assert_eq!(payment_postings(&p, org).await, 1);
+    assert_ledger_sound(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn billing_enforcement_stops_the_running_instances_of_an_org_out_of_credit() {
     let mut billing = workers::billing::BillingWorkerConfig::for_tests(String::new());
     billing.enforce_every_seconds = 2;
