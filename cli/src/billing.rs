@@ -125,8 +125,9 @@ pub enum MethodsVerb {
     },
     /// Add a payment method by the provider's token (sandbox: `pm_sandbox_success`, …).
     Add {
-        #[arg(long)]
-        token: String,
+        /// The provider's payment method token (positional: `--token` is the credential).
+        #[arg(value_name = "PAYMENT_TOKEN")]
+        payment_token: String,
         #[arg(long)]
         label: Option<String>,
         /// Make it the default (the first method always is).
@@ -278,7 +279,7 @@ async fn pay_or_methods(ctx: &Ctx, api: &ApiClient, verb: BillingVerb) -> Result
         BillingVerb::Methods {
             verb:
                 MethodsVerb::Add {
-                    token,
+                    payment_token,
                     label,
                     default,
                     org,
@@ -286,14 +287,14 @@ async fn pay_or_methods(ctx: &Ctx, api: &ApiClient, verb: BillingVerb) -> Result
         } => {
             let org = resolve_org(ctx, api, org).await?;
             let body = AddPaymentMethodRequest {
-                token,
+                token: payment_token,
                 label,
                 make_default: default.then_some(true),
             };
             let method: PaymentMethod = api
                 .send(Req::post(path(&org, "/payment-methods")).json(&body))
                 .await?;
-            output::print_payment_methods(format, &[method]);
+            output::print_payment_method(format, &method);
         }
         _ => unreachable!("billing() and pay_or_manage() handle the other verbs"),
     }

@@ -793,6 +793,14 @@ pub fn print_payments(format: Format, p: &Payments) {
     print_billing(Format::Table, &p.billing);
 }
 
+/// One method (what `methods add` made): the object itself in JSON, a one-row table otherwise.
+pub fn print_payment_method(format: Format, method: &PaymentMethod) {
+    if let Format::Json = format {
+        return json(method);
+    }
+    print_payment_methods(format, std::slice::from_ref(method));
+}
+
 pub fn print_payment_methods(format: Format, methods: &[PaymentMethod]) {
     if let Format::Json = format {
         return json(methods);

@@ -547,3 +547,107 @@ async fn the_cli_logs_in_keeps_profiles_and_manages_iam() {
     // The operator's profile is untouched.
     assert_eq!(cli(&["--profile", "ops", "node", "list"]).await.code, 0);
 }
+
+/// As whoever `token` belongs to, with no config file.
+async fn gpuaas_as(p: &Platform, token: &str, args: &[&str]) -> Run {
+    let mut command = command(p, Path::new("/nonexistent/gpuaas/config.json"));
+    command.args(args).env("GPUAAS_TOKEN", token);
+    output(command, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_prices_tops_up_credit_and_finance_reruns_metering() {
+    use platform_billing::account::{self, BillingMode};
+    let mut p = Platform::start(Options::default()).await;
+    p.start_agent("cli-bill", "8xH100-80GB", 200).await;
+    p.wait_node_state("cli-bill", "ready").await;
+    let org = platform_iam::DEFAULT_ORG.to_string();
+    account::ensure(
+        &p.pool,
+        platform_iam::DEFAULT_ORG,
+        BillingMode::Prepaid,
+        1000,
+    )
+    .await
+    .unwrap();
+    let tenant = p.tenant_token.clone();
+
+    // The price before launching, on stderr; the cost so far once it runs.
+    let created = gpuaas_as(
+        &p,
+        &tenant,
+        &[
+            "instance",
+            "create",
+            "--sku",
+            "h100-80gb-sxm",
+            "--gpus",
+            "2",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    assert!(
+        created.stderr.contains("price: 5.98 USD per hour"),
+        "2 × 2.99: {}",
+        created.stderr
+    );
+
+    // A sandbox card, a top-up, the balance.
+    let added = gpuaas_as(
+        &p,
+        &tenant,
+        &[
+            "billing",
+            "methods",
+            "add",
+            "pm_sandbox_success",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let method = json(&added)["id"].as_str().unwrap().to_string();
+    let topup = gpuaas_as(
+        &p,
+        &tenant,
+        &[
+            "billing", "topup", "--amount", "2500", "--method", &method, "-o", "json",
+        ],
+    )
+    .await;
+    assert_eq!(topup.code, 0, "{}", topup.stderr);
+    let balance = gpuaas_as(&p, &tenant, &["billing", "balance", "-o", "json"]).await;
+    assert_eq!(balance.code, 0, "{}", balance.stderr);
+    let balance = json(&balance);
+    assert_eq!(balance["credit_minor"], 3500, "{balance}");
+    assert_eq!(balance["standing"], "good", "{balance}");
+
+    // Finance reruns a past period; the second run changes nothing. A tenant has no such route.
+    let finance = platform_iam::users::ensure_platform_user(
+        &p.pool,
+        "finance@cli.test",
+        PASSWORD,
+        platform_iam::PlatformRole::Finance,
+    )
+    .await
+    .unwrap();
+    let finance = p.keys.issue_access(finance, uuid::Uuid::now_v7());
+    let rerun = [
+        "billing",
+        "rerun",
+        "--org",
+        org.as_str(),
+        "--period",
+        "2026-11",
+    ];
+    let first = gpuaas_as(&p, &finance, &rerun).await;
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let second = gpuaas_as(&p, &finance, &rerun).await;
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(second.stdout.starts_with("no changes"), "{}", second.stdout);
+    let refused = gpuaas_as(&p, &tenant, &rerun).await;
+    assert_eq!(refused.code, 4, "tenants: not found. {}", refused.stderr);
+}
