@@ -227,3 +227,166 @@ async fn record_fleet_histories() {
     assert_eq!(outcome.fixes_applied, 1, "{outcome:?}");
     save(&id, "reconcile_fleet").await;
 }
+
+/// A postpaid org paying with `token`, with one H100 GPU used for five minutes of `period`.
+async fn billed_org(
+    p: &Platform,
+    token: &str,
+    period: platform_billing::Period,
+) -> shared_ids::OrgId {
+    use platform_billing::{account, payment, usage};
+    let name = format!("rec-{}", uuid::Uuid::new_v4().simple());
+    let (org, project) = platform_iam::orgs::create(&p.pool, &name).await.unwrap();
+    account::ensure(&p.pool, org.id, account::BillingMode::Postpaid, 0)
+        .await
+        .unwrap();
+    let provider = payment::SandboxProvider {
+        pool: p.pool.clone(),
+        confirm_after: Duration::from_secs(1),
+    };
+    payment::add_method(&p.pool, &provider, org.id, token, "card", true)
+        .await
+        .unwrap();
+    let span = usage::SpanStart {
+        id: format!("instance/{}", uuid::Uuid::new_v4()),
+        org: org.id,
+        project: Some(project.id),
+        meter: usage::GPU_SECONDS.into(),
+        sku: "h100-80gb-sxm".into(),
+        units: 1,
+        started_at: period.start,
+    };
+    let mut tx = p.pool.begin().await.unwrap();
+    usage::open_span(&mut tx, &span).await.unwrap();
+    usage::close_span(
+        &mut tx,
+        &span.id,
+        period.start + chrono::Duration::minutes(5),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    org.id
+}
+
+/// Waits until the workflow `W` with `workflow_id` has completed.
+macro_rules! completed {
+    ($client:expr, $w:ty, $id:expr) => {{
+        let handle = $client.get_workflow_handle::<$w>($id.to_string());
+        tokio::time::timeout(
+            LONG,
+            handle.get_result(temporalio_client::WorkflowGetResultOptions::default()),
+        )
+        .await
+        .expect("the workflow ends")
+        .expect("the workflow succeeds")
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "records histories for the replay gate; run with --ignored"]
+async fn record_billing_histories() {
+    use platform_billing::{Period, invoice, payment::RetrySchedule};
+    use workflows::billing::{
+        BillingCycle, CreditEnforcement, PaymentCollection, billing_cycle, metering_run,
+        payment_collection, vocabulary as billing,
+    };
+    let p = Platform::start(Options::default()).await;
+    let client = temporal_args().connect("recorder").await.unwrap();
+    let queue = p.billing.billing_task_queue.clone();
+    let period = Period::aligned(
+        chrono::Utc::now() - chrono::Duration::hours(1),
+        chrono::Duration::minutes(10),
+    );
+    let seconds = |s: &[u64]| RetrySchedule {
+        delays: s.iter().map(|s| Duration::from_secs(*s)).collect(),
+    };
+
+    // A metering run: rates the period, bills no correction (nothing finalized yet).
+    let org = billed_org(&p, "pm_sandbox_success", period).await;
+    let input = metering_run::MeteringRunInput {
+        org,
+        period,
+        price_version: None,
+        by: "recorder".into(),
+    };
+    metering_run::run(&client, &queue, input).await.unwrap();
+    save(
+        &metering_run::workflow_id(org, &period, None),
+        "metering_run",
+    )
+    .await;
+
+    // A cycle: the period ended, a draft, the grace, finalized, collection started and paid.
+    let cycle = billing_cycle::CycleInput {
+        org,
+        period,
+        grace_s: 1,
+        collection: seconds(&[1]),
+        pending_recheck_s: 1,
+    };
+    billing_cycle::start(&client, &queue, cycle).await.unwrap();
+    completed!(
+        client,
+        BillingCycle,
+        billing_cycle::workflow_id(org, &period)
+    );
+    save(&billing_cycle::workflow_id(org, &period), "billing_cycle").await;
+    let paid = invoice::list(&p.pool, org, None, 1).await.unwrap()[0].id;
+    completed!(
+        client,
+        PaymentCollection,
+        billing::payment_collection_id(paid)
+    );
+    save(
+        &billing::payment_collection_id(paid),
+        "payment_collection_paid",
+    )
+    .await;
+
+    // Dunning that runs out: soft declines, then uncollectible and delinquent.
+    let broke = billed_org(&p, "pm_sandbox_insufficient_funds", period).await;
+    platform_billing::metering::run(&p.pool, broke, period, None, "recorder")
+        .await
+        .unwrap();
+    let draft = invoice::build_draft(&p.pool, broke, period)
+        .await
+        .unwrap()
+        .unwrap();
+    let open = invoice::finalize(&p.pool, draft.id).await.unwrap();
+    let collection = payment_collection::CollectionInput {
+        invoice: open.id,
+        org: broke,
+        schedule: seconds(&[1, 1]),
+        pending_recheck_s: 1,
+        max_pending_looks: payment_collection::MAX_PENDING_LOOKS,
+    };
+    payment_collection::start(&client, &queue, collection)
+        .await
+        .unwrap();
+    completed!(
+        client,
+        PaymentCollection,
+        billing::payment_collection_id(open.id)
+    );
+    save(
+        &billing::payment_collection_id(open.id),
+        "payment_collection_exhausted",
+    )
+    .await;
+
+    // An enforcement pass: standing refreshed for every org, none past its grace.
+    let input = workflows::billing::EnforcementInput {
+        grace_s: 3600,
+        thresholds_percent: vec![50, 25, 10],
+        gpuaas_task_queue: p.task_queue.clone(),
+    };
+    let id = format!("billing-enforcement-recorded/{}", uuid::Uuid::new_v4());
+    let options = temporalio_client::WorkflowStartOptions::new(queue.clone(), id.clone()).build();
+    client
+        .start_workflow(CreditEnforcement::run, input, options)
+        .await
+        .unwrap();
+    completed!(client, CreditEnforcement, id);
+    save(&id, "credit_enforcement").await;
+}

@@ -81,6 +81,11 @@ async fn every_recorded_history_replays() {
         "terminate_by_drain",
         "node_lifecycle",
         "reconcile_fleet",
+        "metering_run",
+        "billing_cycle",
+        "payment_collection_paid",
+        "payment_collection_exhausted",
+        "credit_enforcement",
     ];
     let stems: Vec<String> = names
         .iter()
@@ -101,6 +106,14 @@ async fn every_recorded_history_replays() {
             .register_workflow::<NodeLifecycle>()
             .unwrap()
             .register_workflow::<ReconcileFleet>()
+            .unwrap()
+            .register_workflow::<workflows::billing::MeteringRun>()
+            .unwrap()
+            .register_workflow::<workflows::billing::BillingCycle>()
+            .unwrap()
+            .register_workflow::<workflows::billing::PaymentCollection>()
+            .unwrap()
+            .register_workflow::<workflows::billing::CreditEnforcement>()
             .unwrap()
             .build(),
     )
