@@ -271,12 +271,7 @@ pub async fn build_draft(
         .execute(&mut *tx)
         .await?;
     }
-    let row = fetch(&mut tx, id, false)
-        .await?
-        .ok_or_else(|| not_found(id.into()))?;
-    let invoice = with_lines(&mut tx, row).await?;
-    tx.commit().await?;
-    Ok(Some(invoice))
+    Ok(Some(committed(tx, id.into()).await?))
 }
 
 /// Finalizes a draft (draft → open) and posts it to the ledger (key `invoice/<id>/finalize`).
@@ -389,12 +384,7 @@ pub async fn finalize(pool: &PgPool, id: InvoiceId) -> DomainResult<Invoice> {
     if settled_corrected && !has_unpaid(&mut tx, org, None).await? {
         account::clear_delinquent(&mut tx, org).await?;
     }
-    let row = fetch(&mut tx, id.uuid(), false)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let invoice = with_lines(&mut tx, row).await?;
-    tx.commit().await?;
-    Ok(invoice)
+    committed(tx, id).await
 }
 
 /// Records a payment of `charged_minor`, the amount the provider actually charged (key
@@ -517,6 +507,14 @@ pub async fn record_payment(
     if !has_unpaid(&mut tx, org, None).await? {
         account::clear_delinquent(&mut tx, org).await?;
     }
+    committed(tx, id).await
+}
+
+/// Commits `tx` and answers the invoice as it left it, with its lines.
+async fn committed(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    id: InvoiceId,
+) -> DomainResult<Invoice> {
     let row = fetch(&mut tx, id.uuid(), false)
         .await?
         .ok_or_else(|| not_found(id))?;
@@ -551,12 +549,7 @@ pub async fn mark_uncollectible(pool: &PgPool, id: InvoiceId) -> DomainResult<In
             ));
         }
     }
-    let row = fetch(&mut tx, id.uuid(), false)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let invoice = with_lines(&mut tx, row).await?;
-    tx.commit().await?;
-    Ok(invoice)
+    committed(tx, id).await
 }
 
 /// draft or open → void; an open one's ledger posting is reversed. Idempotent.
@@ -644,12 +637,7 @@ pub async fn void(pool: &PgPool, id: InvoiceId) -> DomainResult<Invoice> {
             ));
         }
     }
-    let row = fetch(&mut tx, id.uuid(), false)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let invoice = with_lines(&mut tx, row).await?;
-    tx.commit().await?;
-    Ok(invoice)
+    committed(tx, id).await
 }
 
 /// With lines. `org` `Some`: only that org's (`invoice_not_found` otherwise, never a hint it
