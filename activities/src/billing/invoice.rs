@@ -52,15 +52,21 @@ async fn bill_corrections(
         Some(draft) if matches!(draft.kind, InvoiceKind::Adjusting | InvoiceKind::CreditNote) => {
             out.finalized = Some(invoice::finalize(pool, draft.id).await?);
         }
+        // Late usage of a period whose cycle ended with nothing to bill: nobody else will
+        // finalize this draft.
+        Some(draft) if invoice::period_closed(pool, input.org, input.period).await? => {
+            out.finalized = Some(invoice::finalize(pool, draft.id).await?);
+        }
         Some(draft) => out.left_for_cycle = Some(draft.id),
         None => {}
     }
+    let late_invoice = out.finalized.as_ref().map(|i| i.id);
     out.to_collect = invoice::unpaid(pool, input.org)
         .await?
         .into_iter()
         .filter(|i| {
             i.period == input.period
-                && i.kind == InvoiceKind::Adjusting
+                && (i.kind == InvoiceKind::Adjusting || Some(i.id) == late_invoice)
                 && i.state == InvoiceState::Open
                 && i.amount_due_minor > 0
         })
@@ -94,7 +100,8 @@ impl InvoiceActivities {
 
     /// After a metering run of the period: (re)builds its draft and, when that draft corrects an
     /// already finalized invoice (kind `adjusting` or `credit_note`), finalizes it. A draft of
-    /// kind `invoice` (the period was never invoiced) is left for the period's `BillingCycle`.
+    /// kind `invoice` is left for the period's `BillingCycle`, unless that cycle has ended (the
+    /// period is closed): then it is late usage, finalized here.
     /// Idempotent: a retry finds nothing unbilled and answers what is left to collect.
     #[activity(name = activity::INVOICE_BILL_CORRECTIONS)]
     pub async fn bill_corrections(
@@ -104,6 +111,17 @@ impl InvoiceActivities {
     ) -> Result<Corrections, ActivityError> {
         let result = bill_corrections(&self.pool, input).await;
         finish(&self.hook, activity::INVOICE_BILL_CORRECTIONS, result)
+    }
+
+    /// The period's cycle has ended: later usage of it is invoiced by the run that rates it.
+    #[activity(name = activity::INVOICE_CLOSE_PERIOD)]
+    pub async fn close_period(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: DraftFor,
+    ) -> Result<(), ActivityError> {
+        let result = invoice::close_period(&self.pool, input.org, input.period).await;
+        finish(&self.hook, activity::INVOICE_CLOSE_PERIOD, result)
     }
 
     /// open → uncollectible; an invoice settled meanwhile (paid, or by a credit note) comes back

@@ -29,6 +29,8 @@ pub mod activity {
     pub const INVOICE_BUILD_DRAFT: &str = "billing.invoice.build_draft";
     pub const INVOICE_FINALIZE: &str = "billing.invoice.finalize";
     pub const INVOICE_MARK_UNCOLLECTIBLE: &str = "billing.invoice.mark_uncollectible";
+    /// The period's cycle ended: late usage of it is invoiced by the run that rates it.
+    pub const INVOICE_CLOSE_PERIOD: &str = "billing.invoice.close_period";
     /// After a metering run: finalizes the period's correction (adjusting invoice or credit
     /// note) of an already finalized invoice.
     pub const INVOICE_BILL_CORRECTIONS: &str = "billing.invoice.bill_corrections";

@@ -441,6 +441,77 @@ async fn billing_late_usage_after_the_invoice_goes_on_an_adjusting_invoice_that_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_late_usage_of_a_period_that_had_nothing_to_bill_is_invoiced_by_the_rerun() {
+    let p = Platform::start(Options::default()).await;
+    let busy = past_period();
+    let quiet = Period::aligned(
+        busy.start - chrono::Duration::minutes(30),
+        chrono::Duration::minutes(10),
+    );
+    // The org used GPUs in another period only: the quiet period's cycle bills nothing.
+    let org = postpaid_org_with_usage(&p, sandbox::SUCCESS, busy).await;
+    let client = client().await;
+    let input = CycleInput {
+        org,
+        period: quiet,
+        grace_s: 1,
+        collection: seconds(&[1]),
+        pending_recheck_s: 1,
+    };
+    billing_cycle::start(&client, &p.billing.billing_task_queue, input)
+        .await
+        .unwrap();
+    let cycle = client.get_workflow_handle::<BillingCycle>(billing_cycle::workflow_id(org, &quiet));
+    let outcome = tokio::time::timeout(LONG, cycle.get_result(WorkflowGetResultOptions::default()))
+        .await
+        .expect("the cycle ends")
+        .expect("the cycle succeeds");
+    assert_eq!(outcome.invoice, None, "nothing to bill: {outcome:?}");
+
+    // Usage of the quiet period arrives late (a node fenced late, a producer's backlog).
+    let span = SpanStart {
+        id: format!("instance/{}", uuid::Uuid::new_v4()),
+        org,
+        project: None,
+        meter: usage::GPU_SECONDS.into(),
+        sku: "h100-80gb-sxm".into(),
+        units: 1,
+        started_at: quiet.start + chrono::Duration::minutes(1),
+    };
+    used(&p, span, chrono::Duration::minutes(2)).await;
+    let input = MeteringRunInput {
+        org,
+        period: quiet,
+        price_version: None,
+        by: "system:test".into(),
+    };
+    let rerun = metering_run::run(&client, &p.billing.billing_task_queue, input)
+        .await
+        .unwrap();
+    assert!(!rerun.changes.is_empty(), "{rerun:?}");
+    // The run invoiced it (no draft left for a cycle that has ended) and collected it.
+    let invoices: Vec<Invoice> = invoice::list(&p.pool, org, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.period == quiet)
+        .collect();
+    assert_eq!(invoices.len(), 1, "{invoices:?}");
+    let late = &invoices[0];
+    assert_eq!(late.kind, InvoiceKind::Invoice);
+    assert_ne!(late.state, InvoiceState::Draft, "finalized: {late:?}");
+    assert_eq!(
+        collection_outcome(&client, late).await,
+        CollectionOutcome::Paid { attempts: 1 }
+    );
+    assert_eq!(
+        invoice::build_draft(&p.pool, org, quiet).await.unwrap(),
+        None
+    );
+    assert_ledger_sound(&p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn billing_a_rerun_with_a_cheaper_price_version_finalizes_a_credit_note() {
     let p = Platform::start(Options::default()).await;
     let open = finalized_invoice(&p, sandbox::INSUFFICIENT_FUNDS).await;

@@ -216,6 +216,7 @@ fn billing_names_are_pinned() {
             act::INVOICE_FINALIZE,
             act::INVOICE_MARK_UNCOLLECTIBLE,
             act::INVOICE_BILL_CORRECTIONS,
+            act::INVOICE_CLOSE_PERIOD,
             act::PAYMENT_ATTEMPT,
             act::ACCOUNT_MARK_DELINQUENT,
             act::ACCOUNT_REFRESH_STANDING,
@@ -226,7 +227,8 @@ fn billing_names_are_pinned() {
         ]
         .join(" "),
         "billing.metering.run billing.invoice.build_draft billing.invoice.finalize \
-         billing.invoice.mark_uncollectible billing.invoice.bill_corrections billing.payment.attempt \
+         billing.invoice.mark_uncollectible billing.invoice.bill_corrections \
+         billing.invoice.close_period billing.payment.attempt \
          billing.account.mark_delinquent \
          billing.account.refresh_standing billing.account.orgs billing.enforcement.past_grace \
          billing.enforcement.running_instances billing.enforcement.begin_termination"

@@ -136,6 +136,14 @@ impl BillingCycle {
         let second = rate_and_draft(ctx, org, period, "late usage").await?;
 
         let Some(draft) = second.or(first) else {
+            // Closed all the same: usage rated for it later is invoiced by the run that rates
+            // it (`MeteringRun`), not left on a draft nobody finalizes.
+            ctx.execute_activity(
+                InvoiceActivities::close_period,
+                DraftFor { org, period },
+                billing_options(),
+            )
+            .await?;
             step(
                 ctx,
                 BillingStep::Done,

@@ -384,6 +384,8 @@ pub async fn finalize(pool: &PgPool, id: InvoiceId) -> DomainResult<Invoice> {
     if settled_corrected && !has_unpaid(&mut tx, org, None).await? {
         account::clear_delinquent(&mut tx, org).await?;
     }
+    // The period is invoiced: its cycle's work is done (later usage becomes a correction).
+    record_close(&mut tx, org, row.period()).await?;
     committed(tx, id).await
 }
 
@@ -508,6 +510,39 @@ pub async fn record_payment(
         account::clear_delinquent(&mut tx, org).await?;
     }
     committed(tx, id).await
+}
+
+/// Records that `org`'s billing cycle for `period` has ended, invoiced or with nothing to bill.
+/// From then on a draft of kind `invoice` for the period (late usage rated after the cycle) is
+/// finalized by whoever rated it ([`period_closed`]). Idempotent.
+pub async fn close_period(pool: &PgPool, org: OrgId, period: Period) -> DomainResult<()> {
+    record_close(&mut *pool.acquire().await?, org, period).await
+}
+
+async fn record_close(conn: &mut PgConnection, org: OrgId, period: Period) -> DomainResult<()> {
+    sqlx::query(
+        "INSERT INTO billing.closed_periods (org_id, period_start, period_end) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(org.uuid())
+    .bind(period.start)
+    .bind(period.end)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether [`close_period`] recorded the period's cycle as ended.
+pub async fn period_closed(pool: &PgPool, org: OrgId, period: Period) -> DomainResult<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM billing.closed_periods
+                        WHERE org_id = $1 AND period_start = $2 AND period_end = $3)",
+    )
+    .bind(org.uuid())
+    .bind(period.start)
+    .bind(period.end)
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Commits `tx` and answers the invoice as it left it, with its lines.
