@@ -33,12 +33,10 @@ const MAX_USAGE_DAYS: i64 = 93;
 /// How long the sandbox provider's `pm_sandbox_slow_confirm` stays pending.
 const SANDBOX_CONFIRM_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Exact minor units, rounded once (half away from zero), saturating.
+/// Exact minor units for display, rounded by billing's one rule (`invoice::round_minor`),
+/// saturating where they leave 64 bits.
 pub fn round_minor(exact: Decimal) -> i64 {
-    use rust_decimal::prelude::ToPrimitive;
-    let rounded =
-        exact.round_dp_with_strategy(0, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
-    rounded.to_i64().unwrap_or(if rounded.is_sign_negative() {
+    platform_billing::invoice::round_minor(exact).unwrap_or(if exact.is_sign_negative() {
         i64::MIN
     } else {
         i64::MAX
@@ -54,7 +52,7 @@ pub async fn open_account(state: &AppState, org: OrgId) -> ApiResult<()> {
 }
 
 /// The org a billing route acts in: the middleware's (a member), else the path's (finance).
-fn org_of(caller: &Caller, path: &str) -> ApiResult<OrgId> {
+pub(super) fn org_of(caller: &Caller, path: &str) -> ApiResult<OrgId> {
     match caller.ctx.org {
         Some(org) => Ok(org),
         None => path

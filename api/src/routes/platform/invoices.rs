@@ -2,6 +2,7 @@
 //! lines (its admins; finance, any org's). Another org's invoice is `invoice_not_found`, exactly
 //! like one that does not exist.
 
+use super::billing::org_of;
 use super::convert;
 use crate::AppState;
 use crate::auth::Caller;
@@ -13,22 +14,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use platform_billing::invoice;
-use shared_ids::{InvoiceId, OrgId};
+use shared_ids::InvoiceId;
 
 #[derive(serde::Deserialize)]
 pub struct ListParams {
     cursor: Option<String>,
     limit: Option<i64>,
-}
-
-/// The org the route acts in: the middleware's (a member), else the path's (finance).
-fn org_of(caller: &Caller, path: &str) -> ApiResult<OrgId> {
-    match caller.ctx.org {
-        Some(org) => Ok(org),
-        None => path
-            .parse()
-            .map_err(|_| platform_iam::orgs::org_not_found(path).into()),
-    }
 }
 
 pub async fn list(

@@ -932,8 +932,9 @@ fn out_of_range() -> DomainError {
     )
 }
 
-/// Rounds an exact amount to whole minor units, half away from zero: once per invoice line.
-fn round_minor(exact: Decimal) -> DomainResult<i64> {
+/// Rounds an exact amount to whole minor units, half away from zero: once per invoice line (the
+/// one rounding rule; what callers show rounds the same way).
+pub fn round_minor(exact: Decimal) -> DomainResult<i64> {
     exact
         .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero)
         .to_i64()
