@@ -9,4 +9,5 @@ pub mod appplatform;
 pub mod billing;
 pub mod failure;
 pub mod gpuaas;
+pub mod schedule;
 pub mod tokenfactory;

@@ -37,17 +37,12 @@ pub use metering_run::{MeteringRun, MeteringRunInput};
 pub use payment_collection::{CollectionInput, CollectionOutcome, PaymentCollection};
 
 use std::time::{Duration, SystemTime};
-use temporalio_client::schedules::ScheduleError;
 use temporalio_common::search_attributes::SearchAttributeUpdate;
 use temporalio_sdk::WorkflowContext;
 use vocabulary::{BillingStep, search};
 
-/// What an `ensure_*_schedule` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScheduleChange {
-    Created,
-    Updated,
-}
+pub use crate::schedule::ScheduleChange;
+pub(crate) use crate::schedule::ensure as ensure_schedule;
 
 /// The step in the step search attribute and the UI's current details. Only before a command
 /// (an activity, a timer, a child, the end).
@@ -106,44 +101,5 @@ pub(crate) async fn sleep_until<W>(ctx: &WorkflowContext<W>, at_ms: i64) {
     let left = at_ms - now_ms(ctx);
     if left > 0 {
         let _ = ctx.timer(Duration::from_millis(left as u64)).await;
-    }
-}
-
-/// Creates the Schedule `id` with `action` every `every`, or updates its interval and action.
-pub(crate) async fn ensure_schedule(
-    client: &temporalio_client::Client,
-    id: String,
-    action: temporalio_client::schedules::ScheduleAction,
-    every: Duration,
-    note: &str,
-) -> Result<ScheduleChange, ScheduleError> {
-    use temporalio_client::schedules::{
-        CreateScheduleOptions, ScheduleOverlapPolicy, ScheduleSpec,
-    };
-    let options = CreateScheduleOptions::builder()
-        .action(action.clone())
-        .spec(ScheduleSpec::from_interval(every))
-        .overlap_policy(ScheduleOverlapPolicy::Skip)
-        .note(note.to_string())
-        .build();
-    match client.create_schedule(id.clone(), options).await {
-        Ok(_) => Ok(ScheduleChange::Created),
-        Err(ScheduleError::Rpc(status))
-            if status.code() == temporalio_client::tonic::Code::AlreadyExists =>
-        {
-            let spec = ScheduleSpec::from_interval(every);
-            client
-                .get_schedule_handle(id)
-                .update(
-                    move |u| {
-                        u.set_spec(spec);
-                        u.set_action(action);
-                    },
-                    Default::default(),
-                )
-                .await?;
-            Ok(ScheduleChange::Updated)
-        }
-        Err(e) => Err(e),
     }
 }

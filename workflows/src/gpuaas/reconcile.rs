@@ -18,9 +18,7 @@ use activities::gpuaas::reconcile::{
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use temporalio_client::Client;
-use temporalio_client::schedules::{
-    CreateScheduleOptions, ScheduleAction, ScheduleError, ScheduleOverlapPolicy, ScheduleSpec,
-};
+use temporalio_client::schedules::{ScheduleAction, ScheduleError};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
@@ -47,14 +45,10 @@ pub struct ReconcileOutcome {
     pub lifecycles_started: usize,
 }
 
-/// What [`ensure_schedule`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScheduleChange {
-    Created,
-    Updated,
-}
+pub use crate::schedule::ScheduleChange;
 
-/// Creates the reconciler's Schedule on `task_queue`, or updates its interval if it exists.
+/// Creates the reconciler's Schedule on `task_queue`, or updates its interval and input if it
+/// exists.
 pub async fn ensure_schedule(
     client: &Client,
     task_queue: &str,
@@ -69,31 +63,8 @@ pub async fn ensure_schedule(
         task_queue.to_string(),
         id.clone(),
     );
-    let options = CreateScheduleOptions::builder()
-        .action(action)
-        .spec(ScheduleSpec::from_interval(every))
-        .overlap_policy(ScheduleOverlapPolicy::Skip)
-        .note("gpuaas orphan reconciler (created by gpuaas-worker)")
-        .build();
-    match client.create_schedule(id.clone(), options).await {
-        Ok(_) => Ok(ScheduleChange::Created),
-        Err(ScheduleError::Rpc(status))
-            if status.code() == temporalio_client::tonic::Code::AlreadyExists =>
-        {
-            let spec = ScheduleSpec::from_interval(every);
-            client
-                .get_schedule_handle(id)
-                .update(
-                    move |u| {
-                        u.set_spec(spec);
-                    },
-                    Default::default(),
-                )
-                .await?;
-            Ok(ScheduleChange::Updated)
-        }
-        Err(e) => Err(e),
-    }
+    let note = "gpuaas orphan reconciler (created by gpuaas-worker)";
+    crate::schedule::ensure(client, id, action, every, note).await
 }
 
 #[workflow]
